@@ -1,0 +1,56 @@
+"""historymw: bounded, policy-driven, redacted history of LLM calls.
+
+    import historymw as hm
+    hm.configure(policy="bounded", maxlen=1000, backends=["ring"])
+
+    @hm.recorded(provider="openai")
+    def ask(model, messages, **params): ...
+
+    with hm.history(session="u-42"):
+        ask("gpt-4o-mini", [{"role": "user", "content": "hi"}])
+    hm.inspect_history(1)
+
+`import historymw` imports no optional dependency (sqlalchemy, opentelemetry,
+litellm, dspy): each is imported when its backend or integration is used.
+"""
+
+from ._version import __version__
+from .api import configure, flush, recent, ring, settings, shutdown, stats
+from .backends import Backend
+from .backends.ring import RingBuffer
+from .capture import StreamAbandoned, call, recorded
+from .config import Settings
+from .counters import Stats
+from .errors import ConfigError, MissingDependencyError
+from .inspect import inspect_history
+from .pipeline import FlushResult
+from .policy import Policy
+from .record import LMCall
+from .scope import ContextExecutor, history, wrap
+
+__all__ = [
+    "Backend",
+    "ConfigError",
+    "ContextExecutor",
+    "FlushResult",
+    "LMCall",
+    "MissingDependencyError",
+    "Policy",
+    "RingBuffer",
+    "Settings",
+    "Stats",
+    "StreamAbandoned",
+    "__version__",
+    "call",
+    "configure",
+    "flush",
+    "history",
+    "inspect_history",
+    "recent",
+    "recorded",
+    "ring",
+    "settings",
+    "shutdown",
+    "stats",
+    "wrap",
+]

@@ -1,0 +1,81 @@
+"""The module-level functions of the public surface."""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from . import counters as _stats
+from . import runtime
+from .backends.ring import RingBuffer
+from .config import Settings
+from .pipeline import FlushResult
+from .record import LMCall
+
+
+def configure(**settings: Any) -> Settings:
+    """Replace the whole configuration.
+
+    Takes every setting of the environment table (policy, maxlen, max_bytes,
+    sample_rate, backends, sql_url, capture_content, max_field_chars, ...) plus
+    `redactor=`. Settings not named fall back to HISTORYMW_* variables, then to
+    defaults. Starts a new ring and new counters; export workers of the previous
+    configuration are flushed and stopped. A bad value raises `ConfigError`.
+    """
+    return runtime.configure(**settings)
+
+
+def settings() -> Settings:
+    """The configuration in force."""
+    return runtime.current().settings
+
+
+def ring() -> RingBuffer:
+    """The ring buffer (a Sequence of LMCall, newest last). An empty one when
+    the configuration has no 'ring' backend."""
+    rt = runtime.current()
+    if rt.ring is None:
+        return RingBuffer(maxlen=0, max_bytes=0)
+    return rt.ring
+
+
+def recent(n: int = 10, *, session: str | None = None,
+           status: Literal["ok", "error"] | None = None) -> list[LMCall]:
+    """The newest `n` records from the ring, newest last, optionally filtered."""
+    drafts = ring().drafts()
+    if session is not None or status is not None:
+        drafts = [d for d in drafts
+                  if (session is None or d.get("session") == session)
+                  and (status is None or d.get("status", "ok") == status)]
+    r = ring()
+    return [r._model(d) for d in drafts[-n:]] if n > 0 else []
+
+
+def stats() -> _stats.Stats:
+    """Exact counters since the last `configure()`."""
+    rt = runtime.current()
+    c = _stats.COUNTERS
+    dropped = {k: v.value for k, v in c.dropped.items()}
+    return _stats.Stats(
+        recorded=c.recorded.value,
+        sampled_out=c.sampled_out.value,
+        filtered_out=c.filtered_out.value,
+        dropped=sum(dropped.values()),
+        dropped_by_reason=dropped,
+        evicted=c.evicted.value + (rt.ring.evicted if rt.ring is not None else 0),
+        records_held=len(rt.ring) if rt.ring is not None else 0,
+        bytes_held=rt.ring.bytes_held if rt.ring is not None else 0,
+        max_bytes=rt.settings.max_bytes,
+        queued=sum(p.queued() for p in rt.pipelines),
+        exported=sum(p.exported for p in rt.pipelines),
+        errors={k: v.value for k, v in c.errors.items()},
+    )
+
+
+def flush(timeout: float | None = 5.0) -> FlushResult:
+    """Deliver everything queued to the I/O backends; says what it could not."""
+    return runtime.current().flush(timeout)
+
+
+def shutdown(timeout: float | None = None) -> FlushResult:
+    """Flush within `timeout` (default `shutdown_timeout`) and stop the export workers."""
+    return runtime.shutdown(timeout)

@@ -1,0 +1,486 @@
+"""Capture: `@recorded` and `call(...)`, the code that runs inside every LM call.
+
+The hot path, in order: read the scope (one ContextVar), branch on its mode;
+when recording, copy the request into a plain dict (the draft), run the call,
+read the result into the draft, hand it to the backends. Everything after the
+branch is fail-open: an exception inside historymw is counted and logged,
+never raised into the call, and the call's own result or exception passes
+through untouched.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import sys
+import time
+import types
+from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from typing import Any, TypeVar
+
+from . import counters, runtime
+from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes
+from .extract import chunk_fields, usage_fields
+from .plain import clip
+from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
+from .scope import CURRENT, Effective
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+_perf = time.perf_counter
+_now = time.time
+_modules_get = sys.modules.get
+_OTEL_TRACE = "opentelemetry.trace"
+_STATE = runtime.STATE
+
+
+def effective_now() -> Effective:
+    """The current scope's decision under the current configuration."""
+    frame = CURRENT.get()
+    eff = frame.eff
+    return eff if eff.gen == _STATE.gen else frame.refresh()
+
+
+def head(eff: Effective) -> int:
+    """The per-call head decision of a sampling or errors-only scope: FULL, TAIL or SKIP."""
+    if eff.mode == TAIL:
+        return TAIL
+    if sampled_in(eff.bound, eff.rate, active_span_ids()):
+        return FULL
+    if eff.keep_errors:
+        return TAIL
+    eff.count_sampled_out()
+    return SKIP
+
+
+def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwargs: dict[str, Any],
+          started: float | None = None) -> dict[str, Any] | None:
+    """The draft of a call the head decision kept (FULL or TAIL); None on an internal error."""
+    try:
+        t0 = _perf()
+        wall = _now() if started is None else started
+        if mode == FULL:
+            model, messages, params, size = request(spec, eff, args, kwargs)
+            draft = {"started": wall, "_t0": t0, "provider": spec.provider, "model": model,
+                     "operation": spec.operation, "source": spec.source, "messages": messages,
+                     "params": params, "size_bytes": RECORD_BASE_BYTES + size, "duration": 0.0,
+                     "output_text": None}
+            if params and params.get("stream") is True:
+                draft["stream"] = True
+        else:  # TAIL: keep only the references the call holds anyway, copy if it fails
+            draft = {"started": wall, "_t0": t0, "provider": spec.provider,
+                     "operation": spec.operation, "source": spec.source, "_args": args, "_kwargs": kwargs}
+        if eff.session is not None:
+            draft["session"] = eff.session
+        if eff.tags:
+            draft["tags"] = eff.tags
+        if _modules_get(_OTEL_TRACE) is not None:
+            span = active_span_ids()
+            if span is not None:
+                draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
+        return draft
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("capture", exc)
+        return None
+
+
+def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = None,
+           error: BaseException | None = None, ended: float | None = None,
+           given: dict[str, Any] | None = None) -> None:
+    """Complete a draft with the call's outcome, apply the tail decision, commit. Never raises."""
+    try:
+        t0 = draft.pop("_t0")
+        draft["duration"] = _perf() - t0 if ended is None else ended - draft["started"]
+        if "_args" in draft:  # TAIL: only failures are kept
+            args, kwargs = draft.pop("_args"), draft.pop("_kwargs")
+            if error is None:
+                eff.count_filtered_out()
+                return
+            model, messages, params, size = request(spec, eff, args, kwargs)
+            draft.update(model=model, messages=messages, params=params,
+                         size_bytes=draft.get("size_bytes", 0) + RECORD_BASE_BYTES + size)
+        if type(result) is str and error is None and given is None and spec.extract is None:
+            if eff.content:  # the common case, inline: a str result
+                if len(result) > 1024:
+                    result = clip(result, eff.max_chars)
+                draft["output_text"] = result
+                draft["size_bytes"] += str_bytes(result)
+        else:
+            outcome(draft, spec, eff, result, error, given)
+        eff.commit(draft)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("capture", exc)
+
+
+# -- streams ------------------------------------------------------------------
+
+
+class StreamAbandoned(Exception):  # noqa: N818 - it is recorded as error_type; it is not raised
+    """Recorded as the error of a stream the caller stopped reading (closed or garbage-collected)."""
+
+
+class _StreamState:
+    """Accumulates a stream's chunks into one record, written when the stream ends."""
+
+    __slots__ = ("draft", "spec", "eff", "parts", "chunks")
+
+    def __init__(self, draft: dict[str, Any], spec: CallSpec, eff: Effective) -> None:
+        self.draft: dict[str, Any] | None = draft
+        self.spec = spec
+        self.eff = eff
+        self.parts: list[str] = []
+        self.chunks = 0
+        draft["stream"] = True
+
+    def chunk(self, chunk: Any) -> None:
+        draft = self.draft
+        if draft is None:
+            return
+        try:
+            self.chunks += 1
+            text, reason, usage = chunk_fields(chunk)
+            if text:
+                if "time_to_first_token_s" not in draft:
+                    draft["time_to_first_token_s"] = _perf() - draft["_t0"]
+                self.parts.append(text)
+            if reason is not None:
+                draft["finish_reason"] = reason
+            if usage is not None:
+                usage_fields(usage, draft)
+        except Exception as exc:  # noqa: BLE001
+            counters.COUNTERS.error("capture", exc)
+
+    def end(self, error: BaseException | None = None, abandoned: bool = False,
+            given: dict[str, Any] | None = None, ended: float | None = None) -> None:
+        """Write the stream's one record (only the first call does anything)."""
+        draft, self.draft = self.draft, None
+        if draft is None:
+            return
+        try:
+            if self.parts and self.eff.content and not (given and "output_text" in given):
+                text = "".join(self.parts)
+                if len(text) > self.eff.max_chars:
+                    text = clip(text, self.eff.max_chars)
+                draft["output_text"] = text
+                draft["size_bytes"] = draft.get("size_bytes", 0) + str_bytes(text)
+            self.parts = []
+            if abandoned and error is None:
+                error = StreamAbandoned(f"stream closed by the caller after {self.chunks} chunks")
+            finish(draft, self.spec, self.eff, None, error, ended, given)
+        except Exception as exc:  # noqa: BLE001
+            counters.COUNTERS.error("capture", exc)
+
+
+def _record_sync_gen(gen: Iterator[Any], state: _StreamState) -> Iterator[Any]:
+    try:
+        for item in gen:
+            state.chunk(item)
+            yield item
+    except GeneratorExit:  # closed or garbage-collected by the caller
+        state.end(abandoned=True)
+        close = getattr(gen, "close", None)
+        if close is not None:
+            close()
+        raise
+    except BaseException as exc:
+        state.end(exc)
+        raise
+    state.end()
+
+
+async def _record_async_gen(agen: Any, state: _StreamState) -> AsyncIterator[Any]:
+    try:
+        async for item in agen:
+            state.chunk(item)
+            yield item
+    except GeneratorExit:  # closed or garbage-collected by the caller
+        state.end(abandoned=True)
+        aclose = getattr(agen, "aclose", None)
+        if aclose is not None:
+            await aclose()
+        raise
+    except BaseException as exc:
+        state.end(exc)
+        raise
+    state.end()
+
+
+class _StreamProxy:
+    """Stands in for a client's stream object: records chunks, forwards everything else."""
+
+    def __init__(self, inner: Any, state: _StreamState) -> None:
+        self._inner = inner
+        self._state = state
+
+    def __iter__(self) -> _StreamProxy:
+        return self
+
+    def __next__(self) -> Any:
+        try:
+            item = next(self._inner)
+        except StopIteration:
+            self._state.end()
+            raise
+        except BaseException as exc:
+            self._state.end(exc)
+            raise
+        self._state.chunk(item)
+        return item
+
+    def close(self) -> None:
+        self._state.end(abandoned=True)
+        close = getattr(self._inner, "close", None)
+        if close is not None:
+            close()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __del__(self) -> None:
+        self._state.end(abandoned=True)
+
+
+class _AsyncStreamProxy:
+    """The async counterpart of `_StreamProxy`."""
+
+    def __init__(self, inner: Any, state: _StreamState) -> None:
+        self._inner = inner
+        self._state = state
+
+    def __aiter__(self) -> _AsyncStreamProxy:
+        return self
+
+    async def __anext__(self) -> Any:
+        try:
+            item = await self._inner.__anext__()
+        except StopAsyncIteration:
+            self._state.end()
+            raise
+        except BaseException as exc:
+            self._state.end(exc)
+            raise
+        self._state.chunk(item)
+        return item
+
+    async def aclose(self) -> None:
+        self._state.end(abandoned=True)
+        aclose = getattr(self._inner, "aclose", None)
+        if aclose is not None:
+            await aclose()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._inner, name)
+
+    def __del__(self) -> None:
+        self._state.end(abandoned=True)
+
+
+def _finish_result(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any) -> Any:
+    """Finish with a result; for a stream, return a recording stream in its place."""
+    t = type(result)
+    if t is types.GeneratorType:
+        return _record_sync_gen(result, _StreamState(draft, spec, eff))
+    if t is types.AsyncGeneratorType:
+        return _record_async_gen(result, _StreamState(draft, spec, eff))
+    if draft.get("stream") and not isinstance(result, (str, bytes, dict, list, tuple)):
+        try:  # a client's stream object (stream=True): wrap it
+            if hasattr(result, "__next__"):
+                return _StreamProxy(result, _StreamState(draft, spec, eff))
+            if hasattr(result, "__anext__"):
+                return _AsyncStreamProxy(result, _StreamState(draft, spec, eff))
+        except Exception as exc:  # noqa: BLE001 - a result whose attributes raise
+            counters.COUNTERS.error("capture", exc)
+    finish(draft, spec, eff, result)
+    return result
+
+
+# -- the decorator -------------------------------------------------------------
+
+
+def recorded(fn: F | None = None, *, provider: str | None = None, operation: str = "chat",
+             source: str = "decorator", extract: Callable[[Any], dict[str, Any]] | None = None) -> Any:
+    """Record every call of an LM function: sync, async, generator or async generator.
+
+    `model` and `messages` are read from the call's arguments; the other
+    arguments become `params` (redacted). The return value is read when it is a
+    str or an OpenAI/Anthropic-style response; `extract=fn(result) -> dict` of
+    LMCall fields handles anything else. A stream (a generator, or a client's
+    stream object returned for `stream=True`) becomes one record when it ends.
+    Results and exceptions pass through unchanged.
+    """
+    if fn is None:
+        return functools.partial(recorded, provider=provider, operation=operation, source=source,
+                                 extract=extract)
+    spec = CallSpec(fn, provider, operation, source, extract)
+    get_frame = CURRENT.get
+    state = _STATE
+
+    if inspect.isasyncgenfunction(fn):
+        @functools.wraps(fn)
+        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
+            eff = effective_now()
+            mode = eff.mode if eff.mode in (FULL, SKIP) else head(eff)
+            draft = start(eff, spec, mode, args, kwargs) if mode != SKIP else None
+            agen = fn(*args, **kwargs)
+            if draft is not None:
+                agen = _record_async_gen(agen, _StreamState(draft, spec, eff))
+            async for item in agen:
+                yield item
+        return agen_wrapper
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
+            eff = effective_now()
+            mode = eff.mode if eff.mode in (FULL, SKIP) else head(eff)
+            draft = start(eff, spec, mode, args, kwargs) if mode != SKIP else None
+            if draft is None:
+                return (yield from fn(*args, **kwargs))
+            return (yield from _record_sync_gen(fn(*args, **kwargs), _StreamState(draft, spec, eff)))
+        return gen_wrapper
+
+    if inspect.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
+            eff = get_frame().eff
+            if eff.gen != state.gen:
+                eff = get_frame().refresh()
+            mode = eff.mode
+            if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+                return await fn(*args, **kwargs)
+            draft = start(eff, spec, mode, args, kwargs)
+            if draft is None:
+                return await fn(*args, **kwargs)
+            try:
+                result = await fn(*args, **kwargs)
+            except BaseException as exc:
+                finish(draft, spec, eff, None, exc)
+                raise
+            return _finish_result(draft, spec, eff, result)
+        return async_wrapper
+
+    # The hot path, inline: a disabled call costs a ContextVar read and a branch.
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        eff = get_frame().eff
+        if eff.gen != state.gen:
+            eff = get_frame().refresh()
+        mode = eff.mode
+        if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+            return fn(*args, **kwargs)
+        draft = start(eff, spec, mode, args, kwargs)
+        if draft is None:
+            return fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            finish(draft, spec, eff, None, exc)
+            raise
+        if type(result) is str:
+            finish(draft, spec, eff, result)
+            return result
+        return _finish_result(draft, spec, eff, result)
+    return wrapper
+
+
+# -- manual recording -----------------------------------------------------------
+
+
+class call:  # noqa: N801 - used like a function: `with hm.call(...) as c`
+    """Record one call made through any client, by hand.
+
+    ```
+    with hm.call(provider="anthropic", model="m", messages=msgs, params=p) as c:
+        resp = client.messages.create(...)
+        c.output(result=resp)          # or c.output(text=..., usage=..., finish_reason=...)
+    ```
+    An exception leaving the block is recorded and re-raised. For a stream, call
+    `c.chunk(piece)` for each piece. Without `with`: `c = hm.call(...).start()`,
+    then `c.output(...)` and `c.end()` (or `c.end(error=exc)`), from any thread:
+    the scope is the one active at `start()`. Every method is fail-open.
+    """
+
+    __slots__ = ("_spec", "_request", "_started_at", "_draft", "_eff", "_stream", "_given", "_result")
+
+    def __init__(self, *, provider: str | None = None, model: str | None = None, messages: Any = None,
+                 params: dict[str, Any] | None = None, operation: str = "chat", source: str = "manual",
+                 extract: Callable[[Any], dict[str, Any]] | None = None,
+                 started_at: float | None = None) -> None:
+        self._spec = CallSpec(None, provider, operation, source, extract)
+        request_kwargs = dict(params) if isinstance(params, dict) else {}
+        request_kwargs["model"], request_kwargs["messages"] = model, messages
+        self._request: dict[str, Any] | None = request_kwargs
+        self._started_at = started_at
+        self._draft: dict[str, Any] | None = None
+        self._eff: Effective | None = None
+        self._stream: _StreamState | None = None
+        self._given: dict[str, Any] = {}
+        self._result: Any = None
+
+    @property
+    def recording(self) -> bool:
+        """True while this call may produce a record (under errors-only: if it fails)."""
+        return self._draft is not None
+
+    def start(self) -> call:
+        """Take the head decision under the current scope and capture the request."""
+        request_kwargs, self._request = self._request, None
+        if request_kwargs is None:  # started already
+            return self
+        eff = effective_now()
+        mode = eff.mode if eff.mode in (FULL, SKIP) else head(eff)
+        if mode != SKIP:
+            self._eff = eff
+            self._draft = start(eff, self._spec, mode, (), request_kwargs, self._started_at)
+        return self
+
+    def __enter__(self) -> call:
+        return self.start()
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        self.end(error=exc)
+
+    def set(self, **fields: Any) -> None:
+        """Set more LMCall fields (cache_hit=, response_id=, metadata=, server_address=, ...)."""
+        if self._draft is not None:
+            self._given.update(fields)
+
+    def output(self, text: str | None = None, *, result: Any = None, usage: Any = None,
+               finish_reason: str | None = None, outputs: Any = None, cost: float | None = None,
+               **fields: Any) -> None:
+        """Give the outcome: a raw `result` to read, and/or the fields themselves (which win)."""
+        if self._draft is None:
+            return
+        try:
+            given = self._given
+            given.update(fields)
+            for name, value in (("output_text", text), ("outputs", outputs),
+                                ("finish_reason", finish_reason), ("cost", cost)):
+                if value is not None:
+                    given[name] = value
+            if usage is not None:
+                usage_fields(usage, given)
+            if result is not None:
+                self._result = result
+        except Exception as exc:  # noqa: BLE001
+            counters.COUNTERS.error("capture", exc)
+
+    def chunk(self, chunk: Any) -> None:
+        """Record one piece of a streamed response (a str or a provider's chunk)."""
+        if self._draft is None or self._eff is None:
+            return
+        if self._stream is None:
+            self._stream = _StreamState(self._draft, self._spec, self._eff)
+        self._stream.chunk(chunk)
+
+    def end(self, error: BaseException | None = None, *, ended_at: float | None = None) -> None:
+        """Finish the call, once; `error` records a failure. Never raises."""
+        draft, eff, self._draft = self._draft, self._eff, None
+        if draft is None or eff is None:
+            return
+        result, self._result = self._result, None
+        given = self._given or None
+        if self._stream is not None:  # the joined chunks are the output
+            self._stream.end(error, given=given, ended=ended_at)
+        else:  # the result is read first, then the given fields win
+            finish(draft, self._spec, eff, result, error, ended_at, given)

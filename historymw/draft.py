@@ -1,0 +1,247 @@
+"""Building a draft: the plain dict a call is captured into on the caller's thread.
+
+`request()` copies model, messages and params out of the call's arguments;
+`outcome()` reads the result or the error. Both bound what they keep (field
+length, record size) and count the bytes they keep, so the ring can hold to
+`max_bytes`. The usual shapes (a list of {"role", "content"} str dicts, scalar
+params, a str result) take a fast path; anything else goes through
+`plain.plain`, which handles cycles, odd objects, bytes and depth.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from . import counters
+from .extract import result_fields
+from .plain import (
+    DICT_OVERHEAD,
+    DICT_PER_ITEM,
+    LIST_OVERHEAD,
+    SCALAR_SIZE,
+    STR_OVERHEAD,
+    Budget,
+    plain,
+    plain_str,
+    truncated,
+)
+from .redact import KEY_CACHE
+
+if TYPE_CHECKING:
+    from .scope import Effective
+
+# What a draft dict and its fixed fields take beyond the strings and containers
+# it holds (calibrated with tracemalloc: tests/test_ring.py checks the factor).
+RECORD_BASE_BYTES = 1400
+_MSG_BYTES = 8 + 232 + 2 * STR_OVERHEAD  # list slot, a 2-item dict, two str headers
+_SCALARS = frozenset({int, float, bool, type(None)})
+
+# LMCall fields that extract=, call.output() and call.set() may set.
+SETTABLE_FIELDS = frozenset({
+    "output_text", "outputs", "finish_reason", "input_tokens", "output_tokens", "total_tokens",
+    "cost", "response_id", "response_model", "cache_hit", "server_address", "metadata", "model",
+    "provider", "session", "tags", "operation", "stream",
+})
+
+
+class CallSpec:
+    """What is known about a recorded function before any call: computed once."""
+
+    __slots__ = ("provider", "operation", "source", "extract", "names", "skip_first", "model_pos",
+                 "messages_pos", "simple_upto")
+
+    def __init__(self, fn: Callable[..., Any] | None, provider: str | None, operation: str,
+                 source: str, extract: Callable[[Any], dict[str, Any]] | None) -> None:
+        self.provider = provider
+        self.operation = operation
+        self.source = source
+        self.extract = extract
+        names: list[str] = []
+        if fn is not None:
+            try:
+                for p in inspect.signature(fn).parameters.values():
+                    if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+                        names.append(p.name)
+            except (TypeError, ValueError):
+                pass
+        self.skip_first = bool(names) and names[0] in ("self", "cls")
+        self.names = tuple(names)
+        # Where model and messages sit among the positional arguments, and how many
+        # leading positionals are only those (the fast path binds them by index).
+        self.model_pos = names.index("model") if "model" in names else -1
+        self.messages_pos = names.index("messages") if "messages" in names else -1
+        upto = 1 if self.skip_first else 0
+        while upto < len(names) and names[upto] in ("model", "messages"):
+            upto += 1
+        self.simple_upto = upto
+
+
+def str_bytes(s: str) -> int:
+    n = len(s)
+    return STR_OVERHEAD + (n if s.isascii() else 2 * n + 25)
+
+
+def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any], int] | None:
+    """Copy the usual list of {"role": str, "content": str}; None sends it to the slow path."""
+    if type(messages) is not list:
+        return None
+    out: list[Any] = []
+    used = LIST_OVERHEAD + 8 * len(messages)
+    for m in messages:
+        if type(m) is not dict or len(m) != 2:
+            return None
+        role, content = m.get("role"), m.get("content")
+        if type(role) is not str or type(content) is not str:
+            return None
+        n = len(content)
+        if n > max_chars:
+            content = truncated(content, max_chars)
+            n = len(content)
+        out.append({"role": role, "content": content})
+        # non-ASCII text takes ~2 bytes a char (4 for astral characters)
+        used += _MSG_BYTES + len(role) + (n if content.isascii() else 2 * n + 25)
+    return (out, used) if used <= limit else None
+
+
+def fast_params(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
+    """Copy keyword params of scalars and short strings, leaving model and messages out;
+    None sends them to the slow path (credential-named keys, containers, objects)."""
+    secret = KEY_CACHE.get  # None for a key never seen: the slow path classifies it
+    out: dict[str, Any] = {}
+    for k, v in kwargs.items():
+        if k == "model" or k == "messages":
+            continue
+        if secret(k) is not False or (type(v) not in _SCALARS and (type(v) is not str or len(v) >= 10)):
+            return None  # 10: shorter than any secret shape, nothing to scan
+        out[k] = v
+    return out, DICT_OVERHEAD + len(out) * (DICT_PER_ITEM + SCALAR_SIZE)
+
+
+def copy_messages(messages: Any, budget: Budget) -> list[Any]:
+    """Plain copy of chat messages within the budget (a str prompt becomes one user message)."""
+    fast = fast_messages(messages, budget.max_chars, budget.remaining)
+    if fast is not None:
+        budget.take(fast[1])
+        return fast[0]
+    if isinstance(messages, str):
+        return [{"role": "user", "content": plain_str(str(messages), budget)}]
+    if messages is None:
+        return []
+    copied = plain(messages, budget)
+    return copied if type(copied) is list else [copied]
+
+
+def _bind(spec: CallSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
+    """(model, messages, every other argument by name) for any call shape."""
+    model, messages = kwargs.get("model"), kwargs.get("messages")
+    params: dict[str, Any] = {}
+    names = spec.names
+    for i in range(1 if spec.skip_first else 0, len(args)):
+        name = names[i] if i < len(names) else f"arg{i}"
+        if name == "model":
+            model = args[i]
+        elif name == "messages":
+            messages = args[i]
+        else:
+            params[name] = args[i]
+    for k, v in kwargs.items():
+        if k != "model" and k != "messages":
+            params[k] = v
+    if messages is None and "prompt" in params:  # completion-style APIs
+        messages = params.pop("prompt")
+    return model, messages, params
+
+
+def request(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
+            kwargs: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any], int]:
+    """(model, messages, params, bytes kept) copied out of a call's arguments."""
+    n = len(args)
+    fast_p = None
+    if n <= spec.simple_upto and "prompt" not in kwargs:  # positionals are only model/messages
+        mp, sp = spec.model_pos, spec.messages_pos
+        model = args[mp] if 0 <= mp < n else kwargs.get("model")
+        messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
+        fast_p = fast_params(kwargs) if kwargs else ({}, 0)
+        raw: dict[str, Any] = kwargs
+    else:
+        model, messages, raw = _bind(spec, args, kwargs)
+    if fast_p is not None:
+        params, used = fast_p
+    else:
+        budget = Budget(eff.max_chars, eff.record_limit // 2, scan=True)
+        params = plain({k: v for k, v in raw.items() if k != "model" and k != "messages"}, budget)
+        used = budget.used
+    if type(model) is not str:
+        model = None if model is None else plain_str(str(model)[:256], Budget(256, 1024, scan=True))
+    elif len(model) > 256:
+        model = model[:256]
+    if not eff.content or messages is None:
+        return model, [], params, used
+    fast_m = fast_messages(messages, eff.max_chars, eff.record_limit - used)
+    if fast_m is not None:
+        return model, fast_m[0], params, used + fast_m[1]
+    budget = Budget(eff.max_chars, eff.record_limit - used)
+    copied = copy_messages(messages, budget)
+    return model, copied, params, used + budget.used
+
+
+def outcome(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any,
+            error: BaseException | None, given: dict[str, Any] | None) -> None:
+    """Read the result (or error, or fields given by code) into the draft."""
+    budget = Budget(eff.max_chars, eff.record_limit - draft["size_bytes"])
+    if error is not None:
+        draft["status"] = "error"
+        draft["error_type"] = type(error).__name__
+        try:
+            message = str(error)
+        except Exception:  # noqa: BLE001 - an exception whose __str__ fails
+            message = f"<{type(error).__name__}>"
+        draft["error_message"] = plain_str(message, Budget(eff.max_chars, eff.record_limit, scan=True))
+    elif spec.extract is not None:
+        _apply_extract(draft, spec.extract, result, budget, eff.content)
+    else:
+        result_fields(result, draft, budget, eff.content)
+    if given:
+        apply_fields(draft, given, budget, eff.content)
+    draft["size_bytes"] += budget.used
+
+
+def _apply_extract(draft: dict[str, Any], extract: Callable[[Any], dict[str, Any]], result: Any,
+                   budget: Budget, content: bool) -> None:
+    try:
+        fields = extract(result)
+        if not isinstance(fields, dict):
+            raise TypeError(f"extract= must return a dict of LMCall fields, got {type(fields).__name__}")
+    except Exception as exc:  # noqa: BLE001 - the user's extractor failed: keep the record, count it
+        counters.COUNTERS.error("extract", exc)
+        draft["metadata"] = {"historymw": f"extract= raised {type(exc).__name__}"}
+        return
+    apply_fields(draft, fields, budget, content)
+
+
+def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, content: bool) -> None:
+    """Set LMCall fields given by code (extract=, call.output, call.set) as bounded plain data."""
+    for name, value in fields.items():
+        if name not in SETTABLE_FIELDS or (not content and name in ("output_text", "outputs")):
+            continue
+        if name in ("input_tokens", "output_tokens", "total_tokens"):
+            draft[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+        elif name == "cost":
+            draft[name] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+        elif name == "cache_hit" or name == "stream":
+            draft[name] = value if isinstance(value, bool) else None
+        elif name == "output_text":
+            draft[name] = None if value is None else plain_str(str(value), budget)
+        elif name in ("metadata", "tags"):  # free-form: may hold credentials, so redact like params
+            scanned = Budget(budget.max_chars, budget.remaining, scan=True)
+            copied = plain(value, scanned)
+            draft[name] = copied if isinstance(copied, dict) else {"value": copied}
+            budget.take(scanned.used)
+        elif name == "outputs":
+            copied = plain(value, budget)
+            draft[name] = copied if isinstance(copied, list) else [copied]
+        else:
+            copied = plain(value, Budget(budget.max_chars, budget.remaining, scan=True))
+            draft[name] = copied if copied is None or isinstance(copied, str) else str(copied)

@@ -1,0 +1,122 @@
+"""Read an LM call's request and result into draft fields.
+
+Understands what most clients return: a str, an OpenAI-style response (object or
+dict with `choices` and `usage`), an Anthropic-style message (`content` blocks,
+`stop_reason`), and their stream chunks. Anything else goes through the user's
+`extract=` function.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from .plain import Budget, plain, plain_str
+
+
+def get(obj: Any, name: str) -> Any:
+    """obj[name] for mappings, obj.name otherwise; None when absent."""
+    if isinstance(obj, Mapping):
+        return obj.get(name)
+    return getattr(obj, name, None)
+
+
+def _int(v: Any) -> int | None:
+    return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
+
+
+def usage_fields(usage: Any, draft: dict[str, Any]) -> None:
+    """Token counts from OpenAI (prompt/completion) or Anthropic (input/output) usage."""
+    if usage is None:
+        return
+    inp = get(usage, "prompt_tokens")
+    if inp is None:
+        inp = get(usage, "input_tokens")
+    out = get(usage, "completion_tokens")
+    if out is None:
+        out = get(usage, "output_tokens")
+    total = get(usage, "total_tokens")
+    inp, out, total = _int(inp), _int(out), _int(total)
+    if total is None and inp is not None and out is not None:
+        total = inp + out
+    draft["input_tokens"], draft["output_tokens"], draft["total_tokens"] = inp, out, total
+
+
+def _text_of(content: Any) -> str | None:
+    """Text of a message's content: a str, or the text parts of a list of blocks."""
+    if content is None or isinstance(content, str):
+        return content
+    if isinstance(content, list):
+        parts = [get(b, "text") for b in content]
+        texts = [p for p in parts if isinstance(p, str)]
+        return "".join(texts) if texts else None
+    return None
+
+
+def result_fields(result: Any, draft: dict[str, Any], budget: Budget, content: bool) -> None:
+    """Fill output_text, outputs, finish_reason, usage and ids from a call's result."""
+    if isinstance(result, str):
+        if content:
+            draft["output_text"] = plain_str(result, budget)
+        return
+    if result is None:
+        return
+    choices = get(result, "choices")
+    if isinstance(choices, (list, tuple)):
+        outputs = []
+        first_text: str | None = None
+        for i, choice in enumerate(choices):
+            message = get(choice, "message")
+            text = _text_of(get(message, "content")) if message is not None else get(choice, "text")
+            if i == 0:
+                first_text = text if isinstance(text, str) else None
+                reason = get(choice, "finish_reason")
+                draft["finish_reason"] = reason if isinstance(reason, str) else None
+            if content:
+                out: dict[str, Any] = {"index": i, "role": get(message, "role") if message is not None else None,
+                                       "content": text, "finish_reason": get(choice, "finish_reason")}
+                tool_calls = get(message, "tool_calls") if message is not None else None
+                if tool_calls:
+                    out["tool_calls"] = tool_calls
+                outputs.append(out)
+        if content:
+            draft["outputs"] = plain(outputs, budget)
+            if first_text is not None:
+                draft["output_text"] = draft["outputs"][0]["content"] if outputs else None
+    elif get(result, "stop_reason") is not None or isinstance(get(result, "content"), list):
+        # Anthropic-style message
+        reason = get(result, "stop_reason")
+        draft["finish_reason"] = reason if isinstance(reason, str) else None
+        if content:
+            text = _text_of(get(result, "content"))
+            draft["output_text"] = plain_str(text, budget) if text is not None else None
+            draft["outputs"] = plain(get(result, "content"), budget)
+    usage_fields(get(result, "usage"), draft)
+    rid, rmodel = get(result, "id"), get(result, "model")
+    if isinstance(rid, str):
+        draft["response_id"] = rid
+    if isinstance(rmodel, str):
+        draft["response_model"] = rmodel
+
+
+def chunk_fields(chunk: Any) -> tuple[str | None, str | None, Any]:
+    """(text, finish_reason, usage) of one stream chunk: a str or an OpenAI/Anthropic-style delta."""
+    if isinstance(chunk, str):
+        return chunk, None, None
+    choices = get(chunk, "choices")
+    if isinstance(choices, (list, tuple)):
+        if not choices:
+            return None, None, get(chunk, "usage")
+        c0 = choices[0]
+        delta = get(c0, "delta")
+        text = get(delta, "content") if delta is not None else get(c0, "text")
+        reason = get(c0, "finish_reason")
+        return (text if isinstance(text, str) else None,
+                reason if isinstance(reason, str) else None, get(chunk, "usage"))
+    delta = get(chunk, "delta")  # Anthropic content_block_delta / message_delta
+    if delta is not None:
+        text = get(delta, "text")
+        reason = get(delta, "stop_reason")
+        return (text if isinstance(text, str) else None,
+                reason if isinstance(reason, str) else None, get(chunk, "usage"))
+    return None, None, None

@@ -1,0 +1,241 @@
+"""The export pipeline: the caller hands a draft to a bounded queue; a background
+worker batches, materializes and exports it.
+
+Rules (DESIGN.md, "hot path"): `submit()` never blocks and never raises; when the
+queue is full (by records or by bytes) the record is dropped and counted. The
+worker retries a failing batch with backoff, for up to `retry_timeout` seconds,
+then drops it and counts it. After `fork()` the child starts with an empty queue
+and no worker (one is started on its first record), so nothing the parent had
+queued is written twice. Accounting is exact: every submitted record ends up
+exported, dropped (with a reason), or still queued.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from . import counters
+from .record import LMCall, materialize
+
+_BACKOFF_START_S = 0.05
+_BACKOFF_MAX_S = 5.0
+
+
+@dataclass(frozen=True)
+class FlushResult:
+    """What `flush()` achieved: truthy when everything queued was delivered."""
+
+    delivered: bool
+    pending: int = 0
+    detail: str = ""
+
+    def __bool__(self) -> bool:
+        return self.delivered
+
+
+_live: weakref.WeakSet[ExportPipeline] = weakref.WeakSet()
+
+
+class ExportPipeline:
+    """One bounded queue and one worker thread feeding one I/O backend."""
+
+    def __init__(self, backend: Any, name: str, *, queue_size: int = 10000,
+                 queue_bytes: int = 16 * 2**20, batch_size: int = 512, interval: float = 1.0,
+                 retry_timeout: float = 30.0,
+                 redactor: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> None:
+        self.backend = backend
+        self.name = name
+        self.queue_size = queue_size
+        self.queue_bytes = queue_bytes
+        self.batch_size = batch_size
+        self.interval = interval
+        self.retry_timeout = retry_timeout
+        self._redactor = redactor
+        self._reset()
+        _live.add(self)
+
+    def _reset(self) -> None:
+        self._lock = threading.Lock()
+        self._queue: deque[dict[str, Any]] = deque()
+        self._bytes = 0
+        self._wake = threading.Event()
+        self._progress = threading.Condition(threading.Lock())
+        self._stopping = False
+        self._give_up_at: float | None = None  # set by shutdown: stop retrying after this
+        self._thread: threading.Thread | None = None
+        self.submitted = 0  # guarded by _lock
+        self.exported = 0  # guarded by _progress
+        self.dropped = 0  # guarded by _progress (after queuing)
+        self._pid = os.getpid()
+
+    # -- caller side -------------------------------------------------------
+
+    def submit(self, draft: dict[str, Any]) -> None:
+        """Queue a draft for export; drop and count it if the queue is full. Never blocks on I/O."""
+        size = draft["size_bytes"]
+        with self._lock:
+            if self._stopping:
+                counters.COUNTERS.drop("shut_down")
+                return
+            if len(self._queue) >= self.queue_size or self._bytes + size > self.queue_bytes:
+                counters.COUNTERS.drop("queue_full")
+                return
+            self._queue.append(draft)
+            self._bytes += size
+            self.submitted += 1
+            n = len(self._queue)
+            if self._thread is None:
+                self._start_worker()
+        if n >= self.batch_size:
+            self._wake.set()
+
+    def queued(self) -> int:
+        return len(self._queue)
+
+    def _start_worker(self) -> None:
+        self._thread = threading.Thread(target=self._run, name=f"historymw-export-{self.name}", daemon=True)
+        self._thread.start()
+
+    # -- worker side -------------------------------------------------------
+
+    def _take_batch(self) -> list[dict[str, Any]]:
+        with self._lock:
+            q = self._queue
+            batch = [q.popleft() for _ in range(min(self.batch_size, len(q)))]
+            self._bytes -= sum(d["size_bytes"] for d in batch)
+            return batch
+
+    def _run(self) -> None:
+        while True:
+            self._wake.wait(self.interval)
+            self._wake.clear()
+            while self._queue:
+                batch = self._take_batch()
+                if batch:
+                    self._deliver(batch)
+            if self._stopping:
+                return
+
+    def _deliver(self, drafts: list[dict[str, Any]]) -> None:
+        records: list[LMCall] = []
+        for d in drafts:
+            try:
+                records.append(materialize(d, self._redactor))
+            except Exception as exc:  # noqa: BLE001 - one bad record must not sink the batch
+                counters.COUNTERS.error("materialize", exc)
+                self._count_dropped("invalid_record", 1)
+        delay, first_failure = _BACKOFF_START_S, None
+        while records:
+            try:
+                self.backend.export(records)
+                with self._progress:
+                    self.exported += len(records)
+                    self._progress.notify_all()
+                return
+            except Exception as exc:  # noqa: BLE001 - backends fail; the worker must not
+                counters.COUNTERS.error(f"export:{self.name}", exc)
+                now = time.monotonic()
+                first_failure = first_failure or now
+                give_up = self._give_up_at
+                if now - first_failure >= self.retry_timeout or (give_up is not None and now >= give_up):
+                    self._count_dropped("export_failed", len(records))
+                    return
+                wait = delay if give_up is None else max(0.0, min(delay, give_up - now))
+                time.sleep(wait)
+                delay = min(delay * 2, _BACKOFF_MAX_S)
+        with self._progress:
+            self._progress.notify_all()
+
+    def _count_dropped(self, reason: str, n: int) -> None:
+        counters.COUNTERS.drop(reason, n)
+        with self._progress:
+            self.dropped += n
+            self._progress.notify_all()
+
+    # -- flush and shutdown -------------------------------------------------
+
+    def flush(self, timeout: float | None = 5.0) -> FlushResult:
+        """Wait until everything submitted so far is exported or dropped, then flush the backend."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            target = self.submitted
+            running = self._thread is not None and self._thread.is_alive()
+        if not running and self._queue:
+            return FlushResult(False, len(self._queue), f"{self.name}: export worker is not running")
+        self._wake.set()
+        with self._progress:
+            while self.exported + self.dropped < target:
+                remaining = None if deadline is None else deadline - time.monotonic()
+                if remaining is not None and remaining <= 0:
+                    pending = target - self.exported - self.dropped
+                    return FlushResult(False, pending, f"{self.name}: {pending} records not delivered in time")
+                self._progress.wait(remaining if remaining is None else min(remaining, 0.1))
+                self._wake.set()
+        remaining = None if deadline is None else max(0.0, deadline - time.monotonic())
+        try:
+            ok = self.backend.flush(remaining)
+        except Exception as exc:  # noqa: BLE001
+            counters.COUNTERS.error(f"flush:{self.name}", exc)
+            return FlushResult(False, 0, f"{self.name}: backend flush failed: {exc}")
+        if ok is False:
+            return FlushResult(False, 0, f"{self.name}: backend did not flush in time")
+        return FlushResult(True)
+
+    def shutdown(self, timeout: float = 5.0) -> FlushResult:
+        """Deliver what is queued within `timeout`, count the rest as dropped, release the backend."""
+        deadline = time.monotonic() + timeout
+        self._give_up_at = deadline
+        result = self.flush(timeout)
+        with self._lock:
+            self._stopping = True
+            leftover = len(self._queue)
+            self._queue.clear()
+            self._bytes = 0
+        if leftover:
+            self._count_dropped("shutdown", leftover)
+        self._wake.set()
+        thread = self._thread
+        if thread is not None and thread is not threading.current_thread():
+            thread.join(max(0.0, deadline - time.monotonic()))
+        _call_bounded(self.backend.shutdown, max(0.1, deadline - time.monotonic()), self.name)
+        _live.discard(self)
+        return result
+
+    def _after_fork_in_child(self) -> None:
+        # The parent's queue belongs to the parent: the child forgets it, so nothing is written twice.
+        self._reset()
+        hook = getattr(self.backend, "after_fork", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001
+                counters.COUNTERS.error(f"after_fork:{self.name}", exc)
+
+
+def _call_bounded(fn: Callable[[], Any], timeout: float, name: str) -> None:
+    """Run fn on a daemon thread and wait at most `timeout`: a hung backend must not hang exit."""
+    def run() -> None:
+        try:
+            fn()
+        except Exception as exc:  # noqa: BLE001
+            counters.COUNTERS.error(f"shutdown:{name}", exc)
+
+    t = threading.Thread(target=run, name=f"historymw-shutdown-{name}", daemon=True)
+    t.start()
+    t.join(timeout)
+
+
+def _after_fork() -> None:
+    for p in list(_live):
+        p._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)

@@ -1,0 +1,144 @@
+"""The record users see: `LMCall`, and how the hot path's draft becomes one.
+
+On the caller's thread a call is captured into a plain dict (the draft): cheap
+to build, already bounded and holding only plain data. The draft is *sealed*
+once, the first time anything reads it (the ring, an export worker): it gets
+its id, its prompts and outputs are scanned for secrets, odd unicode is made
+encodable, and the user's redactor runs. Only then does an `LMCall` exist.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import threading
+from typing import Any, Literal
+
+from pydantic import BaseModel, Field
+
+from .redact import redact_text
+
+_UTC = _dt.timezone.utc
+
+
+class LMCall(BaseModel):
+    """One LM call, as plain JSON-serialisable data."""
+
+    id: str
+    started_at: _dt.datetime
+    ended_at: _dt.datetime
+    duration_s: float
+    provider: str | None = None
+    model: str | None = None
+    operation: str = "chat"
+    session: str | None = None
+    tags: dict[str, Any] = Field(default_factory=dict)
+    messages: list[Any] = Field(default_factory=list)
+    params: dict[str, Any] = Field(default_factory=dict)
+    output_text: str | None = None
+    outputs: list[Any] = Field(default_factory=list)
+    finish_reason: str | None = None
+    input_tokens: int | None = None
+    output_tokens: int | None = None
+    total_tokens: int | None = None
+    cost: float | None = None
+    status: Literal["ok", "error"] = "ok"
+    error_type: str | None = None
+    error_message: str | None = None
+    stream: bool = False
+    time_to_first_token_s: float | None = None
+    trace_id: str | None = None
+    span_id: str | None = None
+    trace_flags: int | None = None
+    source: str = "decorator"
+    size_bytes: int = 0
+    response_id: str | None = None
+    response_model: str | None = None
+    cache_hit: bool | None = None
+    server_address: str | None = None
+    metadata: dict[str, Any] = Field(default_factory=dict)
+
+
+# Draft keys that are not LMCall fields (hot-path bookkeeping).
+_PRIVATE = ("_t0", "_sealed", "_args", "_kwargs", "_spec")
+_seal_lock = threading.Lock()
+
+
+def new_id(started: float) -> str:
+    """Time-ordered, unique across processes: 48 bits of milliseconds + 80 random bits."""
+    return f"{int(started * 1000):012x}{os.urandom(10).hex()}"
+
+
+def _clean(obj: Any) -> Any:
+    """Redact secret-shaped text and make every string UTF-8 encodable."""
+    if type(obj) is str:
+        s = redact_text(obj)
+        if not s.isascii():
+            try:
+                s.encode("utf-8")
+            except UnicodeEncodeError:  # lone surrogates
+                s = s.encode("utf-8", "replace").decode("utf-8")
+        return s
+    if type(obj) is dict:
+        return {_clean(k): _clean(v) for k, v in obj.items()}
+    if type(obj) is list:
+        return [_clean(v) for v in obj]
+    return obj
+
+
+_CONTENT_FIELDS = ("messages", "outputs", "output_text", "error_message", "params", "metadata", "tags")
+
+
+def seal(draft: dict[str, Any], redactor: Any = None) -> dict[str, Any]:
+    """Finish a draft in place, once: id, secret scan, encodable text, user redactor."""
+    if draft.get("_sealed"):
+        return draft
+    with _seal_lock:
+        if draft.get("_sealed"):
+            return draft
+        draft.setdefault("id", new_id(draft.get("started", 0.0)))
+        for name in _CONTENT_FIELDS:
+            if name in draft:
+                draft[name] = _clean(draft[name])
+        if redactor is not None:
+            _apply_redactor(draft, redactor)
+        draft["_sealed"] = True
+    return draft
+
+
+def _apply_redactor(draft: dict[str, Any], redactor: Any) -> None:
+    from . import counters
+
+    try:
+        view = {k: v for k, v in draft.items() if not k.startswith("_")}
+        result = redactor(view)
+        if result is None:
+            result = view
+        for k, v in result.items():
+            if not k.startswith("_") and k in LMCall.model_fields:
+                draft[k] = v
+    except Exception as exc:  # noqa: BLE001 - a broken redactor must not leak what it was meant to hide
+        counters.COUNTERS.error("redactor", exc)
+        for name in ("messages", "outputs", "params", "metadata"):
+            draft[name] = [] if name in ("messages", "outputs") else {}
+        draft["output_text"] = None
+        draft["error_message"] = None
+        draft["metadata"] = {"historymw": "content removed: the redactor raised"}
+
+
+def materialize(draft: dict[str, Any], redactor: Any = None) -> LMCall:
+    """The `LMCall` for a draft (sealing it first if nobody has)."""
+    d = seal(draft, redactor)
+    started = d.get("started", 0.0)
+    duration = d.get("duration", 0.0)
+    fields = {k: v for k, v in d.items() if not k.startswith("_") and k not in ("started", "duration")}
+    trace_id, span_id = fields.pop("trace_id", None), fields.pop("span_id", None)
+    fields["started_at"] = _dt.datetime.fromtimestamp(started, _UTC)
+    fields["ended_at"] = _dt.datetime.fromtimestamp(started + duration, _UTC)
+    fields["duration_s"] = duration
+    fields["trace_id"] = f"{trace_id:032x}" if isinstance(trace_id, int) else trace_id
+    fields["span_id"] = f"{span_id:016x}" if isinstance(span_id, int) else span_id
+    if redactor is not None:  # a user's function may have changed types: check them
+        return LMCall.model_validate(fields)
+    # Drafts are built by this package from plain data of the right types.
+    return LMCall.model_construct(**fields)
