@@ -92,6 +92,9 @@ class Settings(BaseModel):
     backends: tuple[Any, ...] = ("ring",)
     sql_url: str = "sqlite:///historymw.db"
     capture_content: bool = True
+    # Scan prompts and outputs for secret-shaped text when a record is sealed
+    # (params, headers, metadata and error messages are always scanned).
+    redact_content: bool = True
     max_field_chars: int = 20000
     redactor: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
     # Export pipeline (I/O backends): bounded by records and by bytes.
@@ -175,7 +178,7 @@ class Settings(BaseModel):
                              "or postgresql+psycopg://user@host/db")
         return v
 
-    @field_validator("capture_content", mode="before")
+    @field_validator("capture_content", "redact_content", mode="before")
     @classmethod
     def _v_bool(cls, v: object) -> bool:
         return _parse_bool(v)

@@ -49,7 +49,8 @@ class ExportPipeline:
     def __init__(self, backend: Any, name: str, *, queue_size: int = 10000,
                  queue_bytes: int = 16 * 2**20, batch_size: int = 512, interval: float = 1.0,
                  retry_timeout: float = 30.0,
-                 redactor: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> None:
+                 redactor: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+                 redact_content: bool = True) -> None:
         self.backend = backend
         self.name = name
         self.queue_size = queue_size
@@ -58,6 +59,7 @@ class ExportPipeline:
         self.interval = interval
         self.retry_timeout = retry_timeout
         self._redactor = redactor
+        self._redact_content = redact_content
         self._reset()
         _live.add(self)
 
@@ -127,7 +129,7 @@ class ExportPipeline:
         records: list[LMCall] = []
         for d in drafts:
             try:
-                records.append(materialize(d, self._redactor))
+                records.append(materialize(d, self._redactor, self._redact_content))
             except Exception as exc:  # noqa: BLE001 - one bad record must not sink the batch
                 counters.COUNTERS.error("materialize", exc)
                 self._count_dropped("invalid_record", 1)

@@ -10,12 +10,14 @@ encodable, and the user's redactor runs. Only then does an `LMCall` exist.
 from __future__ import annotations
 
 import datetime as _dt
+import math
 import os
 import threading
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from .plain import clip
 from .redact import redact_text
 
 _UTC = _dt.timezone.utc
@@ -69,10 +71,13 @@ def new_id(started: float) -> str:
     return f"{int(started * 1000):012x}{os.urandom(10).hex()}"
 
 
-def _clean(obj: Any) -> Any:
-    """Redact secret-shaped text and make every string UTF-8 encodable."""
+def _clean(obj: Any, scan: bool = True) -> Any:
+    """Redact secret-shaped text (when `scan`), replace base64 payloads and
+    non-finite floats, and make every string UTF-8 encodable."""
     if type(obj) is str:
-        s = redact_text(obj)
+        s = redact_text(obj) if scan else obj
+        if len(s) > 1024:
+            s = clip(s, len(s))  # base64 images and blobs become a placeholder with their size
         if not s.isascii():
             try:
                 s.encode("utf-8")
@@ -80,16 +85,21 @@ def _clean(obj: Any) -> Any:
                 s = s.encode("utf-8", "replace").decode("utf-8")
         return s
     if type(obj) is dict:
-        return {_clean(k): _clean(v) for k, v in obj.items()}
+        return {_clean(k, scan): _clean(v, scan) for k, v in obj.items()}
     if type(obj) is list:
-        return [_clean(v) for v in obj]
+        return [_clean(v, scan) for v in obj]
+    if type(obj) is float and not math.isfinite(obj):
+        return str(obj)
     return obj
 
 
-_CONTENT_FIELDS = ("messages", "outputs", "output_text", "error_message", "params", "metadata", "tags")
+# Prompts and outputs: scanned for secret shapes unless redact_content is off.
+_CONTENT_FIELDS = ("messages", "outputs", "output_text")
+# Always scanned (copied with scanning on the hot path too, cheap because small).
+_OTHER_FIELDS = ("error_message", "params", "metadata", "tags")
 
 
-def seal(draft: dict[str, Any], redactor: Any = None) -> dict[str, Any]:
+def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True) -> dict[str, Any]:
     """Finish a draft in place, once: id, secret scan, encodable text, user redactor."""
     if draft.get("_sealed"):
         return draft
@@ -98,6 +108,9 @@ def seal(draft: dict[str, Any], redactor: Any = None) -> dict[str, Any]:
             return draft
         draft.setdefault("id", new_id(draft.get("started", 0.0)))
         for name in _CONTENT_FIELDS:
+            if name in draft:
+                draft[name] = _clean(draft[name], scan_content)
+        for name in _OTHER_FIELDS:
             if name in draft:
                 draft[name] = _clean(draft[name])
         if redactor is not None:
@@ -126,12 +139,18 @@ def _apply_redactor(draft: dict[str, Any], redactor: Any) -> None:
         draft["metadata"] = {"historymw": "content removed: the redactor raised"}
 
 
-def materialize(draft: dict[str, Any], redactor: Any = None) -> LMCall:
+# Every field's default, given explicitly: pydantic's model_construct is slow at
+# filling in defaults (it inspects default factories on every call).
+_SCALAR_DEFAULTS = {name: f.default for name, f in LMCall.model_fields.items() if f.default_factory is None}
+
+
+def materialize(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True) -> LMCall:
     """The `LMCall` for a draft (sealing it first if nobody has)."""
-    d = seal(draft, redactor)
+    d = seal(draft, redactor, scan_content)
     started = d.get("started", 0.0)
     duration = d.get("duration", 0.0)
-    fields = {k: v for k, v in d.items() if not k.startswith("_") and k not in ("started", "duration")}
+    fields = {**_SCALAR_DEFAULTS, "tags": {}, "messages": [], "params": {}, "outputs": [], "metadata": {}}
+    fields.update((k, v) for k, v in d.items() if k[0] != "_" and k != "started" and k != "duration")
     trace_id, span_id = fields.pop("trace_id", None), fields.pop("span_id", None)
     fields["started_at"] = _dt.datetime.fromtimestamp(started, _UTC)
     fields["ended_at"] = _dt.datetime.fromtimestamp(started + duration, _UTC)

@@ -45,7 +45,7 @@ class Runtime:
                 self.pipelines.append(ExportPipeline(
                     backend, name, queue_size=settings.queue_size, queue_bytes=settings.queue_bytes,
                     batch_size=settings.batch_size, interval=settings.flush_interval,
-                    redactor=settings.redactor))
+                    redactor=settings.redactor, redact_content=settings.redact_content))
 
         self.commit = self._make_commit()
 

@@ -24,10 +24,12 @@ class RingBuffer(Sequence[LMCall]):
     """Newest-last sequence of recorded calls, within `maxlen` records and `max_bytes` bytes."""
 
     def __init__(self, maxlen: int = 1000, max_bytes: int = 16 * 2**20,
-                 redactor: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None) -> None:
+                 redactor: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None,
+                 redact_content: bool = True) -> None:
         self.maxlen = maxlen
         self.max_bytes = max_bytes
         self._redactor = redactor
+        self._redact_content = redact_content
         self._items: deque[dict[str, Any]] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
@@ -71,7 +73,7 @@ class RingBuffer(Sequence[LMCall]):
         return self._snapshot()
 
     def _model(self, draft: dict[str, Any]) -> LMCall:
-        return materialize(draft, self._redactor)
+        return materialize(draft, self._redactor, self._redact_content)
 
     def __len__(self) -> int:
         return len(self._items)
@@ -96,4 +98,4 @@ class RingBuffer(Sequence[LMCall]):
 
 
 def create(settings: Settings) -> RingBuffer:
-    return RingBuffer(settings.maxlen, settings.max_bytes, settings.redactor)
+    return RingBuffer(settings.maxlen, settings.max_bytes, settings.redactor, settings.redact_content)

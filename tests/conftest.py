@@ -1,0 +1,42 @@
+"""Shared fixtures: every test starts from a fresh default configuration."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+
+import pytest
+
+import historymw as hm
+
+# Variables a developer's shell may set that would change what tests see.
+_OWN_VARS = [k for k in os.environ if k.startswith("HISTORYMW_") and k != "HISTORYMW_TEST_POSTGRES_URL"]
+
+
+@pytest.fixture(autouse=True)
+def fresh_historymw(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Default settings (ring only) before each test; export workers stopped after it."""
+    for name in _OWN_VARS:
+        monkeypatch.delenv(name, raising=False)
+    hm.configure()
+    yield
+    hm.shutdown(timeout=2.0)
+    hm.configure()
+
+
+@pytest.fixture
+def postgres_url() -> str:
+    """The real PostgreSQL server's URL; tests that use it skip (saying how to enable) without it."""
+    url = os.environ.get("HISTORYMW_TEST_POSTGRES_URL")
+    if not url:
+        pytest.skip(
+            "PostgreSQL tests need a server: set HISTORYMW_TEST_POSTGRES_URL, e.g. "
+            "postgresql+psycopg://postgres@127.0.0.1:5432/test (.ci/run sets it)"
+        )
+    return url
+
+
+@pytest.fixture
+def sqlite_url(tmp_path: pytest.TempPathFactory) -> str:
+    """A real SQLite file in a temporary directory."""
+    return f"sqlite:///{tmp_path}/history.db"  # type: ignore[str-bytes-safe]
