@@ -56,7 +56,7 @@ def stats() -> _stats.Stats:
     c = _stats.COUNTERS
     dropped = {k: v.value for k, v in c.dropped.items()}
     return _stats.Stats(
-        recorded=c.recorded.value,
+        recorded=rt.recorded(),
         sampled_out=c.sampled_out.value,
         filtered_out=c.filtered_out.value,
         dropped=sum(dropped.values()),

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+import random
 import sys
 import time
 import types
@@ -23,13 +24,14 @@ from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes
 from .extract import chunk_fields, usage_fields
 from .plain import clip
 from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
-from .scope import CURRENT, Effective
+from .scope import CURRENT, SAMPLE, Effective
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 _perf = time.perf_counter
 _now = time.time
 _modules_get = sys.modules.get
+_random = random.random
 _OTEL_TRACE = "opentelemetry.trace"
 _STATE = runtime.STATE
 
@@ -45,7 +47,10 @@ def head(eff: Effective) -> int:
     """The per-call head decision of a sampling or errors-only scope: FULL, TAIL or SKIP."""
     if eff.mode == TAIL:
         return TAIL
-    if sampled_in(eff.bound, eff.rate, active_span_ids()):
+    if _modules_get(_OTEL_TRACE) is None:  # no OpenTelemetry in this process: a coin toss
+        if _random() < eff.rate:
+            return FULL
+    elif sampled_in(eff.bound, eff.rate, active_span_ids()):
         return FULL
     if eff.keep_errors:
         return TAIL
@@ -61,14 +66,14 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
         wall = _now() if started is None else started
         if mode == FULL:
             model, messages, params, size = request(spec, eff, args, kwargs)
-            draft = {"started": wall, "_t0": t0, "provider": spec.provider, "model": model,
+            # "duration" holds the start's perf_counter until finish() turns it into the duration.
+            draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
                      "operation": spec.operation, "source": spec.source, "messages": messages,
-                     "params": params, "size_bytes": RECORD_BASE_BYTES + size, "duration": 0.0,
-                     "output_text": None}
+                     "params": params, "size_bytes": RECORD_BASE_BYTES + size, "output_text": None}
             if params and params.get("stream") is True:
                 draft["stream"] = True
         else:  # TAIL: keep only the references the call holds anyway, copy if it fails
-            draft = {"started": wall, "_t0": t0, "provider": spec.provider,
+            draft = {"started": wall, "duration": t0, "provider": spec.provider,
                      "operation": spec.operation, "source": spec.source, "_args": args, "_kwargs": kwargs}
         if eff.session is not None:
             draft["session"] = eff.session
@@ -89,8 +94,7 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
            given: dict[str, Any] | None = None) -> None:
     """Complete a draft with the call's outcome, apply the tail decision, commit. Never raises."""
     try:
-        t0 = draft.pop("_t0")
-        draft["duration"] = _perf() - t0 if ended is None else ended - draft["started"]
+        draft["duration"] = _perf() - draft["duration"] if ended is None else ended - draft["started"]
         if "_args" in draft:  # TAIL: only failures are kept
             args, kwargs = draft.pop("_args"), draft.pop("_kwargs")
             if error is None:
@@ -141,7 +145,7 @@ class _StreamState:
             text, reason, usage = chunk_fields(chunk)
             if text:
                 if "time_to_first_token_s" not in draft:
-                    draft["time_to_first_token_s"] = _perf() - draft["_t0"]
+                    draft["time_to_first_token_s"] = _perf() - draft["duration"]  # the start, until finish()
                 self.parts.append(text)
             if reason is not None:
                 draft["finish_reason"] = reason
@@ -324,8 +328,11 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             agen = fn(*args, **kwargs)
             if draft is not None:
                 agen = _record_async_gen(agen, _StreamState(draft, spec, eff))
-            async for item in agen:
-                yield item
+            try:
+                async for item in agen:
+                    yield item
+            finally:  # async generators have no `yield from`: pass a close() on by hand
+                await agen.aclose()
         return agen_wrapper
 
     if inspect.isgeneratorfunction(fn):
@@ -359,15 +366,24 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return _finish_result(draft, spec, eff, result)
         return async_wrapper
 
-    # The hot path, inline: a disabled call costs a ContextVar read and a branch.
+    # The hot path, inline: a disabled call costs a ContextVar read and a branch;
+    # a sampled-out one, a random number more (head() when OpenTelemetry is loaded).
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         eff = get_frame().eff
         if eff.gen != state.gen:
             eff = get_frame().refresh()
         mode = eff.mode
-        if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
-            return fn(*args, **kwargs)
+        if mode != FULL:
+            if mode == SKIP:
+                return fn(*args, **kwargs)
+            if mode == SAMPLE and _modules_get(_OTEL_TRACE) is None and not eff.keep_errors:
+                if _random() >= eff.rate:
+                    eff.count_sampled_out()
+                    return fn(*args, **kwargs)
+                mode = FULL
+            elif (mode := head(eff)) == SKIP:
+                return fn(*args, **kwargs)
         draft = start(eff, spec, mode, args, kwargs)
         if draft is None:
             return fn(*args, **kwargs)

@@ -11,6 +11,7 @@ params, a str result) take a fast path; anything else goes through
 from __future__ import annotations
 
 import inspect
+import sys
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -21,7 +22,6 @@ from .plain import (
     DICT_PER_ITEM,
     LIST_OVERHEAD,
     SCALAR_SIZE,
-    STR_OVERHEAD,
     Budget,
     plain,
     plain_str,
@@ -34,8 +34,8 @@ if TYPE_CHECKING:
 
 # What a draft dict and its fixed fields take beyond the strings and containers
 # it holds (calibrated with tracemalloc: tests/test_ring.py checks the factor).
-RECORD_BASE_BYTES = 1400
-_MSG_BYTES = 8 + 232 + 2 * STR_OVERHEAD  # list slot, a 2-item dict, two str headers
+RECORD_BASE_BYTES = 400
+_MSG_BYTES = 8 + 56  # a list slot and a (role, content) pair; the strs are counted by size
 _SCALARS = frozenset({int, float, bool, type(None)})
 
 # LMCall fields that extract=, call.output() and call.set() may set.
@@ -79,8 +79,8 @@ class CallSpec:
 
 
 def str_bytes(s: str) -> int:
-    n = len(s)
-    return STR_OVERHEAD + (n if s.isascii() else 2 * n + 25)
+    """A str's exact size: 49 + 1 byte a char when ASCII (the common, cheap case), else asked."""
+    return len(s) + 49 if s.isascii() else sys.getsizeof(s)
 
 
 def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any], int] | None:
@@ -100,14 +100,24 @@ def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any],
             content = truncated(content, max_chars)
             n = len(content)
         out.append({"role": role, "content": content})
-        # non-ASCII text takes ~2 bytes a char (4 for astral characters)
-        used += _MSG_BYTES + len(role) + (n if content.isascii() else 2 * n + 25)
+        used += _MSG_BYTES + str_bytes(role) + str_bytes(content)
     return (out, used) if used <= limit else None
+
+
+# Request parameters that name no credential: a call whose params all come from
+# here (with scalar values) skips the per-key check.
+_COMMON_PARAMS = frozenset({
+    "temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "n", "stream", "seed",
+    "frequency_penalty", "presence_penalty", "stop", "timeout", "num_retries", "logprobs",
+    "top_logprobs", "user", "parallel_tool_calls", "reasoning_effort", "cache", "rollout_id",
+})
 
 
 def fast_params(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
     """Copy keyword params of scalars and short strings, leaving model and messages out;
     None sends them to the slow path (credential-named keys, containers, objects)."""
+    if kwargs.keys() <= _COMMON_PARAMS and _SCALARS.issuperset(map(type, kwargs.values())):
+        return dict(kwargs), DICT_OVERHEAD + len(kwargs) * (DICT_PER_ITEM + SCALAR_SIZE)
     secret = KEY_CACHE.get  # None for a key never seen: the slow path classifies it
     out: dict[str, Any] = {}
     for k, v in kwargs.items():
@@ -157,21 +167,44 @@ def _bind(spec: CallSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
 def request(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
             kwargs: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any], int]:
     """(model, messages, params, bytes kept) copied out of a call's arguments."""
+    # The usual call, inline: model and messages by position, a few scalar params,
+    # messages a list of {"role": str, "content": str}. `kwargs` is the wrapper's
+    # own dict (Python builds a fresh one per call), so it can be kept as is.
     n = len(args)
-    fast_p = None
-    if n <= spec.simple_upto and "prompt" not in kwargs:  # positionals are only model/messages
+    if (n <= spec.simple_upto and eff.content
+            and (not kwargs or (kwargs.keys() <= _COMMON_PARAMS and _SCALARS.issuperset(map(type, kwargs.values()))))):
         mp, sp = spec.model_pos, spec.messages_pos
-        model = args[mp] if 0 <= mp < n else kwargs.get("model")
-        messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
-        fast_p = fast_params(kwargs) if kwargs else ({}, 0)
-        raw: dict[str, Any] = kwargs
-    else:
-        model, messages, raw = _bind(spec, args, kwargs)
+        model = args[mp] if 0 <= mp < n else None
+        messages = args[sp] if 0 <= sp < n else None
+        if type(model) is str and type(messages) is list and len(model) <= 256:
+            out: list[Any] = []
+            used = LIST_OVERHEAD + 8 * len(messages) + DICT_OVERHEAD + len(kwargs) * (DICT_PER_ITEM + SCALAR_SIZE)
+            max_chars = eff.max_chars
+            _sizeof = sys.getsizeof
+            for m in messages:
+                if type(m) is not dict or len(m) != 2:
+                    break
+                role, content = m.get("role"), m.get("content")
+                if type(role) is not str or type(content) is not str or len(content) > max_chars:
+                    break
+                out.append((role, content))  # a pair is cheaper than a dict; seal() makes it one
+                used += (_MSG_BYTES + 49 + len(role) + (len(content) + 49 if content.isascii() else _sizeof(content)))
+            else:
+                if used <= eff.record_limit:
+                    return model, out, kwargs, used
+    return _request_general(spec, eff, args, kwargs)
+
+
+def _request_general(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
+                     kwargs: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any], int]:
+    """`request()` for any call shape: bind arguments by name, copy through `plain`."""
+    model, messages, raw = _bind(spec, args, kwargs)
+    fast_p = fast_params(raw)
     if fast_p is not None:
         params, used = fast_p
     else:
         budget = Budget(eff.max_chars, eff.record_limit // 2, scan=True)
-        params = plain({k: v for k, v in raw.items() if k != "model" and k != "messages"}, budget)
+        params = plain(raw, budget)
         used = budget.used
     if type(model) is not str:
         model = None if model is None else plain_str(str(model)[:256], Budget(256, 1024, scan=True))
@@ -179,9 +212,6 @@ def request(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
         model = model[:256]
     if not eff.content or messages is None:
         return model, [], params, used
-    fast_m = fast_messages(messages, eff.max_chars, eff.record_limit - used)
-    if fast_m is not None:
-        return model, fast_m[0], params, used + fast_m[1]
     budget = Budget(eff.max_chars, eff.record_limit - used)
     copied = copy_messages(messages, budget)
     return model, copied, params, used + budget.used

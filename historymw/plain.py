@@ -14,6 +14,7 @@ import datetime as _dt
 import enum
 import math
 import re
+import sys
 from collections.abc import Mapping
 from typing import Any
 
@@ -30,9 +31,8 @@ SCALAR_SIZE = 32
 _B64_HEAD = re.compile(r"[A-Za-z0-9+/=_\-\r\n]{256}")
 
 
-def str_size(s: str) -> int:
-    """Bytes a str object takes: 1 byte per char when ASCII, else ~2 (UCS-2)."""
-    return STR_OVERHEAD + (len(s) if s.isascii() else 2 * len(s) + 25)
+# Bytes a str object takes, exactly (1, 2 or 4 bytes a char plus its header), in O(1).
+str_size = sys.getsizeof
 
 
 def truncated(s: str, max_chars: int) -> str:

@@ -61,8 +61,6 @@ class LMCall(BaseModel):
     metadata: dict[str, Any] = Field(default_factory=dict)
 
 
-# Draft keys that are not LMCall fields (hot-path bookkeeping).
-_PRIVATE = ("_t0", "_sealed", "_args", "_kwargs", "_spec")
 _seal_lock = threading.Lock()
 
 
@@ -107,6 +105,9 @@ def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True)
         if draft.get("_sealed"):
             return draft
         draft.setdefault("id", new_id(draft.get("started", 0.0)))
+        messages = draft.get("messages")
+        if messages and type(messages[0]) is tuple:  # the hot path's (role, content) pairs
+            draft["messages"] = [{"role": role, "content": content} for role, content in messages]
         for name in _CONTENT_FIELDS:
             if name in draft:
                 draft[name] = _clean(draft[name], scan_content)

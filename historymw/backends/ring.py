@@ -34,6 +34,7 @@ class RingBuffer(Sequence[LMCall]):
         self._bytes = 0
         self._lock = threading.Lock()
         self.evicted = 0  # records removed to hold the bounds (under _lock)
+        self.appended = 0  # drafts offered to append(), kept or not (under _lock)
 
     @property
     def bytes_held(self) -> int:
@@ -42,13 +43,14 @@ class RingBuffer(Sequence[LMCall]):
     def append(self, draft: dict[str, Any]) -> None:
         """Add a draft, evicting the oldest until both bounds hold (hot path)."""
         size = draft["size_bytes"]
-        if size > self.max_bytes or self.maxlen == 0:
-            counters.COUNTERS.drop("larger_than_ring")
-            return
         items = self._items
         lock = self._lock
         lock.acquire()
         try:
+            self.appended += 1
+            if size > self.max_bytes or self.maxlen == 0:
+                counters.COUNTERS.drop("larger_than_ring")
+                return
             items.append(draft)
             held = self._bytes + size
             if held > self.max_bytes or len(items) > self.maxlen:
