@@ -59,10 +59,11 @@ class Installed:
     endpoint: str | None = None
 
     def shutdown(self) -> None:
-        """Flush historymw, then flush and stop what `setup()` installed (it also runs at exit)."""
+        """Flush historymw into the providers, then flush and stop what `setup()` installed
+        (this also runs at exit). historymw keeps recording; its last counts go out with the metrics."""
         from . import api
 
-        api.shutdown()
+        api.flush(api.settings().shutdown_timeout)
         for provider in (self.tracer_provider, self.meter_provider):
             if provider is not None:
                 provider.shutdown()

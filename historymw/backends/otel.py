@@ -14,6 +14,7 @@ convenience for applications that have none.
 
 from __future__ import annotations
 
+import atexit
 import datetime as _dt
 import json
 import os
@@ -463,6 +464,7 @@ class OTelBackend:
         self._instruments = instruments_for(self.meter_provider) if metrics else None
         self.active = True
         _live_backends.add(self)
+        _register_exit_flush()
 
     def _parent(self, r: LMCall) -> Any:
         if not r.trace_id or not r.span_id:
@@ -535,6 +537,37 @@ class OTelBackend:
             self.flush(2.0)
         except Exception as exc:  # noqa: BLE001
             counters.COUNTERS.error("otel_flush", exc)
+
+
+_exit_hook_registered = False
+
+
+def _register_exit_flush() -> None:
+    """Flush historymw into the providers at exit, before they shut down.
+
+    Exit hooks run last-registered first. An application usually builds its
+    TracerProvider (whose SDK exit hook shuts it down) before it configures
+    historymw, so a hook registered here, at the first otel backend, runs
+    before the provider's: the records still queued reach it while it can export.
+    """
+    global _exit_hook_registered
+    if _exit_hook_registered:
+        return
+    _exit_hook_registered = True
+    atexit.register(_flush_at_exit)
+
+
+def _flush_at_exit() -> None:
+    if not any(b.active for b in list(_live_backends)):
+        return
+    from .. import runtime
+
+    rt = runtime.STATE.runtime
+    if rt is not None:
+        try:
+            rt.flush(rt.settings.shutdown_timeout)
+        except Exception as exc:  # noqa: BLE001 - exit must go on
+            counters.COUNTERS.error("otel_exit_flush", exc)
 
 
 def create(settings: Settings) -> OTelBackend:
