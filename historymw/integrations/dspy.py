@@ -1,0 +1,418 @@
+"""DSPy integration: historymw replaces DSPy's global history.
+
+    from historymw.integrations import dspy as hm_dspy
+    hm_dspy.install()
+
+From then on every DSPy LM call becomes one historymw record (bounded, scoped,
+redacted) instead of an entry appended to `dspy.clients.base_lm.GLOBAL_HISTORY`,
+`lm.history` and the history of every calling module. Those lists stay as they
+were; `dspy.inspect_history(n)`, `lm.inspect_history(n)` and
+`module.inspect_history(n)` print historymw's records in DSPy's own format.
+
+How: DSPy builds one history entry per LM call and hands it to
+`BaseLM.update_history` / `base_lm.record_history`; those are rerouted to
+historymw. `BaseLM.__call__`/`acall` are wrapped to time the call, to record
+failures (which DSPy never puts in its history) and to mark the call so that
+LiteLLM's integration does not record it a second time. DSPy's thread pools
+(`dspy.Parallel`, `Evaluate`) are taught to carry the caller's `history(...)`
+scope into their workers. `uninstall()` puts every original back.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import sys
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TextIO
+
+from .. import counters
+from ..capture import effective_now, finish, head, start
+from ..draft import CallSpec, str_bytes
+from ..extract import usage_fields
+from ..plain import LIST_OVERHEAD, LIST_PER_ITEM, Budget, clip, plain
+from ..policy import FULL, SKIP
+from ..record import LMCall
+from ..scope import CURRENT
+from ._common import IN_DSPY_CALL, model_params, require_framework, split_model
+
+__all__ = ["install", "installed", "uninstall"]
+
+
+
+def _lm_call(model: Any, messages: Any, **params: Any) -> None:
+    """The shape records are captured from: model and messages by position, parameters by name."""
+
+
+_SPEC = CallSpec(_lm_call, None, "chat", "dspy", None)
+_MISSING = object()
+_perf = time.perf_counter
+_now = time.time
+
+_lock = threading.Lock()
+# (owner, attribute, what owner.__dict__ held before) for every patch in place.
+_patches: list[tuple[Any, str, Any]] = []
+_settings: Any = None  # dspy.settings, bound at install()
+
+
+class _CallState:
+    """One DSPy LM call in flight, visible to the code DSPy runs for it (same context)."""
+
+    __slots__ = ("started", "t0", "cache_hit", "done")
+
+    def __init__(self) -> None:
+        self.started = _now()
+        self.t0 = _perf()
+        self.cache_hit: bool | None = None
+        self.done = False
+
+
+def _dspy() -> Any:
+    return require_framework("dspy", "historymw.integrations.dspy", "dspy")
+
+
+def installed() -> bool:
+    return bool(_patches)
+
+
+def install() -> None:
+    """Route DSPy's LM history to historymw. Idempotent; `uninstall()` undoes it."""
+    global _settings
+    dspy = _dspy()
+    with _lock:
+        if _patches:
+            return
+        base_lm = importlib.import_module("dspy.clients.base_lm")
+        BaseLM = base_lm.BaseLM  # noqa: N806 - DSPy's class
+        try:
+            from dspy.dsp.utils.settings import settings
+        except ImportError:
+            settings = dspy.settings
+        _settings = settings
+
+        _patch(BaseLM, "__call__", _wrap_call(BaseLM.__call__))
+        _patch(BaseLM, "acall", _wrap_acall(BaseLM.acall))
+        # update_history is the method every LM uses; record_history is what DSPy >= 3.4's
+        # update_history and its TypeSafe LM call (the latter imported it by name).
+        _patch(BaseLM, "update_history", _route)
+        if hasattr(base_lm, "record_history"):
+            _patch(base_lm, "record_history", _route)
+        typesafe = _optional("dspy.clients.typesafe")
+        if typesafe is not None and hasattr(typesafe, "record_history"):
+            _patch(typesafe, "record_history", _route)
+        execution = _optional("dspy.clients.execution")
+        if execution is not None and callable(getattr(execution, "finalize", None)):
+            # BaseLM.__call__ imports finalize from the module at every call, so this is seen.
+            _patch(execution, "finalize", _wrap_finalize(execution.finalize))
+        parallelizer = _optional("dspy.utils.parallelizer")
+        executor = getattr(parallelizer, "ParallelExecutor", None)
+        if executor is not None and callable(getattr(executor, "execute", None)):
+            _patch(executor, "execute", _wrap_parallel(executor.execute))
+
+        for module in (dspy, _optional("dspy.clients"), base_lm):
+            if module is not None and hasattr(module, "inspect_history"):
+                _patch(module, "inspect_history", inspect_history)
+        _patch(BaseLM, "inspect_history", _inspect_lm)
+        module_cls = getattr(dspy, "Module", None)
+        if module_cls is not None:
+            _patch(module_cls, "inspect_history", _inspect_module)
+
+
+def uninstall() -> None:
+    """Put DSPy's own history functions back. Records already made stay in historymw."""
+    with _lock:
+        while _patches:
+            owner, name, before = _patches.pop()
+            if before is _MISSING:
+                try:
+                    delattr(owner, name)
+                except AttributeError:
+                    pass
+            else:
+                setattr(owner, name, before)
+
+
+def _optional(name: str) -> Any:
+    try:
+        return importlib.import_module(name)
+    except ImportError:
+        return None
+
+
+def _patch(owner: Any, name: str, value: Any) -> None:
+    _patches.append((owner, name, vars(owner).get(name, _MISSING)))
+    setattr(owner, name, value)
+
+
+# -- the call ------------------------------------------------------------------------
+
+
+def _wrap_call(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    def call(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = _CallState()
+        token = IN_DSPY_CALL.set(state)
+        try:
+            return orig(self, *args, **kwargs)
+        except BaseException as exc:
+            if not state.done:
+                _record_failure(self, args, kwargs, state, exc)
+            raise
+        finally:
+            IN_DSPY_CALL.reset(token)
+    return call
+
+
+def _wrap_acall(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
+        state = _CallState()
+        token = IN_DSPY_CALL.set(state)
+        try:
+            return await orig(self, *args, **kwargs)
+        except BaseException as exc:
+            if not state.done:
+                _record_failure(self, args, kwargs, state, exc)
+            raise
+        finally:
+            IN_DSPY_CALL.reset(token)
+    return acall
+
+
+def _wrap_finalize(orig: Callable[..., Any]) -> Callable[..., Any]:
+    # The history entry DSPy builds does not say whether the result came from its cache.
+    @functools.wraps(orig)
+    def finalize(lm: Any, call: Any, result: Any) -> Any:
+        state = IN_DSPY_CALL.get()
+        if state is not None:
+            state.cache_hit = bool(getattr(result, "cache_hit", False))
+        return orig(lm, call, result)
+    return finalize
+
+
+def _wrap_parallel(orig: Callable[..., Any]) -> Callable[..., Any]:
+    # DSPy's ParallelExecutor copies only its own settings into its worker threads.
+    @functools.wraps(orig)
+    def execute(self: Any, function: Callable[[Any], Any], data: Any) -> Any:
+        frame = CURRENT.get()
+
+        def in_callers_scope(item: Any) -> Any:
+            token = CURRENT.set(frame)
+            try:
+                return function(item)
+            finally:
+                CURRENT.reset(token)
+        return orig(self, in_callers_scope, data)
+    return execute
+
+
+def _modules() -> Any:
+    """The DSPy modules the call came through, outermost first (DSPy sets them per call)."""
+    try:
+        return _settings.caller_modules or ()
+    except Exception:  # noqa: BLE001
+        return ()
+
+
+def _decision() -> tuple[Any, int]:
+    eff = effective_now()
+    mode = eff.mode
+    if mode != FULL and mode != SKIP:
+        mode = head(eff)
+    return eff, mode
+
+
+_MODELS: dict[str, tuple[str | None, str | None]] = {}
+
+
+def _request(lm: Any, model: Any, messages: Any,
+             call_kwargs: Any) -> tuple[str | None, tuple[Any, Any], dict[str, Any]]:
+    split = _MODELS.get(model) if type(model) is str else None
+    if split is None:
+        split = split_model(model)
+        if type(model) is str and len(_MODELS) < 1024:
+            _MODELS[model] = split
+    params = model_params(getattr(lm, "kwargs", None), call_kwargs)
+    return split[0], (split[1], messages), params
+
+
+def _commit(draft: dict[str, Any], eff: Any, lm: Any, mods: Any, provider: str | None,
+            state: _CallState | None, error: BaseException | None) -> None:
+    draft["provider"] = provider
+    # For lm.inspect_history and module.inspect_history; private keys never reach a record.
+    draft["_dspy"] = (id(lm), *[id(m) for m in mods])
+    if mods:
+        name = ".".join(type(m).__name__ for m in mods)
+        meta = draft.get("metadata")
+        if isinstance(meta, dict):
+            meta["dspy_module"] = name
+        else:
+            draft["metadata"] = {"dspy_module": name}
+        draft["size_bytes"] = draft.get("size_bytes", 0) + 300 + str_bytes(name)
+    ended = state.started + (_perf() - state.t0) if state is not None else None
+    finish(draft, _SPEC, eff, None, error, ended)
+
+
+def _route(lm: Any, entry: Any) -> None:
+    """Takes the place of DSPy's record_history/update_history: one record, DSPy's lists untouched."""
+    try:
+        state = IN_DSPY_CALL.get()
+        if state is not None:
+            state.done = True
+        eff, mode = _decision()
+        if mode == SKIP or not isinstance(entry, dict):
+            return
+        messages = entry.get("messages")
+        if not messages and entry.get("prompt") is not None:
+            messages = entry.get("prompt")
+        provider, args, params = _request(lm, entry.get("model") or getattr(lm, "model", None), messages,
+                                          entry.get("kwargs"))
+        draft = start(eff, _SPEC, mode, args, params, state.started if state is not None else None)
+        if draft is None:
+            return
+        if "_args" not in draft:  # not an errors-only draft, which keeps nothing of a success
+            _outcome(draft, entry, eff, state)
+        _commit(draft, eff, lm, _modules(), provider, state, None)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("dspy_integration", exc)
+
+
+def _outcome(draft: dict[str, Any], entry: dict[str, Any], eff: Any, state: _CallState | None) -> None:
+    """The result fields of a DSPy history entry, copied into the draft (the caller's thread)."""
+    size = 200
+    outputs = entry.get("outputs")
+    if eff.content and type(outputs) is list and outputs:
+        first = outputs[0]
+        if len(outputs) == 1 and type(first) is str:  # the usual case: one plain completion
+            if len(first) > 1024:
+                first = clip(first, eff.max_chars)
+            draft["outputs"] = [first]
+            draft["output_text"] = first
+            size += LIST_OVERHEAD + LIST_PER_ITEM + str_bytes(first)
+        else:  # several completions, or dicts with text, tool_calls, reasoning_content
+            budget = Budget(eff.max_chars, eff.record_limit - draft["size_bytes"])
+            copied = plain(outputs, budget)
+            size += budget.used
+            kept = copied if type(copied) is list else [copied]
+            draft["outputs"] = kept
+            head_ = kept[0] if kept else None
+            text = head_.get("text") if type(head_) is dict else head_
+            draft["output_text"] = text if type(text) is str else None
+    usage = entry.get("usage")
+    if usage:
+        if type(usage) is dict and "prompt_tokens" in usage:
+            inp, out, total = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
+            draft["input_tokens"] = inp if type(inp) is int else None
+            draft["output_tokens"] = out if type(out) is int else None
+            draft["total_tokens"] = total if type(total) is int else None
+        else:
+            usage_fields(usage, draft)
+    cost = entry.get("cost")
+    if type(cost) is float or (type(cost) is int):
+        draft["cost"] = float(cost)
+    response = entry.get("response")
+    if response is not None:  # a LiteLLM ModelResponse, or an lm15 Response
+        choices = getattr(response, "choices", None)
+        reason = getattr(choices[0], "finish_reason", None) if choices else getattr(response, "finish_reason", None)
+        if type(reason) is str:
+            draft["finish_reason"] = reason[:64]
+        rid = getattr(response, "id", None)
+        if type(rid) is str:
+            draft["response_id"] = rid[:256]
+    response_model = entry.get("response_model")
+    if type(response_model) is str:
+        draft["response_model"] = response_model[:256]
+    cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
+    if type(cache_hit) is bool:
+        draft["cache_hit"] = cache_hit
+    draft["size_bytes"] += size
+
+
+def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: _CallState,
+                    exc: BaseException) -> None:
+    """DSPy keeps no history of failed calls; historymw records them (unless DSPy's history is off)."""
+    try:
+        state.done = True
+        if getattr(_settings, "disable_history", False):
+            return
+        eff, mode = _decision()
+        if mode == SKIP:
+            return
+        messages = kwargs.get("messages")
+        if messages is None:
+            messages = args[0] if args and isinstance(args[0], (str, list)) else kwargs.get("prompt")
+        call_kwargs = {k: v for k, v in kwargs.items() if k not in ("messages", "prompt")}
+        provider, call_args, params = _request(lm, getattr(lm, "model", None), messages, call_kwargs)
+        draft = start(eff, _SPEC, mode, call_args, params, state.started)
+        if draft is not None:
+            _commit(draft, eff, lm, _modules(), provider, state, exc)
+    except Exception as err:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("dspy_integration", err)
+
+
+# -- inspect_history -----------------------------------------------------------------
+
+
+def _records(owner: int | None, n: int) -> list[LMCall]:
+    """The newest `n` DSPy records (oldest first), of one LM or module when `owner` is its id."""
+    from ..api import ring
+
+    r = ring()
+    picked: list[dict[str, Any]] = []
+    if n <= 0:
+        return []
+    for draft in reversed(r.drafts()):
+        ids = draft.get("_dspy")
+        if ids is None or (owner is not None and owner not in ids):
+            continue
+        picked.append(draft)
+        if len(picked) >= n:
+            break
+    picked.reverse()
+    return [r._model(d) for d in picked]
+
+
+def _as_dspy_entry(record: LMCall) -> dict[str, Any]:
+    """A record in the shape DSPy's printer reads (messages, prompt, outputs, timestamp)."""
+    messages = []
+    for m in record.messages:
+        if isinstance(m, dict) and isinstance(m.get("role"), str):
+            messages.append(m)
+        else:
+            messages.append({"role": "user", "content": m if isinstance(m, str) else str(m)})
+    if record.status == "error":
+        outputs: list[Any] = [f"[historymw] the call failed: {record.error_type}: {record.error_message}"]
+    elif record.outputs:
+        outputs = list(record.outputs)
+    elif record.output_text is not None:
+        outputs = [record.output_text]
+    else:
+        outputs = ["[historymw] output not captured (capture_content is off)"]
+    when = record.started_at.astimezone().replace(tzinfo=None).isoformat()
+    return {"messages": messages, "prompt": None, "outputs": outputs, "timestamp": when}
+
+
+def _print(records: list[LMCall], file: TextIO | None) -> None:
+    out = sys.stdout if file is None else file
+    if not records:
+        out.write("historymw: no DSPy calls recorded yet (is a 'ring' backend configured and the policy on?)\n")
+        return
+    from dspy.utils.inspect_history import pretty_print_history
+
+    pretty_print_history([_as_dspy_entry(r) for r in records], len(records), file=file)
+
+
+def inspect_history(n: int = 1, file: TextIO | None = None) -> None:
+    """`dspy.inspect_history(n)`: the last n DSPy LM calls historymw recorded, in DSPy's format."""
+    _print(_records(None, n), file)
+
+
+def _inspect_lm(self: Any, n: int = 1, file: TextIO | None = None) -> None:
+    _print(_records(id(self), n), file)
+
+
+def _inspect_module(self: Any, n: int = 1, file: TextIO | None = None) -> None:
+    _print(_records(id(self), n), file)
+

@@ -1,0 +1,345 @@
+"""LiteLLM integration: every `litellm.completion/acompletion/embedding` call becomes one record.
+
+    from historymw.integrations import litellm as hm_litellm
+    hm_litellm.install()
+
+`install()` registers one LiteLLM `CustomLogger`. The scope decision is taken in
+LiteLLM's pre-call hook, which runs where the user called LiteLLM (or in a copy
+of its context), and the started call is parked under LiteLLM's call id. The
+outcome arrives later, sometimes on a LiteLLM logging thread that does not see
+the caller's context (sync streams, mid-stream failures): it finds the parked
+call by id, so the record still honours the caller's `history(...)` scope.
+
+Records are built from an allow-list of LiteLLM's data (model parameters,
+the response, `standard_logging_object` fields), never from the keyword
+arguments LiteLLM hands its callbacks wholesale: those hold the API key,
+headers and cloud credentials.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import urlsplit
+
+from .. import counters
+from ..capture import call
+from ..draft import SETTABLE_FIELDS
+from ..policy import SKIP
+from ..scope import effective
+from ._common import IN_DSPY_CALL, model_params, require_framework
+
+__all__ = ["aflush", "flush", "install", "installed", "pending", "uninstall"]
+
+# LiteLLM call types recorded, and the operation name each record gets.
+_OPERATIONS = {
+    "completion": "chat", "acompletion": "chat",
+    "text_completion": "text_completion", "atext_completion": "text_completion",
+    "embedding": "embeddings", "aembedding": "embeddings",
+}
+
+# Every list LiteLLM keeps callbacks in, and copies them into at call time.
+_CALLBACK_LISTS = (
+    "callbacks", "input_callback", "success_callback", "failure_callback", "service_callback",
+    "audit_log_callbacks", "_async_input_callback", "_async_success_callback", "_async_failure_callback",
+)
+
+# A call whose outcome never arrives (a stream nobody finished reading, an event
+# LiteLLM dropped under load) must not be held forever.
+PENDING_MAX_ITEMS = 10_000
+PENDING_MAX_AGE_S = 900.0
+
+_lock = threading.Lock()
+_logger: Any = None
+
+
+class _Pending:
+    """Calls started in LiteLLM's pre-call hook, waiting for their outcome, by LiteLLM call id.
+
+    A value of None marks a call that must not be recorded (a disabled scope,
+    or a call DSPy's integration records), so that a late outcome on another
+    thread does not record it under the wrong scope.
+    """
+
+    def __init__(self, max_items: int = PENDING_MAX_ITEMS, max_age: float = PENDING_MAX_AGE_S) -> None:
+        self.max_items = max_items
+        self.max_age = max_age
+        self._items: dict[str, tuple[float, call | None]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, value: call | None) -> None:
+        now = time.monotonic()
+        expired = 0
+        with self._lock:
+            if key in self._items:  # LiteLLM ran the hook twice for one call: keep the first
+                return
+            self._items[key] = (now + self.max_age, value)
+            items = self._items
+            while items:
+                oldest = next(iter(items))
+                deadline, parked = items[oldest]
+                if len(items) <= self.max_items and deadline > now:
+                    break
+                del items[oldest]
+                if parked is not None:
+                    expired += 1
+        if expired:
+            counters.COUNTERS.drop("integration_timeout", expired)
+
+    def pop(self, key: str) -> tuple[bool, call | None]:
+        with self._lock:
+            item = self._items.pop(key, None)
+        return (False, None) if item is None else (True, item[1])
+
+    def waiting(self) -> int:
+        """Calls that will become records once LiteLLM reports their outcome."""
+        with self._lock:
+            return sum(1 for _, value in self._items.values() if value is not None)
+
+    def clear(self) -> int:
+        with self._lock:
+            n = sum(1 for _, value in self._items.values() if value is not None)
+            self._items.clear()
+        return n
+
+
+_PENDING = _Pending()
+
+
+def _litellm() -> Any:
+    return require_framework("litellm", "historymw.integrations.litellm", "litellm")
+
+
+def install() -> None:
+    """Record every LiteLLM completion, acompletion and embedding call. Idempotent."""
+    global _logger
+    litellm = _litellm()
+    with _lock:
+        if _logger is None:
+            _logger = _make_logger_class(litellm)()
+        if any(cb is _logger for cb in litellm.callbacks):
+            return
+        manager = getattr(litellm, "logging_callback_manager", None)
+        add = getattr(manager, "add_litellm_callback", None)
+        if callable(add):
+            add(_logger)
+        if not any(cb is _logger for cb in litellm.callbacks):
+            litellm.callbacks.append(_logger)
+
+
+def uninstall() -> None:
+    """Remove the logger from every list LiteLLM copied it into; calls still in flight are not recorded."""
+    global _logger
+    import sys
+
+    with _lock:
+        logger, _logger = _logger, None
+        if logger is None:
+            return
+        litellm = sys.modules.get("litellm")
+        if litellm is not None:
+            # Looked up now and changed in place: LiteLLM rebinds some lists, and
+            # other modules may hold a reference to the list objects themselves.
+            holders = [litellm, sys.modules.get("litellm.utils")]
+            for holder in holders:
+                for name in (*_CALLBACK_LISTS, "callback_list"):
+                    lst = getattr(holder, name, None) if holder is not None else None
+                    if isinstance(lst, list):
+                        lst[:] = [cb for cb in lst if cb is not logger]
+        lost = _PENDING.clear()
+        if lost:
+            counters.COUNTERS.drop("integration_uninstalled", lost)
+
+
+def installed() -> bool:
+    """Is the logger registered with LiteLLM right now?"""
+    import sys
+
+    litellm = sys.modules.get("litellm")
+    logger = _logger
+    return logger is not None and litellm is not None and any(cb is logger for cb in litellm.callbacks)
+
+
+def pending() -> int:
+    """Calls LiteLLM has started whose success or failure has not been reported yet."""
+    return _PENDING.waiting()
+
+
+def flush(timeout: float = 5.0) -> bool:
+    """Wait (up to `timeout`) until LiteLLM has reported every started call, then `hm.flush()`.
+
+    LiteLLM reports outcomes on its own logging threads, after the call has
+    returned. Do not call this from inside a running event loop: async outcomes
+    are delivered by a task on that loop; use `await aflush()` there.
+    """
+    from ..api import flush as hm_flush
+
+    deadline = time.monotonic() + timeout
+    while _PENDING.waiting() and time.monotonic() < deadline:
+        time.sleep(0.005)
+    done = not _PENDING.waiting()
+    return bool(hm_flush(max(deadline - time.monotonic(), 0.0))) and done
+
+
+async def aflush(timeout: float = 5.0) -> bool:
+    """`flush()` for async code: lets LiteLLM's logging tasks on this loop run while waiting."""
+    from ..api import flush as hm_flush
+
+    deadline = time.monotonic() + timeout
+    while _PENDING.waiting() and time.monotonic() < deadline:
+        await asyncio.sleep(0.005)
+    done = not _PENDING.waiting()
+    rest = max(deadline - time.monotonic(), 0.0)
+    return bool(await asyncio.to_thread(hm_flush, rest)) and done
+
+
+# -- building records --------------------------------------------------------------
+
+
+def _epoch(value: Any) -> float | None:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    timestamp = getattr(value, "timestamp", None)  # datetime (LiteLLM's are naive local time)
+    if callable(timestamp):
+        try:
+            return float(timestamp())
+        except (TypeError, ValueError, OverflowError, OSError):
+            return None
+    return None
+
+
+def _new_call(kwargs: Mapping[str, Any], model: Any, messages: Any, operation: str,
+              started: float | None) -> call:
+    litellm_params = kwargs.get("litellm_params")
+    provider = kwargs.get("custom_llm_provider")
+    if not isinstance(provider, str) and isinstance(litellm_params, Mapping):
+        provider = litellm_params.get("custom_llm_provider")
+    if operation == "embeddings":
+        messages = kwargs.get("input")
+        if isinstance(messages, str):
+            messages = [messages]
+    params = model_params(kwargs.get("optional_params"))
+    if kwargs.get("stream") is True:
+        params["stream"] = True
+    return call(provider=provider if isinstance(provider, str) else None,
+                model=model if isinstance(model, str) else None, messages=messages, params=params,
+                operation=operation, source="litellm", started_at=started)
+
+
+def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
+    """LiteLLM's pre-call hook: on the caller's thread, or in a copy of its context."""
+    try:
+        operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
+        key = kwargs.get("litellm_call_id")
+        if operation is None or not isinstance(key, str):
+            return
+        if IN_DSPY_CALL.get() is not None or effective().mode == SKIP:
+            _PENDING.put(key, None)
+            return
+        c = _new_call(kwargs, model if model else kwargs.get("model"), messages, operation,
+                      _epoch(kwargs.get("start_time"))).start()
+        _PENDING.put(key, c if c.recording else None)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("litellm_integration", exc)
+
+
+def _set_ttft(c: call, seconds: float) -> None:
+    if "time_to_first_token_s" in SETTABLE_FIELDS:
+        c.set(time_to_first_token_s=seconds)
+        return
+    # The manual API does not take this field (yet): write it into the call's draft,
+    # which holds plain data and is what the record is built from.
+    draft = c._draft
+    if draft is not None:
+        draft["time_to_first_token_s"] = seconds
+
+
+def _error_of(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> BaseException:
+    exc = kwargs.get("exception")
+    if isinstance(exc, BaseException):
+        return exc
+    info = slo.get("error_information")
+    info = info if isinstance(info, Mapping) else {}
+    name = info.get("error_class") or "LiteLLMError"
+    message = slo.get("error_str") or info.get("error_message") or "LiteLLM reported a failure"
+    error: BaseException = type(str(name), (Exception,), {})(str(message))
+    return error
+
+
+def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
+    """LiteLLM's success or failure event, on whatever thread LiteLLM reports it."""
+    try:
+        key = kwargs.get("litellm_call_id")
+        found, c = _PENDING.pop(key) if isinstance(key, str) else (False, None)
+        slo = kwargs.get("standard_logging_object")
+        slo = slo if isinstance(slo, Mapping) else {}
+        if not found:
+            # No pre-call hook ran (embeddings, errors raised before the request). LiteLLM
+            # reports these on the caller's thread or in a copy of its context.
+            operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
+            if operation is None or IN_DSPY_CALL.get() is not None:
+                return
+            c = _new_call(kwargs, kwargs.get("model"), kwargs.get("messages"), operation,
+                          _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))).start()
+        if c is None or not c.recording:
+            return
+        ended = _epoch(slo.get("endTime")) or _epoch(kwargs.get("end_time"))
+        if failed:
+            c.set(metadata={"litellm_call_id": key})
+            c.end(error=_error_of(kwargs, slo), ended_at=ended)
+            return
+        fields: dict[str, Any] = {"metadata": {"litellm_call_id": key}}
+        cost = slo.get("response_cost", kwargs.get("response_cost"))
+        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
+            fields["cost"] = float(cost)
+        cache_hit = slo.get("cache_hit", kwargs.get("cache_hit"))
+        fields["cache_hit"] = bool(cache_hit)  # LiteLLM reports None for a miss
+        api_base = slo.get("api_base")
+        if isinstance(api_base, str) and api_base:
+            host = urlsplit(api_base).hostname  # the host only: a URL may carry credentials
+            if host:
+                fields["server_address"] = host
+        if slo.get("stream") or kwargs.get("stream") is True:
+            fields["stream"] = True
+            first, start = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
+            if first is not None and start is not None and first >= start:
+                _set_ttft(c, first - start)
+        c.output(result=response, **fields)
+        c.end(ended_at=ended)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("litellm_integration", exc)
+
+
+def _make_logger_class(litellm: Any) -> type:
+    from litellm.integrations.custom_logger import CustomLogger
+
+    class HistorymwLogger(CustomLogger):  # type: ignore[misc]
+        """Hands LiteLLM's events to historymw. LiteLLM passes every argument by keyword."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            # LiteLLM de-duplicates loggers by class name and public attributes.
+            self.historymw_instance = uuid.uuid4().hex
+
+        def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+            _on_start(model, messages, kwargs)
+
+        def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+            _on_end(kwargs, response_obj, False)
+
+        def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+            _on_end(kwargs, None, True)
+
+        async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                          end_time: Any) -> None:
+            _on_end(kwargs, response_obj, False)
+
+        async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
+                                          end_time: Any) -> None:
+            _on_end(kwargs, None, True)
+
+    return HistorymwLogger
