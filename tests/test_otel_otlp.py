@@ -193,3 +193,18 @@ def test_setup_installs_providers_only_where_none_and_exports_at_exit(receiver: 
         assert all(r.get("service.name") != "checkout" for r in receiver.resources())
     if mode != "app-has-provider-no-setup":  # setup() installed a meter provider (the app had none)
         assert {sc.METRIC_OPERATION_DURATION, sc.METRIC_RECORDED} <= receiver.metric_names()
+
+
+def test_example_exports_call_spans_nested_in_request_spans(receiver: Receiver) -> None:
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "otel_apm.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HISTORYMW_"))}
+    env["OTEL_EXPORTER_OTLP_ENDPOINT"] = receiver.url
+    done = subprocess.run([sys.executable, example], env=env, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    spans = [span for _, span in receiver.spans()]
+    requests = {s.span_id: s for s in spans if s.name == "GET /answer"}
+    calls = [s for s in spans if s.name.startswith("chat ")]
+    assert len(requests) == 3 and len(calls) == 6
+    assert all(c.parent_span_id in requests and c.trace_id == requests[c.parent_span_id].trace_id for c in calls)
+    assert any(attributes(c.attributes).get(sc.ERROR_TYPE) == "RateLimitError" for c in calls)
+    assert {"service.name": "answer-service"}.items() <= receiver.resources()[0].items()
