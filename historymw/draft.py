@@ -143,6 +143,14 @@ def copy_messages(messages: Any, budget: Budget) -> list[Any]:
     return copied if type(copied) is list else [copied]
 
 
+def model_name(model: object) -> str:
+    """A name for a non-str `model` argument (an enum, a str subclass, an object)."""
+    value = getattr(model, "value", model)  # enums
+    if isinstance(value, str):
+        return str.__str__(value)[:256]
+    return f"<{type(model).__name__}>"
+
+
 def _bind(spec: CallSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any]]:
     """(model, messages, every other argument by name) for any call shape."""
     model, messages = kwargs.get("model"), kwargs.get("messages")
@@ -207,7 +215,7 @@ def _request_general(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
         params = plain(raw, budget)
         used = budget.used
     if type(model) is not str:
-        model = None if model is None else plain_str(str(model)[:256], Budget(256, 1024, scan=True))
+        model = None if model is None else model_name(model)
     elif len(model) > 256:
         model = model[:256]
     if not eff.content or messages is None:

@@ -92,9 +92,8 @@ def _clean(obj: Any, scan: bool = True) -> Any:
 
 
 # Prompts and outputs: scanned for secret shapes unless redact_content is off.
-_CONTENT_FIELDS = ("messages", "outputs", "output_text")
-# Always scanned (copied with scanning on the hot path too, cheap because small).
-_OTHER_FIELDS = ("error_message", "params", "metadata", "tags")
+# Every other field is always scanned (they are small).
+_CONTENT_FIELDS = frozenset({"messages", "outputs", "output_text"})
 
 
 def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True) -> dict[str, Any]:
@@ -108,12 +107,9 @@ def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True)
         messages = draft.get("messages")
         if messages and type(messages[0]) is tuple:  # the hot path's (role, content) pairs
             draft["messages"] = [{"role": role, "content": content} for role, content in messages]
-        for name in _CONTENT_FIELDS:
-            if name in draft:
-                draft[name] = _clean(draft[name], scan_content)
-        for name in _OTHER_FIELDS:
-            if name in draft:
-                draft[name] = _clean(draft[name])
+        for name, value in draft.items():
+            if name[0] != "_" and (type(value) is str or type(value) is list or type(value) is dict):
+                draft[name] = _clean(value, scan_content or name not in _CONTENT_FIELDS)
         if redactor is not None:
             _apply_redactor(draft, redactor)
         draft["_sealed"] = True

@@ -21,6 +21,9 @@ def fresh_historymw(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     hm.configure()
     yield
     hm.shutdown(timeout=2.0)
+    monkeypatch.undo()  # a test's bad HISTORYMW_* value must not fail the next configure()
+    for name in _OWN_VARS:
+        os.environ.pop(name, None)
     hm.configure()
 
 
