@@ -7,7 +7,16 @@ worker retries a failing batch with backoff, for up to `retry_timeout` seconds,
 then drops it and counts it. After `fork()` the child starts with an empty queue
 and no worker (one is started on its first record), so nothing the parent had
 queued is written twice. Accounting is exact: every submitted record ends up
-exported, dropped (with a reason), or still queued.
+exported, dropped (with a reason), or still queued (`queued()` counts the batch
+being exported too).
+
+A backend may offer `export_drafts(drafts)` next to `export(records)`: the worker
+then seals each draft (id, secret scan) and hands over the plain dicts, which
+saves building an `LMCall` per record (the SQL backend writes rows straight
+from them). With a user redactor the worker always builds `LMCall`s, which
+checks the types the redactor returned. Either method may return the number of
+records the destination refused (bad data): those are dropped as "rejected".
+Nothing here binds to an event loop: asyncio code and threads submit alike.
 """
 
 from __future__ import annotations
@@ -21,8 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import counters
-from .record import LMCall, materialize
+from . import counters, record
+from .record import materialize, seal
 
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 5.0
@@ -72,6 +81,8 @@ class ExportPipeline:
         self._stopping = False
         self._give_up_at: float | None = None  # set by shutdown: stop retrying after this
         self._thread: threading.Thread | None = None
+        self._stop = threading.Event()  # cuts a retry backoff short at shutdown
+        self._inflight = 0  # taken from the queue, not yet exported or dropped (guarded by _lock)
         self.submitted = 0  # guarded by _lock
         self.exported = 0  # guarded by _progress
         self.dropped = 0  # guarded by _progress (after queuing)
@@ -95,11 +106,12 @@ class ExportPipeline:
             n = len(self._queue)
             if self._thread is None:
                 self._start_worker()
-        if n >= self.batch_size:
+        if n == self.batch_size:  # a full batch: wake the worker once, not on every later submit
             self._wake.set()
 
     def queued(self) -> int:
-        return len(self._queue)
+        """Records submitted and not yet exported or dropped (the batch in flight included)."""
+        return len(self._queue) + self._inflight
 
     def _start_worker(self) -> None:
         self._thread = threading.Thread(target=self._run, name=f"historymw-export-{self.name}", daemon=True)
@@ -112,6 +124,7 @@ class ExportPipeline:
             q = self._queue
             batch = [q.popleft() for _ in range(min(self.batch_size, len(q)))]
             self._bytes -= sum(d["size_bytes"] for d in batch)
+            self._inflight = len(batch)
             return batch
 
     def _run(self) -> None:
@@ -126,21 +139,33 @@ class ExportPipeline:
                 return
 
     def _deliver(self, drafts: list[dict[str, Any]]) -> None:
-        records: list[LMCall] = []
+        try:
+            self._deliver_batch(drafts)
+        finally:
+            with self._lock:
+                self._inflight = 0
+
+    def _prepare(self, drafts: list[dict[str, Any]]) -> tuple[list[Any], Callable[[Any], Any]]:
+        """Seal (fast path) or materialize each draft; a record that fails is dropped alone."""
+        export_drafts = getattr(self.backend, "export_drafts", None)
+        fast = export_drafts is not None and self._redactor is None
+        convert: Callable[..., Any] = seal if fast else materialize
+        out: list[Any] = []
         for d in drafts:
             try:
-                records.append(materialize(d, self._redactor, self._redact_content))
+                out.append(convert(d, self._redactor, self._redact_content))
             except Exception as exc:  # noqa: BLE001 - one bad record must not sink the batch
                 counters.COUNTERS.error("materialize", exc)
                 self._count_dropped("invalid_record", 1)
+        export: Callable[[Any], Any] = export_drafts if export_drafts is not None and fast else self.backend.export
+        return out, export
+
+    def _deliver_batch(self, drafts: list[dict[str, Any]]) -> None:
+        records, export = self._prepare(drafts)
         delay, first_failure = _BACKOFF_START_S, None
         while records:
             try:
-                self.backend.export(records)
-                with self._progress:
-                    self.exported += len(records)
-                    self._progress.notify_all()
-                return
+                refused = export(records)
             except Exception as exc:  # noqa: BLE001 - backends fail; the worker must not
                 counters.COUNTERS.error(f"export:{self.name}", exc)
                 now = time.monotonic()
@@ -150,10 +175,20 @@ class ExportPipeline:
                     self._count_dropped("export_failed", len(records))
                     return
                 wait = delay if give_up is None else max(0.0, min(delay, give_up - now))
-                time.sleep(wait)
+                self._stop.wait(wait)
+                give_up = self._give_up_at  # shutdown may have started during the wait
+                if give_up is not None and time.monotonic() >= give_up:
+                    self._count_dropped("export_failed", len(records))
+                    return
                 delay = min(delay * 2, _BACKOFF_MAX_S)
-        with self._progress:
-            self._progress.notify_all()
+                continue
+            bad = refused if type(refused) is int and 0 < refused <= len(records) else 0
+            if bad:
+                self._count_dropped("rejected", bad)
+            with self._progress:
+                self.exported += len(records) - bad
+                self._progress.notify_all()
+            return
 
     def _count_dropped(self, reason: str, n: int) -> None:
         counters.COUNTERS.drop(reason, n)
@@ -202,6 +237,7 @@ class ExportPipeline:
             self._bytes = 0
         if leftover:
             self._count_dropped("shutdown", leftover)
+        self._stop.set()  # a worker waiting to retry gives up now (the deadline has passed)
         self._wake.set()
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
@@ -235,6 +271,9 @@ def _call_bounded(fn: Callable[[], Any], timeout: float, name: str) -> None:
 
 
 def _after_fork() -> None:
+    # A worker may have been sealing a draft (under record's lock) at the moment of
+    # the fork: in the child that lock would stay held forever.
+    record._seal_lock = threading.Lock()
     for p in list(_live):
         p._after_fork_in_child()
 

@@ -1,0 +1,136 @@
+"""The SQL backend: calls into SQLite (default) or PostgreSQL, through SQLAlchemy 2 Core.
+
+Runs on its export worker (`historymw.pipeline`), never on the caller's thread.
+The engine is built when the backend is created (a bad URL or a missing driver
+is an error at `configure()`); the database itself is first touched by the
+worker, so a server that is down at start costs nothing but retries, and the
+schema is created or migrated on the first batch that gets through.
+
+Retention (`sql_max_rows`, `sql_max_age`) is applied by the worker after an
+export at most every `retention_interval` seconds, and by `flush()`.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from .. import counters
+from ..errors import require
+
+if TYPE_CHECKING:
+    from ..config import Settings
+    from ..record import LMCall
+
+RETENTION_INTERVAL_S = 10.0
+
+
+class SQLBackend:
+    """Writes records to the `historymw_calls` table (see `historymw.sql.schema`)."""
+
+    def __init__(self, url: str, *, max_rows: int | None = None, max_age: float | None = None,
+                 retention_interval: float = RETENTION_INTERVAL_S) -> None:
+        require("sqlalchemy", what="The 'sql' backend", extra="sql")
+        from ..sql import engine as _engine
+
+        self.url = url
+        self.max_rows = max_rows
+        self.max_age = max_age
+        self.retention_interval = retention_interval
+        self.engine = _engine.make_engine(url, create=True)
+        self._postgres = self.engine.dialect.name == "postgresql"
+        self._ready = False
+        self._sql: str | None = None
+        self._lock = threading.Lock()  # retention from flush() and from the worker: one at a time
+        self._written_since_retention = 0
+        self._last_retention = 0.0
+        self.rejected = 0
+
+    def _prepare(self) -> str:
+        if self._sql is None or not self._ready:
+            from ..sql import schema, write
+
+            schema.ensure_schema(self.engine)
+            self._sql = write.insert_statement(self.engine.dialect)
+            self._ready = True
+        return self._sql
+
+    def _write(self, rows: list[tuple[Any, ...]]) -> int:
+        """Insert a batch; returns how many rows the database refused (bad data, not a bad connection)."""
+        from ..sql import rows as _rows
+        from ..sql import write
+
+        sql = self._prepare()
+        if self._postgres:
+            rows = [_rows.strip_nul(r) for r in rows]
+        try:
+            write.insert_rows(self.engine, sql, rows)
+            refused = 0
+        except Exception as exc:
+            if write.is_transient(exc):
+                raise  # the pipeline retries the batch with backoff (inserts are idempotent)
+            # One bad row must not sink its batch: find it, keep the rest.
+            errors = write.insert_each(self.engine, sql, rows)
+            for err in errors:
+                counters.COUNTERS.error("sql_row_refused", err)
+            refused = len(errors)
+        self._written_since_retention += len(rows) - refused
+        if self._retention_due(time.monotonic()):
+            self._apply_retention()
+        return refused
+
+    # -- the backend protocol ----------------------------------------------
+
+    def export_drafts(self, drafts: Sequence[dict[str, Any]]) -> int:
+        """Fast path: rows straight from sealed drafts (no `LMCall` built). Returns rows refused."""
+        from ..sql.rows import draft_row
+
+        return self._write([draft_row(d) for d in drafts])
+
+    def export(self, records: Sequence[LMCall]) -> int:
+        from ..sql.rows import record_row
+
+        return self._write([record_row(r) for r in records])
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Everything exported is committed already; apply retention if anything was written since."""
+        if self._written_since_retention and (self.max_rows is not None or self.max_age is not None):
+            try:
+                self._apply_retention()
+            except Exception as exc:  # noqa: BLE001 - retention is housekeeping; the records are stored
+                counters.COUNTERS.error("sql_retention", exc)
+                return False
+        return True
+
+    def shutdown(self) -> None:
+        self.engine.dispose()
+
+    def after_fork(self) -> None:
+        # The parent's pooled connections belong to the parent: forget them without closing them.
+        self.engine.dispose(close=False)
+        self._lock = threading.Lock()
+
+    # -- retention -----------------------------------------------------------
+
+    def _retention_due(self, now: float) -> bool:
+        if self.max_rows is None and self.max_age is None:
+            return False
+        return now - self._last_retention >= self.retention_interval
+
+    def _apply_retention(self) -> int:
+        from ..sql import write
+
+        with self._lock:
+            self._last_retention = time.monotonic()
+            self._written_since_retention = 0
+            try:
+                return write.prune(self.engine, older_than=self.max_age, keep=self.max_rows)
+            except Exception as exc:  # noqa: BLE001 - never fail an export for housekeeping
+                counters.COUNTERS.error("sql_retention", exc)
+                return 0
+
+
+def create(settings: Settings) -> SQLBackend:
+    return SQLBackend(settings.sql_url, max_rows=settings.sql_max_rows, max_age=settings.sql_max_age)

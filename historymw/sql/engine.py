@@ -1,0 +1,129 @@
+"""Engines for the history database: URL checks, SQLite set-up, PostgreSQL options.
+
+SQLite: the file is created by us with mode 0600 before SQLite opens it (the
+history holds prompts); WAL lets readers work while a writer writes; a busy
+timeout lets several processes share one file; write transactions take the
+write lock up front (BEGIN IMMEDIATE), which is what makes the busy timeout
+work for writers (a deferred transaction that upgrades to write can fail
+with SQLITE_BUSY at once instead of waiting).
+PostgreSQL: psycopg 3, a connect timeout (a dead server must not hang the
+export worker), pre-ping so that connections broken by a restart are replaced.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from ..errors import ConfigError, require
+from . import StoreError
+
+SQLITE_BUSY_TIMEOUT_S = 10.0
+PG_CONNECT_TIMEOUT_S = 5
+# Connection execution option that makes a SQLite transaction BEGIN IMMEDIATE.
+WRITE = {"historymw_write": True}
+
+
+def _sqlalchemy(what: str) -> Any:
+    return require("sqlalchemy", what=what, extra="sql")
+
+
+def parse_url(url: str) -> Any:
+    """The SQLAlchemy URL for a history store, or ConfigError saying what is accepted."""
+    sa = _sqlalchemy("The SQL store")
+    try:
+        u = sa.engine.make_url(url)
+    except Exception:  # noqa: BLE001 - SQLAlchemy raises several types for a malformed URL
+        raise ConfigError(
+            f"not a database URL: {url!r}; expected sqlite:///path/to/history.db "
+            "or postgresql+psycopg://user@host:5432/dbname") from None
+    backend, driver = u.get_backend_name(), u.get_driver_name()
+    if backend == "sqlite":
+        if u.drivername != "sqlite" and driver != "pysqlite":
+            raise ConfigError(f"unsupported SQLite driver in {u.drivername!r}; use sqlite:///path/to/history.db")
+        return u
+    if backend in ("postgresql", "postgres"):
+        if u.drivername in ("postgresql", "postgres"):
+            u = u.set(drivername="postgresql+psycopg")  # psycopg 3 is the supported driver
+        elif driver != "psycopg":
+            raise ConfigError(f"unsupported PostgreSQL driver in {u.drivername!r}; "
+                              "use postgresql+psycopg://user@host:5432/dbname (psycopg 3)")
+        return u
+    raise ConfigError(f"unsupported database URL scheme {u.drivername!r}; expected sqlite:///path/to/history.db "
+                      "or postgresql+psycopg://user@host:5432/dbname")
+
+
+def describe(url: Any) -> str:
+    """The URL without its password, for messages."""
+    return str(url.render_as_string(hide_password=True))
+
+
+def sqlite_path(url: Any) -> Path | None:
+    """The database file of a SQLite URL; None for an in-memory database."""
+    db = url.database
+    if not db or db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(db).expanduser()
+
+
+def _create_private_file(path: Path) -> None:
+    if not path.parent.is_dir():
+        raise StoreError(f"cannot create the history database {path}: directory {path.parent} does not exist")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    except FileExistsError:
+        return  # another process created it first
+    except OSError as exc:
+        raise StoreError(f"cannot create the history database {path}: {exc.strerror}") from None
+    os.close(fd)
+
+
+def make_engine(url: str, *, create: bool) -> Any:
+    """An engine for the store at `url`. With `create`, a missing SQLite file is created (mode 0600);
+    without it, a missing file is a StoreError (readers must not leave empty databases behind)."""
+    sa = _sqlalchemy("The SQL store")
+    u = parse_url(url)
+    if u.get_backend_name() == "sqlite":
+        return _sqlite_engine(sa, u, create)
+    require("psycopg", what="The PostgreSQL store", extra="postgres")
+    connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
+    # "format" (%s) lets the export path bind plain tuples instead of a dict per row.
+    return sa.create_engine(u, pool_pre_ping=True, paramstyle="format", connect_args=connect_args,
+                            pool_size=2, max_overflow=4)
+
+
+def _sqlite_engine(sa: Any, u: Any, create: bool) -> Any:
+    path = sqlite_path(u)
+    kwargs: dict[str, Any] = {}
+    if path is None:
+        # One shared connection: otherwise every thread would see its own empty database.
+        kwargs["poolclass"] = sa.pool.StaticPool
+        kwargs["connect_args"] = {"check_same_thread": False}
+    elif not path.exists():
+        if not create:
+            raise StoreError(f"no history database at {path}")
+        _create_private_file(path)
+    engine = sa.create_engine(u, **kwargs)
+
+    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (below)
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        if path is not None:
+            cur.execute("PRAGMA journal_mode = WAL")
+            # In WAL mode NORMAL never corrupts; a power loss may lose the last transactions.
+            cur.execute("PRAGMA synchronous = NORMAL")
+        cur.close()
+
+    def _on_begin(conn: Any) -> None:
+        immediate = conn.get_execution_options().get("historymw_write")
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+    sa.event.listen(engine, "connect", _on_connect)
+    sa.event.listen(engine, "begin", _on_begin)
+    return engine
+
+
+def is_sqlite(engine: Any) -> bool:
+    return bool(engine.dialect.name == "sqlite")

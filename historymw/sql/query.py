@@ -1,0 +1,130 @@
+"""Reading calls back: filters, newest rows, one row by id, aggregates.
+
+Every statement is a SQLAlchemy Core construct with bound parameters.
+Latency percentiles use window functions (nearest rank), which SQLite (3.25+)
+and PostgreSQL both run, so both stores give the same numbers.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import sqlalchemy as sa
+
+from ..record import LMCall
+from .ids import AmbiguousIdError
+from .rows import row_to_call, to_stored_time
+from .schema import calls
+
+GROUPS = ("model", "session", "status", "provider", "source")
+_HEX = re.compile(r"^[0-9a-f]{6,64}$")
+
+
+@dataclass(frozen=True)
+class Filters:
+    """What to select; None means any. Times are epoch seconds (UTC)."""
+
+    session: str | None = None
+    model: str | None = None
+    status: str | None = None
+    provider: str | None = None
+    since: float | None = None
+    until: float | None = None
+
+    def where(self, dialect: str) -> list[Any]:
+        c = calls.c
+        clauses: list[Any] = []
+        for name in ("session", "model", "status", "provider"):
+            value = getattr(self, name)
+            if value is not None:
+                clauses.append(c[name] == value)
+        if self.since is not None:
+            clauses.append(c.started_at >= to_stored_time(dialect, self.since))
+        if self.until is not None:
+            clauses.append(c.started_at < to_stored_time(dialect, self.until))
+        return clauses
+
+
+def recent(conn: sa.Connection, n: int, filters: Filters) -> list[LMCall]:
+    """The newest `n` calls, newest last (like `historymw.recent`)."""
+    stmt = (sa.select(calls).where(*filters.where(conn.dialect.name))
+            .order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(max(n, 0)))
+    rows = [row_to_call(r) for r in conn.execute(stmt).mappings()]
+    rows.reverse()
+    return rows
+
+
+def after(conn: sa.Connection, since: float, filters: Filters, limit: int = 1000) -> list[LMCall]:
+    """Calls that started at or after `since`, oldest first (for `tail --follow`)."""
+    f = Filters(**{**filters.__dict__, "since": since})
+    stmt = (sa.select(calls).where(*f.where(conn.dialect.name))
+            .order_by(calls.c.started_at, calls.c.id).limit(limit))
+    return [row_to_call(r) for r in conn.execute(stmt).mappings()]
+
+
+def get(conn: sa.Connection, call_id: str) -> LMCall | None:
+    """One call by its id, or by a unique prefix of at least 6 hex digits."""
+    row = conn.execute(sa.select(calls).where(calls.c.id == call_id)).mappings().first()
+    if row is None and _HEX.match(call_id):
+        # Ids are hex: the prefix range [p, p + "g") uses the primary-key index, unlike LIKE.
+        rows = conn.execute(sa.select(calls).where(calls.c.id >= call_id, calls.c.id < call_id + "g")
+                            .limit(2)).mappings().all()
+        if len(rows) > 1:
+            raise AmbiguousIdError(call_id)
+        row = rows[0] if rows else None
+    return None if row is None else row_to_call(row)
+
+
+def iterate(conn: sa.Connection, filters: Filters, chunk: int = 1000) -> Iterator[LMCall]:
+    """Every matching call, oldest first, read in chunks (keyset pagination: constant memory)."""
+    last: tuple[Any, str] | None = None
+    c = calls.c
+    while True:
+        stmt = sa.select(calls).where(*filters.where(conn.dialect.name))
+        if last is not None:
+            stmt = stmt.where(sa.or_(c.started_at > last[0], sa.and_(c.started_at == last[0], c.id > last[1])))
+        rows = conn.execute(stmt.order_by(c.started_at, c.id).limit(chunk)).mappings().all()
+        for r in rows:
+            yield row_to_call(r)
+        if len(rows) < chunk:
+            return
+        last = (rows[-1]["started_at"], rows[-1]["id"])
+
+
+def count(conn: sa.Connection, filters: Filters) -> int:
+    return int(conn.execute(sa.select(sa.func.count()).select_from(calls)
+                            .where(*filters.where(conn.dialect.name))).scalar_one())
+
+
+def aggregate(conn: sa.Connection, filters: Filters, by: str | None = None) -> list[dict[str, Any]]:
+    """Per group (or overall): calls, errors, tokens, cost, latency mean/p50/p95, first and last call."""
+    if by is not None and by not in GROUPS:
+        raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUPS)}")
+    c = calls.c
+    group = c[by] if by is not None else sa.literal("all")
+    ranked = (sa.select(
+        group.label("g"), c.status, c.input_tokens, c.output_tokens, c.total_tokens, c.cost, c.duration_s,
+        c.started_at,
+        sa.func.row_number().over(partition_by=group, order_by=c.duration_s).label("rn"),
+        sa.func.count().over(partition_by=group).label("n"),
+    ).where(*filters.where(conn.dialect.name)).subquery())
+    r = ranked.c
+
+    def rank_value(pct: int) -> Any:  # nearest rank: the ceil(pct% * n)-th smallest
+        return sa.func.max(sa.case((r.rn == (r.n * pct + 99) // 100, r.duration_s)))
+
+    known = sa.func.coalesce(r.input_tokens, 0) + sa.func.coalesce(r.output_tokens, 0)
+    tokens = sa.func.coalesce(r.total_tokens, known)
+    stmt = sa.select(
+        r.g, sa.func.count().label("calls"),
+        sa.func.coalesce(sa.func.sum(sa.case((r.status == "error", 1), else_=0)), 0).label("errors"),
+        sa.func.sum(r.input_tokens).label("input_tokens"), sa.func.sum(r.output_tokens).label("output_tokens"),
+        sa.func.sum(tokens).label("total_tokens"), sa.func.sum(r.cost).label("cost"),
+        sa.func.avg(r.duration_s).label("latency_mean_s"), rank_value(50).label("latency_p50_s"),
+        rank_value(95).label("latency_p95_s"), sa.func.min(r.started_at).label("first"),
+        sa.func.max(r.started_at).label("last"),
+    ).group_by(r.g).order_by(sa.func.count().desc(), r.g)
+    return [dict(row) for row in conn.execute(stmt).mappings()]

@@ -1,0 +1,147 @@
+"""Rows of `historymw_calls`: built from sealed drafts (the export fast path) or
+from `LMCall` models, and turned back into `LMCall` when read.
+
+The export path binds plain tuples in `COLUMNS` order with JSON already
+encoded: SQLAlchemy's per-row type processing would cost more than the
+insert itself at tens of thousands of rows a second.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import math
+import operator
+from collections.abc import Mapping
+from typing import Any
+
+from ..record import LMCall
+from .schema import calls
+
+COLUMNS: tuple[str, ...] = tuple(c.name for c in calls.columns)
+JSON_COLUMNS = ("messages", "params", "outputs", "tags", "metadata", "extra")
+_TIME_COLUMNS = ("started_at", "ended_at")
+# LMCall fields with no column of their own go into `extra` (fields a later release adds).
+EXTRA_FIELDS = frozenset(LMCall.model_fields) - set(COLUMNS)
+_UTC = _dt.timezone.utc
+
+# Compact, and no ensure_ascii: text stays readable in the database and smaller.
+_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circular=False,
+                           allow_nan=True, default=str).encode
+
+
+def _json(value: Any) -> str | None:
+    """JSON text, or NULL for an empty container (most tags, outputs, metadata)."""
+    return _encode(value) if value else None
+
+
+def _json_messages(messages: Any) -> str | None:
+    """JSON of the usual [{"role": str, "content": str}, ...] without the general encoder (twice as fast)."""
+    if not messages:
+        return None
+    if type(messages) is list:
+        parts = []
+        for m in messages:
+            if type(m) is not dict or len(m) != 2:
+                break
+            role, content = m.get("role"), m.get("content")
+            if type(role) is not str or type(content) is not str:
+                break
+            parts.append(f'{{"role":{_string(role)},"content":{_string(content)}}}')
+        else:
+            return f"[{','.join(parts)}]"
+    return _encode(messages)
+
+
+def _json_params(params: Any) -> str | None:
+    """JSON of a flat dict of str keys and scalar values (the usual params), else the general encoder."""
+    if not params:
+        return None
+    if type(params) is dict:
+        parts = []
+        for k, v in params.items():
+            t = type(v)
+            if type(k) is not str or t not in _SCALAR_JSON:
+                break
+            parts.append(f"{_string(k)}:{_SCALAR_JSON[t](v)}")
+        else:
+            return f"{{{','.join(parts)}}}"
+    return _encode(params)
+
+
+_string = json.encoder.encode_basestring  # the C function json uses with ensure_ascii=False
+_SCALAR_JSON: dict[type, Any] = {
+    str: _string, int: int.__repr__, bool: lambda v: "true" if v else "false", type(None): lambda v: "null",
+    float: lambda v: float.__repr__(v) if math.isfinite(v) else _string(str(v)),
+}
+# Every key a row reads from a draft, with what a missing key means.
+_DRAFT_DEFAULTS: dict[str, Any] = {
+    **dict.fromkeys(COLUMNS), "operation": "chat", "status": "ok", "stream": False, "source": "decorator",
+    "size_bytes": 0, "duration": 0.0,
+}
+_draft_values = operator.itemgetter(*("started" if c == "started_at" else c for c in COLUMNS))
+
+
+def draft_row(d: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A row from a sealed draft (times as epoch seconds: see `to_stored_time`)."""
+    m = {**_DRAFT_DEFAULTS, **d}
+    started = m["started"]
+    duration = m["duration_s"] = m["duration"]
+    m["ended_at"] = started + duration
+    m["messages"] = _json_messages(m["messages"])
+    m["params"] = _json_params(m["params"])
+    v = m["outputs"]
+    m["outputs"] = _encode(v) if v else None
+    v = m["tags"]
+    m["tags"] = _encode(v) if v else None
+    v = m["metadata"]
+    m["metadata"] = _encode(v) if v else None
+    v = m["trace_id"]
+    if type(v) is int:
+        m["trace_id"] = f"{v:032x}"
+    v = m["span_id"]
+    if type(v) is int:
+        m["span_id"] = f"{v:016x}"
+    if EXTRA_FIELDS:
+        extra = {k: d[k] for k in EXTRA_FIELDS if k in d}
+        m["extra"] = _encode(extra) if extra else None
+    return _draft_values(m)  # type: ignore[no-any-return]
+
+
+def record_row(r: LMCall) -> tuple[Any, ...]:
+    """A row from an `LMCall` (the path for records that did not come as drafts)."""
+    f = r.__dict__
+    started = r.started_at.timestamp()
+    extra = {k: f[k] for k in EXTRA_FIELDS if f.get(k) is not None} if EXTRA_FIELDS else None
+    values = {**f, "started_at": started, "ended_at": r.ended_at.timestamp(), "extra": extra}
+    return tuple(_json(values[c]) if c in JSON_COLUMNS else values[c] for c in COLUMNS)
+
+
+def strip_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
+    """PostgreSQL refuses NUL in text and \\u0000 in JSONB; LM output may hold either."""
+    if not any(type(v) is str and ("\x00" in v or "\\u0000" in v) for v in row):
+        return row
+    return tuple(v.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd") if type(v) is str else v for v in row)
+
+
+def to_datetime(value: Any) -> _dt.datetime:
+    """A stored time (epoch float on SQLite, datetime on PostgreSQL) as an aware UTC datetime."""
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+    return _dt.datetime.fromtimestamp(float(value), _UTC)
+
+
+def to_stored_time(dialect_name: str, epoch: float) -> Any:
+    """What a time compares against in this dialect's `started_at` column."""
+    return epoch if dialect_name == "sqlite" else _dt.datetime.fromtimestamp(epoch, _UTC)
+
+
+def row_to_call(row: Any) -> LMCall:
+    """The `LMCall` a stored row describes (JSON columns already decoded by SQLAlchemy)."""
+    fields: dict[str, Any] = {k: v for k, v in row.items() if v is not None and k in LMCall.model_fields}
+    for name in _TIME_COLUMNS:
+        fields[name] = to_datetime(row[name])
+    extra = row.get("extra")
+    if isinstance(extra, dict):
+        fields.update((k, v) for k, v in extra.items() if k in LMCall.model_fields and k not in fields)
+    return LMCall.model_validate(fields)

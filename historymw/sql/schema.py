@@ -1,0 +1,144 @@
+"""The tables of the history store, and forward migrations between their versions.
+
+One row per call in `historymw_calls`: indexed columns for what people filter
+on, JSON for the structured parts (JSONB on PostgreSQL). Times are UTC:
+`TIMESTAMPTZ` on PostgreSQL, Unix epoch seconds (REAL) on SQLite, where a
+number sorts and compares fast and `datetime(started_at, 'unixepoch')` reads it.
+`historymw_schema` holds the version; `ensure_schema` creates the tables or
+applies every migration from the stored version up to `SCHEMA_VERSION`, once,
+under a lock (several workers may start at the same moment).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import JSONB
+
+from . import StoreError
+
+SCHEMA_VERSION = 2
+CALLS = "historymw_calls"
+VERSIONS = "historymw_schema"
+# pg_advisory_xact_lock key: "hmw" + schema, so migrations of one database never run twice at once.
+_PG_LOCK_KEY = 0x686D7700
+
+Timestamp = sa.DateTime(timezone=True).with_variant(sa.Float(), "sqlite")
+Json = sa.JSON().with_variant(JSONB(), "postgresql")
+
+metadata = sa.MetaData()
+
+calls = sa.Table(
+    CALLS, metadata,
+    sa.Column("id", sa.String(64), primary_key=True),
+    sa.Column("started_at", Timestamp, nullable=False),
+    sa.Column("ended_at", Timestamp, nullable=False),
+    sa.Column("duration_s", sa.Float, nullable=False),
+    sa.Column("provider", sa.String),
+    sa.Column("model", sa.String),
+    sa.Column("operation", sa.String),
+    sa.Column("session", sa.String),
+    sa.Column("status", sa.String(8), nullable=False),
+    sa.Column("error_type", sa.String),
+    sa.Column("error_message", sa.Text),
+    sa.Column("output_text", sa.Text),
+    sa.Column("finish_reason", sa.String),
+    sa.Column("input_tokens", sa.Integer),
+    sa.Column("output_tokens", sa.Integer),
+    sa.Column("total_tokens", sa.Integer),
+    sa.Column("cost", sa.Float),
+    sa.Column("stream", sa.Boolean),
+    sa.Column("time_to_first_token_s", sa.Float),
+    sa.Column("trace_id", sa.String(32)),
+    sa.Column("span_id", sa.String(16)),
+    sa.Column("trace_flags", sa.Integer),
+    sa.Column("source", sa.String),
+    sa.Column("size_bytes", sa.Integer),
+    sa.Column("response_id", sa.String),
+    sa.Column("response_model", sa.String),
+    sa.Column("cache_hit", sa.Boolean),
+    sa.Column("server_address", sa.String),
+    sa.Column("messages", Json),
+    sa.Column("params", Json),
+    sa.Column("outputs", Json),
+    sa.Column("tags", Json),
+    sa.Column("metadata", Json),
+    # LMCall fields added after this schema version, until a migration gives them a column.
+    sa.Column("extra", Json),
+)
+
+# Partial indexes where most rows hold NULL (session, trace) or where one value is
+# the one people look for (errors): smaller, and cheaper on every insert.
+sa.Index("ix_historymw_calls_started_at", calls.c.started_at)
+sa.Index("ix_historymw_calls_model", calls.c.model)
+sa.Index("ix_historymw_calls_session", calls.c.session,
+         sqlite_where=calls.c.session.isnot(None), postgresql_where=calls.c.session.isnot(None))
+sa.Index("ix_historymw_calls_errors", calls.c.status, calls.c.started_at,
+         sqlite_where=calls.c.status == "error", postgresql_where=calls.c.status == "error")
+trace_index = sa.Index("ix_historymw_calls_trace_id", calls.c.trace_id,
+                       sqlite_where=calls.c.trace_id.isnot(None), postgresql_where=calls.c.trace_id.isnot(None))
+
+versions = sa.Table(
+    VERSIONS, metadata,
+    sa.Column("name", sa.String(32), primary_key=True),
+    sa.Column("version", sa.Integer, nullable=False),
+)
+
+
+def _add_columns(conn: sa.Connection, names: tuple[str, ...]) -> None:
+    # SQLAlchemy Core has no ADD COLUMN construct; the statement is built only from
+    # our own table's identifiers (quoted by the dialect) and types (compiled by it).
+    prep = conn.dialect.identifier_preparer
+    for name in names:
+        col = calls.c[name]
+        conn.exec_driver_sql(f"ALTER TABLE {prep.format_table(calls)} ADD COLUMN {prep.format_column(col)} "
+                             f"{col.type.compile(dialect=conn.dialect)}")
+
+
+def _v1_to_v2(conn: sa.Connection) -> None:
+    """v2: the provider's response metadata, trace flags, `metadata` and `extra`; an index on trace_id."""
+    _add_columns(conn, ("trace_flags", "response_id", "response_model", "cache_hit", "server_address",
+                        "metadata", "extra"))
+    trace_index.create(conn)
+
+
+# version N -> the step that turns a version-N database into version N+1.
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2}
+
+
+def stored_version(conn: sa.Connection) -> int | None:
+    """The schema version of the database; None when it has no historymw tables."""
+    insp = sa.inspect(conn)
+    if not insp.has_table(VERSIONS):
+        if insp.has_table(CALLS):
+            raise StoreError(f"table {CALLS} exists but {VERSIONS} does not: it was not created by historymw")
+        return None
+    row = conn.execute(sa.select(versions.c.version).where(versions.c.name == "calls")).first()
+    return None if row is None else int(row[0])
+
+
+def ensure_schema(engine: Any, *, create: bool = True) -> int:
+    """Create the tables or migrate them forward; returns the version now in force.
+
+    Without `create`, a database with no historymw tables is a StoreError (a reader
+    pointed at the wrong database should say so, not create tables in it).
+    """
+    with engine.connect().execution_options(historymw_write=True) as conn, conn.begin():
+        if conn.dialect.name == "postgresql":
+            conn.execute(sa.select(sa.func.pg_advisory_xact_lock(_PG_LOCK_KEY)))
+        version = stored_version(conn)
+        if version is None:
+            if not create:
+                raise StoreError("the database has no historymw tables (nothing has been recorded into it)")
+            metadata.create_all(conn)
+            conn.execute(versions.insert().values(name="calls", version=SCHEMA_VERSION))
+            return SCHEMA_VERSION
+        if version > SCHEMA_VERSION:
+            raise StoreError(f"the history database has schema version {version}, newer than this historymw "
+                             f"understands ({SCHEMA_VERSION}): upgrade historymw")
+        for v in range(version, SCHEMA_VERSION):
+            MIGRATIONS[v](conn)
+            conn.execute(versions.update().where(versions.c.name == "calls").values(version=v + 1))
+        return SCHEMA_VERSION
