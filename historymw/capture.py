@@ -75,10 +75,8 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
         else:  # TAIL: keep only the references the call holds anyway, copy if it fails
             draft = {"started": wall, "duration": t0, "provider": spec.provider,
                      "operation": spec.operation, "source": spec.source, "_args": args, "_kwargs": kwargs}
-        if eff.session is not None:
-            draft["session"] = eff.session
-        if eff.tags:
-            draft["tags"] = eff.tags
+        if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
+            draft.update(eff.labels)
         if _modules_get(_OTEL_TRACE) is not None:
             span = active_span_ids()
             if span is not None:
@@ -108,7 +106,7 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
                 if len(result) > 1024:
                     result = clip(result, eff.max_chars)
                 draft["output_text"] = result
-                draft["size_bytes"] += str_bytes(result)
+                draft["size_bytes"] += len(result) + 49 if result.isascii() else str_bytes(result)
         else:
             outcome(draft, spec, eff, result, error, given)
         eff.commit(draft)

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from . import counters, runtime
 from .errors import ConfigError
+from .plain import Budget, plain
 from .policy import FULL, SKIP, TAIL, Policy, parse_policy, trace_id_bound
 
 SAMPLE = 3  # a head decision is needed per call
@@ -29,7 +30,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Effective:
     """What a scope decides under one configuration generation (read on the hot path)."""
 
-    __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "content",
+    __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "labels", "content",
                  "max_chars", "record_limit", "runtime", "commit", "count_sampled_out", "count_filtered_out")
 
     def __init__(self, gen: int, mode: int, keep_errors: bool, rate: float, session: str | None,
@@ -42,6 +43,12 @@ class Effective:
         self.bound = trace_id_bound(rate)
         self.session = session
         self.tags = tags
+        labels: dict[str, Any] = {}
+        if session is not None:
+            labels["session"] = session
+        if tags:
+            labels["tags"] = tags
+        self.labels = labels or None  # what start() adds to every draft, None when nothing
         self.content = content
         self.max_chars = max_chars
         self.record_limit = record_limit
@@ -160,8 +167,9 @@ class history:  # noqa: N801 - used like a function: `with hm.history(...)`
             raise ConfigError(f"history(session={session!r}) is not valid: expected a string")
         if tags is not None and not isinstance(tags, Mapping):
             raise ConfigError(f"history(tags={tags!r}) is not valid: expected a mapping")
-        self._args = (disable, parsed, None if sample_rate is None else float(sample_rate), session,
-                      {str(k): v for k, v in tags.items()} if tags else None)
+        # Tags are copied once, here, as plain bounded data: every record of the scope shares them.
+        plain_tags = plain(dict(tags), Budget(1000, 64 * 1024, scan=True)) if tags else None
+        self._args = (disable, parsed, None if sample_rate is None else float(sample_rate), session, plain_tags)
         self._tokens: list[contextvars.Token[Frame]] = []
 
     def __enter__(self) -> history:
