@@ -1,0 +1,334 @@
+"""historymw.integrations.dspy on a real DSPy program (dspy.ChainOfThought on dspy.LM driven by
+LiteLLM's mock responses, and DSPy's native engine against a local HTTP endpoint)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from collections.abc import Iterator
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any, ClassVar
+
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
+os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="historymw-dspy-cache-"))
+
+import dspy
+import pytest
+from dspy.clients import base_lm
+
+import historymw as hm
+from historymw.integrations import dspy as hm_dspy
+from historymw.integrations import litellm as hm_litellm
+
+REPLY = "[[ ## reasoning ## ]]\nBecause 2+2=4.\n\n[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"
+
+
+def make_lm(reply: str = REPLY, **kwargs: Any) -> Any:
+    kwargs.setdefault("cache", False)
+    return dspy.LM("openai/gpt-4o-mini", mock_response=reply, num_retries=0, **kwargs)
+
+
+class Prog(dspy.Module):  # type: ignore[misc]
+    def __init__(self) -> None:
+        super().__init__()
+        self.cot = dspy.ChainOfThought("question -> answer")
+
+    def forward(self, question: str) -> Any:
+        return self.cot(question=question)
+
+    async def aforward(self, question: str) -> Any:
+        return await self.cot.acall(question=question)
+
+
+@pytest.fixture(autouse=True)
+def installed() -> Iterator[None]:
+    hm_dspy.install()
+    yield
+    hm_dspy.uninstall()
+    hm_litellm.uninstall()
+
+
+def records() -> list[hm.LMCall]:
+    return hm.recent(1000)
+
+
+def lens(lm: Any, *modules: Any) -> tuple[int, ...]:
+    return (len(base_lm.GLOBAL_HISTORY), len(lm.history), *(len(m.history) for m in modules))
+
+
+# -- one record per call, DSPy's lists untouched ------------------------------------------
+
+
+def test_dspy_history_stays_as_it_was_and_each_call_is_one_record() -> None:
+    hm_dspy.uninstall()
+    lm = make_lm(temperature=0.3, max_tokens=200)
+    cot = dspy.ChainOfThought("question -> answer")
+    with dspy.context(lm=lm):
+        cot(question="before install")
+    before = lens(lm, cot, cot.predict)
+    assert before[1:] == (1, 1, 1)
+    hm.configure()
+
+    hm_dspy.install()
+    with dspy.context(lm=lm):
+        answers = [cot(question=f"What is 2+{i}?").answer for i in range(5)]
+    assert answers == ["4"] * 5
+    assert lens(lm, cot, cot.predict) == before
+
+    recs = records()
+    assert len(recs) == 5
+    r = recs[-1]
+    assert (r.source, r.provider, r.model, r.operation, r.status) == ("dspy", "openai", "gpt-4o-mini", "chat", "ok")
+    assert [m["role"] for m in r.messages] == ["system", "user"]
+    assert "What is 2+4?" in r.messages[-1]["content"]
+    assert r.outputs == [REPLY] and r.output_text == REPLY
+    assert r.input_tokens and r.output_tokens and r.total_tokens
+    assert r.cost is not None and r.cost > 0
+    assert r.cache_hit is False
+    assert r.finish_reason == "stop" and r.response_id
+    assert r.metadata["dspy_module"] == "ChainOfThought.Predict"
+    assert r.params == {"temperature": 0.3, "max_tokens": 200}
+    assert r.duration_s > 0
+
+
+def test_cache_hits_are_marked() -> None:
+    lm = make_lm(cache=True)
+    cot = dspy.ChainOfThought("question -> answer")
+    question = f"cached question {uuid.uuid4()}"
+    with dspy.context(lm=lm):
+        cot(question=question)
+        cot(question=question)
+    first, second = records()
+    assert first.cache_hit is False and first.total_tokens
+    assert second.cache_hit is True and second.output_text == REPLY
+
+
+def test_failures_are_recorded_once() -> None:
+    cot = dspy.ChainOfThought("question -> answer")
+    with dspy.context(lm=make_lm("litellm.RateLimitError")), pytest.raises(dspy.LMRateLimitError) as info:
+        cot(question="will fail")
+    (r,) = records()
+    assert r.status == "error" and r.error_type == type(info.value).__name__
+    assert "RateLimit" in r.error_type and r.source == "dspy"
+    assert r.metadata["dspy_module"] == "ChainOfThought.Predict"
+    assert "will fail" in r.messages[-1]["content"]
+
+
+def test_exactly_one_record_per_call_with_both_integrations() -> None:
+    hm_litellm.install()  # DSPy's mock path goes through LiteLLM: LiteLLM's logger sees these calls too
+    cot = dspy.ChainOfThought("question -> answer")
+    with dspy.context(lm=make_lm()):
+        for i in range(3):
+            cot(question=f"q{i}")
+    with dspy.context(lm=make_lm("litellm.RateLimitError")), pytest.raises(dspy.LMRateLimitError):
+        cot(question="fails")
+    import litellm
+
+    litellm.completion(model="gpt-4o-mini", messages=[{"role": "user", "content": "direct"}], mock_response="d")
+    assert hm_litellm.flush(5.0)
+    time.sleep(0.3)  # a second record of a DSPy call would arrive on LiteLLM's logging thread by now
+    assert sorted((r.source, r.status) for r in records()) == [
+        ("dspy", "error"), ("dspy", "ok"), ("dspy", "ok"), ("dspy", "ok"), ("litellm", "ok")]
+
+
+class _OpenAIEndpoint(BaseHTTPRequestHandler):
+    """A minimal OpenAI-compatible chat endpoint, for DSPy's native (non-LiteLLM) engine."""
+
+    protocol_version = "HTTP/1.1"
+    agents: ClassVar[list[str]] = []
+
+    def log_message(self, *args: Any) -> None:
+        pass
+
+    def do_POST(self) -> None:
+        body = json.loads(self.rfile.read(int(self.headers.get("content-length", 0))) or b"{}")
+        self.agents.append(self.headers.get("user-agent", ""))
+        data = json.dumps({
+            "id": "chatcmpl-native", "object": "chat.completion", "created": 1, "model": body.get("model"),
+            "choices": [{"index": 0, "message": {"role": "assistant", "content": REPLY}, "finish_reason": "stop"}],
+            "usage": {"prompt_tokens": 7, "completion_tokens": 3, "total_tokens": 10},
+        }).encode()
+        self.send_response(200)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+
+@pytest.fixture
+def endpoint() -> Iterator[str]:
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _OpenAIEndpoint)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}/v1"
+    server.shutdown()
+    server.server_close()
+
+
+def test_dspy_native_engine_calls_are_recorded_too(endpoint: str) -> None:
+    hm_litellm.install()
+    lm = dspy.LM("openai/gpt-4o-mini", api_base=endpoint, api_key="local-test-key", cache=False, num_retries=0)
+    with dspy.context(lm=lm):
+        assert dspy.ChainOfThought("question -> answer")(question="native?").answer == "4"
+    assert _OpenAIEndpoint.agents and "litellm" not in _OpenAIEndpoint.agents[-1].lower()
+    (r,) = records()
+    assert (r.source, r.model, r.output_text, r.total_tokens) == ("dspy", "gpt-4o-mini", REPLY, 10)
+
+
+# -- inspect_history ------------------------------------------------------------------------
+
+
+def test_inspect_history_prints_historymw_records_in_dspys_format() -> None:
+    lm_a, lm_b = make_lm(), make_lm()
+    cot_a, cot_b = dspy.ChainOfThought("question -> answer"), dspy.ChainOfThought("question -> answer")
+    with dspy.context(lm=lm_a):
+        cot_a(question="question for A")
+    with dspy.context(lm=lm_b):
+        cot_b(question="question for B")
+    global_lens = len(base_lm.GLOBAL_HISTORY)
+
+    out = io.StringIO()
+    dspy.inspect_history(2, file=out)
+    text = out.getvalue()
+    assert "question for A" in text and "question for B" in text
+    assert "User message:" in text and "Response:" in text and "Because 2+2=4." in text
+
+    for owner, mine, other in ((lm_a, "for A", "for B"), (cot_b, "for B", "for A")):
+        out = io.StringIO()
+        owner.inspect_history(5, file=out)
+        assert mine in out.getvalue() and other not in out.getvalue()
+    assert len(base_lm.GLOBAL_HISTORY) == global_lens
+
+
+def test_inspect_history_shows_failures() -> None:
+    with dspy.context(lm=make_lm("litellm.RateLimitError")), pytest.raises(dspy.LMRateLimitError):
+        dspy.Predict("question -> answer")(question="boom")
+    out = io.StringIO()
+    dspy.inspect_history(1, file=out)
+    assert "the call failed" in out.getvalue() and "RateLimit" in out.getvalue()
+
+
+# -- scopes and policies, in DSPy's own threads ----------------------------------------------------
+
+
+def test_disable_and_policies_apply_to_dspy_calls() -> None:
+    cot = dspy.ChainOfThought("question -> answer")
+    good, bad = make_lm(), make_lm("litellm.RateLimitError")
+    with hm.history(disable=True), dspy.context(lm=good):
+        cot(question="not recorded")
+    with hm.history(policy="errors"):
+        with dspy.context(lm=good):
+            cot(question="fine, not kept")
+        with dspy.context(lm=bad), pytest.raises(dspy.LMRateLimitError):
+            cot(question="kept")
+    with hm.history(policy="sample", sample_rate=0.0), dspy.context(lm=good):
+        cot(question="sampled out")
+    assert [(r.status, "kept" in r.messages[-1]["content"]) for r in records()] == [("error", True)]
+
+
+def test_dspy_setting_disable_history_is_honoured() -> None:
+    with dspy.context(lm=make_lm(), disable_history=True):
+        dspy.ChainOfThought("question -> answer")(question="off")
+    assert records() == []
+
+
+def test_scope_follows_calls_into_dspy_parallel_and_evaluate() -> None:
+    prog = Prog()
+    examples = [dspy.Example(question=f"q{i}", answer="4").with_inputs("question") for i in range(4)]
+    with hm.history(session="batch", tags={"job": "eval"}), dspy.context(lm=make_lm()):
+        dspy.Parallel(num_threads=3, disable_progress_bar=True)([(prog, ex) for ex in examples])
+        dspy.Evaluate(devset=examples, metric=lambda ex, pred, trace=None: pred.answer == ex.answer,
+                      num_threads=2, display_progress=False)(prog)
+    recs = records()
+    assert len(recs) == 8
+    assert {(r.session, tuple(r.tags.items())) for r in recs} == {("batch", (("job", "eval"),))}
+    assert {r.metadata["dspy_module"] for r in recs} == {"Prog.ChainOfThought.Predict"}
+    with hm.history(disable=True), dspy.context(lm=make_lm()):
+        dspy.Parallel(num_threads=3, disable_progress_bar=True)([(prog, ex) for ex in examples])
+    assert len(records()) == 8
+
+
+def test_dspy_context_overrides_are_recorded_with_the_lm_in_force() -> None:
+    other = dspy.LM("anthropic/claude-3-5-haiku-20241022", mock_response=REPLY, cache=False, num_retries=0)
+    cot = dspy.ChainOfThought("question -> answer")
+    with dspy.context(lm=make_lm()):
+        cot(question="default lm")
+        with dspy.context(lm=other):
+            cot(question="overridden lm")
+    assert [(r.provider, r.model) for r in records()] == [
+        ("openai", "gpt-4o-mini"), ("anthropic", "claude-3-5-haiku-20241022")]
+
+
+async def test_async_calls_keep_the_callers_scope() -> None:
+    prog = Prog()
+    with hm.history(session="async"), dspy.context(lm=make_lm()):
+        pred = await prog.acall(question="async question")
+    assert pred.answer == "4"
+    (r,) = records()
+    assert r.session == "async" and r.metadata["dspy_module"] == "Prog.ChainOfThought.Predict"
+
+
+# -- secrets, uninstall, missing dependency ----------------------------------------------------------
+
+SECRET = "plaindspykey0123456789QWERTY"
+
+
+def test_credentials_reach_no_backend(sqlite_url: str, tmp_path: Path) -> None:
+    import structlog
+
+    from historymw.backends.log import LogBackend
+
+    log_sink = structlog.testing.CapturingLogger()
+    logger = structlog.wrap_logger(log_sink, processors=[structlog.processors.JSONRenderer()])
+    hm.configure(backends=["ring", "sql", LogBackend(logger=logger)], sql_url=sqlite_url)
+    hm_litellm.install()
+    lm = make_lm(api_key=SECRET, api_base=f"https://u:{SECRET}@llm.example.invalid/v1")
+    cot = dspy.ChainOfThought("question -> answer")
+    with dspy.context(lm=lm):
+        cot(question="keep my key")
+    with dspy.context(lm=make_lm("litellm.RateLimitError", api_key=SECRET)), pytest.raises(dspy.LMRateLimitError):
+        cot(question="fail with my key")
+    assert hm.flush(5.0)
+    hm.shutdown(5.0)
+    stored = {
+        "ring": "\n".join(r.model_dump_json() for r in records()),
+        "log": "\n".join(str(c) for c in log_sink.calls),
+        "sql": b"".join(p.read_bytes() for p in tmp_path.iterdir() if p.name.startswith("history.db"))
+               .decode("latin-1"),
+    }
+    assert "keep my key" in stored["sql"] and "keep my key" in stored["log"]
+    for where, text in stored.items():
+        assert SECRET not in text, f"the API key reached the {where} backend"
+
+
+def test_uninstall_restores_dspys_behaviour() -> None:
+    from dspy.clients.base_lm import BaseLM
+
+    hm_dspy.uninstall()
+    originals = (dspy.inspect_history, BaseLM.__call__, BaseLM.update_history, base_lm.record_history)
+    hm_dspy.install()
+    hm_dspy.install()
+    assert dspy.inspect_history is not originals[0]
+    hm_dspy.uninstall()
+    assert (dspy.inspect_history, BaseLM.__call__, BaseLM.update_history, base_lm.record_history) == originals
+    assert "update_history" in vars(BaseLM)
+
+    lm, cot = make_lm(), dspy.ChainOfThought("question -> answer")
+    before = lens(lm, cot)
+    with dspy.context(lm=lm):
+        cot(question="after uninstall")
+    assert lens(lm, cot) == tuple(n + 1 for n in before)
+    assert records() == []
+
+
+def test_install_without_dspy_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+    hm_dspy.uninstall()
+    monkeypatch.setitem(sys.modules, "dspy", None)
+    with pytest.raises(hm.MissingDependencyError, match=r"pip install 'historymw\[dspy\]'"):
+        hm_dspy.install()
