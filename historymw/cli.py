@@ -1,0 +1,366 @@
+"""`historymw`: read and prune the persisted history from a shell.
+
+    historymw tail [-n N] [--follow]        the newest calls, one line each
+    historymw show ID                       one call in full
+    historymw stats [--by model] [--json]   calls, errors, tokens, cost, latency
+    historymw export --format jsonl|csv     every call, for other tools
+    historymw prune --older-than 30d        delete old calls (or --keep N)
+
+The store is `--db URL`, else HISTORYMW_SQL_URL, else sqlite:///historymw.db.
+Errors are one line on stderr and an exit code scripts can rely on (see EXIT_*).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import datetime as _dt
+import json
+import os
+import sys
+import time
+from collections import deque
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any, NoReturn, TextIO
+
+from .config import Settings, parse_duration
+from .errors import ConfigError, MissingDependencyError
+from .inspect import format_cost, format_duration, render
+from .record import LMCall
+from .sql import StoreError
+from .sql.ids import AmbiguousIdError
+
+EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
+GROUPS = ("model", "session", "status", "provider", "source")
+_DEFAULT_URL: str = Settings.model_fields["sql_url"].default
+_EPILOG = f"""\
+database: --db URL, else $HISTORYMW_SQL_URL, else {_DEFAULT_URL}
+          (sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/db)
+
+exit codes:
+  0  success
+  1  not found (show ID: no such call)
+  2  usage error or bad input (unknown option, bad duration or date, bad URL)
+  3  database error (missing database file, server unreachable, query failed)
+"""
+
+
+class _UsageError(Exception):
+    pass
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (and exit code 2)."""
+
+    def error(self, message: str) -> NoReturn:
+        raise _UsageError(f"{message} (see '{self.prog} --help')")
+
+
+# -- parsing values -------------------------------------------------------------
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad duration {text!r}: expected e.g. 90s, 15m, 12h, 30d, 2w") from None
+
+
+def _when(text: str) -> float:
+    """A point in time: a duration ago (`24h`) or an ISO date/time (`2026-05-01`, `2026-05-01T12:00Z`)."""
+    try:
+        return time.time() - parse_duration(text)
+    except ValueError:
+        pass
+    try:
+        moment = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"bad time {text!r}: expected a duration ago (24h, 7d) or a date/time (2026-05-01, "
+            "2026-05-01T12:00Z)") from None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=_dt.timezone.utc)
+    return moment.timestamp()
+
+
+def _count(text: str) -> int:
+    if not text.strip().isdigit():
+        raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
+    return int(text)
+
+
+# -- formatting -------------------------------------------------------------------
+
+
+def _time(moment: _dt.datetime) -> str:
+    return moment.astimezone(_dt.timezone.utc).strftime("%Y-%m-%d %H:%M:%S")
+
+
+def _int(n: int | None) -> str:
+    return "-" if n is None else f"{n:,}"
+
+
+def _preview(call: LMCall, width: int = 48) -> str:
+    if call.status == "error":
+        text = f"{call.error_type or 'error'}: {call.error_message or ''}"
+    else:
+        text = call.output_text or ""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: set[int], out: TextIO,
+           widths: list[int] | None = None) -> list[int]:
+    """Print aligned columns (numbers right-aligned); returns the widths used."""
+    rows = list(rows)
+    if widths is None:
+        widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    for r in [header, *rows] if header else rows:
+        pairs = enumerate(zip(r, widths, strict=False))
+        cells = [str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in pairs]
+        out.write("  ".join(cells).rstrip() + "\n")
+    return widths
+
+
+_TAIL_HEADER = ("TIME (UTC)", "ID", "MODEL", "STATUS", "LATENCY", "TOKENS", "COST", "SESSION", "OUTPUT")
+_TAIL_RIGHT = {4, 5, 6}
+
+
+def _tail_row(c: LMCall) -> list[str]:
+    return [_time(c.started_at), c.id, c.model or "-", c.status, format_duration(c.duration_s),
+            _int(c.total_tokens), format_cost(c.cost), c.session or "-", _preview(c)]
+
+
+def _json_line(c: LMCall) -> str:
+    return c.model_dump_json()
+
+
+# -- commands -----------------------------------------------------------------------
+
+
+def _filters(args: argparse.Namespace) -> dict[str, Any]:
+    return {k: getattr(args, k, None) for k in ("session", "model", "status", "since", "until")}
+
+
+def cmd_tail(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    calls = store.recent(args.n, **_filters(args))
+    widths: list[int] | None = None
+    if args.json:
+        for c in calls:
+            out.write(_json_line(c) + "\n")
+    elif calls or not args.follow:
+        if calls:
+            widths = _table(_TAIL_HEADER, [_tail_row(c) for c in calls], _TAIL_RIGHT, out)
+        else:
+            out.write("no calls recorded\n")
+    out.flush()
+    if not args.follow:
+        return EXIT_OK
+    return _follow(store, args, out, calls, widths)
+
+
+def _follow(store: Any, args: argparse.Namespace, out: TextIO, seen_calls: list[LMCall],
+            widths: list[int] | None) -> int:
+    # Calls from several processes land out of order: look back a little, skip the ids already shown.
+    lookback = 10.0
+    seen: deque[str] = deque(maxlen=10000)
+    seen.extend(c.id for c in seen_calls)
+    seen_set = set(seen)
+    newest = max((c.started_at.timestamp() for c in seen_calls), default=time.time() - lookback)
+    filters = {k: v for k, v in _filters(args).items() if k != "since"}
+    try:
+        while True:
+            time.sleep(args.interval)
+            fresh = [c for c in store.recent(1000, since=newest - lookback, **filters) if c.id not in seen_set]
+            for c in fresh:
+                if len(seen) == seen.maxlen:
+                    seen_set.discard(seen[0])
+                seen.append(c.id)
+                seen_set.add(c.id)
+                newest = max(newest, c.started_at.timestamp())
+            if not fresh:
+                continue
+            if args.json:
+                for c in fresh:
+                    out.write(_json_line(c) + "\n")
+            else:
+                widths = _table(_TAIL_HEADER if widths is None else (), [_tail_row(c) for c in fresh],
+                                _TAIL_RIGHT, out, widths or _follow_widths())
+            out.flush()
+    except KeyboardInterrupt:
+        return EXIT_OK
+
+
+def _follow_widths() -> list[int]:
+    return [19, 32, 16, 6, 8, 8, 10, 12, 48]
+
+
+def cmd_show(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    try:
+        call = store.get(args.id)
+    except AmbiguousIdError:
+        return _fail(EXIT_USAGE, f"id prefix {args.id!r} matches several calls: give more of the id")
+    if call is None:
+        return _fail(EXIT_NOT_FOUND, f"no call with id {args.id!r} in {store.display_url}")
+    out.write(call.model_dump_json(indent=2) + "\n" if args.json else render([call]))
+    return EXIT_OK
+
+
+def cmd_stats(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    groups = store.stats(by=args.by, **_filters(args))
+    if args.json:
+        out.write(json.dumps([g.model_dump(mode="json") for g in groups], indent=2) + "\n")
+        return EXIT_OK
+    if not groups:
+        out.write("no calls recorded\n")
+        return EXIT_OK
+    rows = [[g.group if args.by else "all", _int(g.calls), _int(g.errors), f"{100 * g.error_rate:.1f}%",
+             _int(g.total_tokens), format_cost(g.cost), format_duration(g.latency_mean_s),
+             format_duration(g.latency_p50_s), format_duration(g.latency_p95_s)] for g in groups]
+    for r in rows:
+        r[0] = "-" if r[0] is None else str(r[0])
+    header = [(args.by or "calls").upper(), "CALLS", "ERRORS", "ERR%", "TOKENS", "COST", "MEAN", "P50", "P95"]
+    _table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8}, out)
+    first = min(g.first_call for g in groups if g.first_call is not None)
+    last = max(g.last_call for g in groups if g.last_call is not None)
+    out.write(f"\n{sum(g.calls for g in groups):,} calls from {_time(first)} to {_time(last)} UTC "
+              f"in {store.display_url}\n")
+    return EXIT_OK
+
+
+_CSV_FIELDS = tuple(LMCall.model_fields)
+
+
+def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    target = out if args.output in (None, "-") else open(args.output, "w", encoding="utf-8", newline="")
+    try:
+        n = 0
+        if args.format == "jsonl":
+            for c in store.calls(**_filters(args)):
+                target.write(_json_line(c) + "\n")
+                n += 1
+        else:
+            writer = csv.writer(target)
+            writer.writerow(_CSV_FIELDS)
+            for c in store.calls(**_filters(args)):
+                d = c.model_dump(mode="json")
+                writer.writerow([json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else
+                                 ("" if v is None else v) for v in (d[f] for f in _CSV_FIELDS)])
+                n += 1
+    finally:
+        if target is not out:
+            target.close()
+    if target is not out:
+        print(f"exported {n:,} calls to {args.output}", file=sys.stderr)
+    return EXIT_OK
+
+
+def cmd_prune(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    n = store.prune(older_than=args.older_than, keep=args.keep)
+    why = f"older than {args.older_than_text}" if args.older_than is not None else f"beyond the newest {args.keep:,}"
+    out.write(f"deleted {n:,} calls {why}\n")
+    return EXIT_OK
+
+
+# -- the parser and main --------------------------------------------------------------
+
+
+def _add_filters(p: argparse.ArgumentParser, since: bool = True) -> None:
+    p.add_argument("--session", help="only calls of this session")
+    p.add_argument("--model", help="only calls to this model")
+    p.add_argument("--status", choices=("ok", "error"), help="only successful or failed calls")
+    if since:
+        p.add_argument("--since", type=_when, metavar="WHEN",
+                       help="only calls since a duration ago (24h, 7d) or a date/time (2026-05-01T12:00Z)")
+        p.add_argument("--until", type=_when, metavar="WHEN", help="only calls before this (same forms)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="historymw", description="Read and prune the LLM call history stored by historymw.",
+                     epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--db", metavar="URL", help="the history database (default: $HISTORYMW_SQL_URL, "
+                        f"else {_DEFAULT_URL})")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    def command(name: str, help_text: str, fn: Callable[..., int]) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG,
+                           formatter_class=argparse.RawDescriptionHelpFormatter)
+        p.set_defaults(fn=fn)
+        return p
+
+    p = command("tail", "the newest calls, one line each (newest last)", cmd_tail)
+    p.add_argument("-n", type=_count, default=20, metavar="N", help="how many calls (default 20)")
+    p.add_argument("-f", "--follow", action="store_true", help="keep printing new calls until Ctrl-C")
+    p.add_argument("--interval", type=_duration, default=1.0, metavar="DURATION",
+                   help="how often --follow looks for new calls (default 1s)")
+    p.add_argument("--json", action="store_true", help="one JSON record per line")
+    _add_filters(p)
+
+    p = command("show", "one call in full: messages, output, usage", cmd_show)
+    p.add_argument("id", metavar="ID", help="the call's id (or a unique prefix of it)")
+    p.add_argument("--json", action="store_true", help="the record as JSON")
+
+    p = command("stats", "calls, errors, tokens, cost and latency (p50, p95)", cmd_stats)
+    p.add_argument("--by", choices=GROUPS, help="one line per model, session, status, ...")
+    p.add_argument("--json", action="store_true", help="the numbers as JSON")
+    _add_filters(p)
+
+    p = command("export", "every matching call, oldest first, as JSON lines or CSV", cmd_export)
+    p.add_argument("--format", choices=("jsonl", "csv"), required=True)
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    _add_filters(p)
+
+    p = command("prune", "delete old calls", cmd_prune)
+    group = p.add_mutually_exclusive_group(required=True)
+    group.add_argument("--older-than", metavar="DURATION", dest="older_than_text",
+                       help="delete calls that started longer ago than this (e.g. 30d, 12h)")
+    group.add_argument("--keep", type=_count, metavar="N", help="delete all but the newest N calls")
+    return parser
+
+
+def _fail(code: int, message: str) -> int:
+    print(f"historymw: {message}", file=sys.stderr)
+    return code
+
+
+def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
+    """Run the command line; returns the exit code (see the module's EXIT_* names)."""
+    out = sys.stdout if out is None else out
+    try:
+        args = build_parser().parse_args(argv)
+        if getattr(args, "older_than_text", None) is not None:
+            try:
+                args.older_than = parse_duration(args.older_than_text)
+            except ValueError:
+                raise _UsageError(f"bad duration {args.older_than_text!r} for --older-than: "
+                                  "expected e.g. 90s, 15m, 12h, 30d, 2w") from None
+        else:
+            args.older_than = None
+        url = args.db or os.environ.get("HISTORYMW_SQL_URL") or _DEFAULT_URL
+        from .store import Store
+
+        with Store(url) as store:
+            return int(args.fn(store, args, out))
+    except _UsageError as exc:
+        return _fail(EXIT_USAGE, f"error: {exc}")
+    except ConfigError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    except (StoreError, MissingDependencyError) as exc:
+        return _fail(EXIT_DATABASE, str(exc))
+    except BrokenPipeError:
+        # The reader went away (`historymw export ... | head`): not an error.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_OK
+    except KeyboardInterrupt:
+        return 130
+    except OSError as exc:
+        return _fail(EXIT_USAGE, f"{exc.strerror}: {exc.filename}" if exc.filename else str(exc))
+    except Exception as exc:  # noqa: BLE001 - a command line prints one line, never a traceback
+        return _fail(EXIT_DATABASE, f"internal error: {type(exc).__name__}: {exc}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
