@@ -20,7 +20,18 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 from . import counters, runtime
-from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes
+from .draft import (
+    COMMON_PARAMS,
+    DICT_BYTES,
+    MSG_BYTES,
+    PARAM_BYTES,
+    RECORD_BASE_BYTES,
+    SCALARS,
+    CallSpec,
+    outcome,
+    request,
+    str_bytes,
+)
 from .extract import chunk_fields, usage_fields
 from .plain import clip
 from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
@@ -64,17 +75,43 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
     try:
         t0 = _perf()
         wall = _now() if started is None else started
-        if mode == FULL:
+        draft: dict[str, Any] | None = None
+        if mode != FULL:  # TAIL: keep only the references the call holds anyway, copy if it fails
+            draft = {"started": wall, "duration": t0, "provider": spec.provider,
+                     "operation": spec.operation, "source": spec.source, "_args": args, "_kwargs": kwargs}
+        elif (len(args) <= spec.simple_upto and eff.content
+              and (not kwargs or (kwargs.keys() <= COMMON_PARAMS and SCALARS.issuperset(map(type, kwargs.values()))))):
+            # The usual call, inline (each function call here costs ~0.1 µs): model and
+            # messages by position, scalar params, messages as {"role": str, "content": str}.
+            # `kwargs` is the wrapper's own dict (Python builds one per call): kept as is.
+            mp, sp, n = spec.model_pos, spec.messages_pos, len(args)
+            model = args[mp] if 0 <= mp < n else None
+            messages = args[sp] if 0 <= sp < n else None
+            if type(model) is str and type(messages) is list and len(model) <= 256:
+                pairs: list[Any] = []
+                size = RECORD_BASE_BYTES + DICT_BYTES + len(kwargs) * PARAM_BYTES + 8 * len(messages)
+                max_chars = eff.max_chars
+                for m in messages:
+                    if type(m) is not dict or len(m) != 2:
+                        break
+                    role, content = m.get("role"), m.get("content")
+                    if type(role) is not str or type(content) is not str or len(content) > max_chars:
+                        break
+                    pairs.append((role, content))  # cheaper than a dict; seal() makes it one
+                    size += MSG_BYTES + len(role) + (len(content) + 49 if content.isascii() else str_bytes(content))
+                else:
+                    if size <= eff.record_limit:
+                        draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
+                                 "operation": spec.operation, "source": spec.source, "messages": pairs,
+                                 "params": kwargs, "size_bytes": size, "output_text": None}
+        if draft is None:
             model, messages, params, size = request(spec, eff, args, kwargs)
             # "duration" holds the start's perf_counter until finish() turns it into the duration.
             draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
                      "operation": spec.operation, "source": spec.source, "messages": messages,
                      "params": params, "size_bytes": RECORD_BASE_BYTES + size, "output_text": None}
-            if params and params.get("stream") is True:
-                draft["stream"] = True
-        else:  # TAIL: keep only the references the call holds anyway, copy if it fails
-            draft = {"started": wall, "duration": t0, "provider": spec.provider,
-                     "operation": spec.operation, "source": spec.source, "_args": args, "_kwargs": kwargs}
+        if draft.get("params") and draft["params"].get("stream") is True:
+            draft["stream"] = True
         if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
             draft.update(eff.labels)
         if _modules_get(_OTEL_TRACE) is not None:

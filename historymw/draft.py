@@ -35,8 +35,11 @@ if TYPE_CHECKING:
 # What a draft dict and its fixed fields take beyond the strings and containers
 # it holds (calibrated with tracemalloc: tests/test_ring.py checks the factor).
 RECORD_BASE_BYTES = 400
-_MSG_BYTES = 8 + 56  # a list slot and a (role, content) pair; the strs are counted by size
-_SCALARS = frozenset({int, float, bool, type(None)})
+# A message kept as a (role, content) pair: a list slot, the tuple, the role str's header.
+MSG_BYTES = 8 + 56 + 49
+DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
+PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
+SCALARS = frozenset({int, float, bool, type(None)})
 
 # LMCall fields that extract=, call.output() and call.set() may set.
 SETTABLE_FIELDS = frozenset({
@@ -99,14 +102,14 @@ def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any],
         if n > max_chars:
             content = truncated(content, max_chars)
             n = len(content)
-        out.append({"role": role, "content": content})
-        used += _MSG_BYTES + str_bytes(role) + str_bytes(content)
+        out.append((role, content))  # a pair is cheaper than a dict: seal() makes it one
+        used += MSG_BYTES + len(role) + str_bytes(content)
     return (out, used) if used <= limit else None
 
 
 # Request parameters that name no credential: a call whose params all come from
 # here (with scalar values) skips the per-key check.
-_COMMON_PARAMS = frozenset({
+COMMON_PARAMS = frozenset({
     "temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "n", "stream", "seed",
     "frequency_penalty", "presence_penalty", "stop", "timeout", "num_retries", "logprobs",
     "top_logprobs", "user", "parallel_tool_calls", "reasoning_effort", "cache", "rollout_id",
@@ -116,14 +119,14 @@ _COMMON_PARAMS = frozenset({
 def fast_params(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
     """Copy keyword params of scalars and short strings, leaving model and messages out;
     None sends them to the slow path (credential-named keys, containers, objects)."""
-    if kwargs.keys() <= _COMMON_PARAMS and _SCALARS.issuperset(map(type, kwargs.values())):
+    if kwargs.keys() <= COMMON_PARAMS and SCALARS.issuperset(map(type, kwargs.values())):
         return dict(kwargs), DICT_OVERHEAD + len(kwargs) * (DICT_PER_ITEM + SCALAR_SIZE)
     secret = KEY_CACHE.get  # None for a key never seen: the slow path classifies it
     out: dict[str, Any] = {}
     for k, v in kwargs.items():
         if k == "model" or k == "messages":
             continue
-        if secret(k) is not False or (type(v) not in _SCALARS and (type(v) is not str or len(v) >= 10)):
+        if secret(k) is not False or (type(v) not in SCALARS and (type(v) is not str or len(v) >= 10)):
             return None  # 10: shorter than any secret shape, nothing to scan
         out[k] = v
     return out, DICT_OVERHEAD + len(out) * (DICT_PER_ITEM + SCALAR_SIZE)
@@ -174,38 +177,9 @@ def _bind(spec: CallSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
 
 def request(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
             kwargs: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any], int]:
-    """(model, messages, params, bytes kept) copied out of a call's arguments."""
-    # The usual call, inline: model and messages by position, a few scalar params,
-    # messages a list of {"role": str, "content": str}. `kwargs` is the wrapper's
-    # own dict (Python builds a fresh one per call), so it can be kept as is.
-    n = len(args)
-    if (n <= spec.simple_upto and eff.content
-            and (not kwargs or (kwargs.keys() <= _COMMON_PARAMS and _SCALARS.issuperset(map(type, kwargs.values()))))):
-        mp, sp = spec.model_pos, spec.messages_pos
-        model = args[mp] if 0 <= mp < n else None
-        messages = args[sp] if 0 <= sp < n else None
-        if type(model) is str and type(messages) is list and len(model) <= 256:
-            out: list[Any] = []
-            used = LIST_OVERHEAD + 8 * len(messages) + DICT_OVERHEAD + len(kwargs) * (DICT_PER_ITEM + SCALAR_SIZE)
-            max_chars = eff.max_chars
-            _sizeof = sys.getsizeof
-            for m in messages:
-                if type(m) is not dict or len(m) != 2:
-                    break
-                role, content = m.get("role"), m.get("content")
-                if type(role) is not str or type(content) is not str or len(content) > max_chars:
-                    break
-                out.append((role, content))  # a pair is cheaper than a dict; seal() makes it one
-                used += (_MSG_BYTES + 49 + len(role) + (len(content) + 49 if content.isascii() else _sizeof(content)))
-            else:
-                if used <= eff.record_limit:
-                    return model, out, kwargs, used
-    return _request_general(spec, eff, args, kwargs)
+    """(model, messages, params, bytes kept) copied out of any call's arguments.
 
-
-def _request_general(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
-                     kwargs: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any], int]:
-    """`request()` for any call shape: bind arguments by name, copy through `plain`."""
+    `capture.start` has an inline fast path for the usual call shape; this is the rest."""
     model, messages, raw = _bind(spec, args, kwargs)
     fast_p = fast_params(raw)
     if fast_p is not None:

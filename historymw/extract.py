@@ -11,18 +11,28 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from .plain import Budget, plain, plain_str
+from .plain import DICT_OVERHEAD, DICT_PER_ITEM, Budget, plain, plain_str
 
 
 def get(obj: Any, name: str) -> Any:
     """obj[name] for mappings, obj.name otherwise; None when absent."""
-    if isinstance(obj, Mapping):
+    if type(obj) is dict or isinstance(obj, Mapping):
         return obj.get(name)
     return getattr(obj, name, None)
 
 
 def _int(v: Any) -> int | None:
+    if type(v) is int:
+        return v
     return int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) and v == v else None
+
+
+def _str(v: Any, budget: Budget) -> str | None:
+    """A str field of a response (role, finish reason): kept if it is one, else its plain form."""
+    if v is None or type(v) is str:
+        return v
+    copied = plain(v, budget)
+    return copied if isinstance(copied, str) else None
 
 
 def usage_fields(usage: Any, draft: dict[str, Any]) -> None:
@@ -63,26 +73,29 @@ def result_fields(result: Any, draft: dict[str, Any], budget: Budget, content: b
         return
     choices = get(result, "choices")
     if isinstance(choices, (list, tuple)):
+        # One plain dict per choice, built directly: responses are large objects and a
+        # generic deep copy of them would cost more than the rest of the record.
         outputs = []
-        first_text: str | None = None
         for i, choice in enumerate(choices):
             message = get(choice, "message")
-            text = _text_of(get(message, "content")) if message is not None else get(choice, "text")
+            text = get(message, "content") if message is not None else get(choice, "text")
+            if type(text) is not str and text is not None:
+                text = _text_of(text)
+            reason = _str(get(choice, "finish_reason"), budget)
             if i == 0:
-                first_text = text if isinstance(text, str) else None
-                reason = get(choice, "finish_reason")
-                draft["finish_reason"] = reason if isinstance(reason, str) else None
+                draft["finish_reason"] = reason
             if content:
-                out: dict[str, Any] = {"index": i, "role": get(message, "role") if message is not None else None,
-                                       "content": text, "finish_reason": get(choice, "finish_reason")}
+                out: dict[str, Any] = {
+                    "index": i, "role": _str(get(message, "role"), budget) if message is not None else None,
+                    "content": None if text is None else plain_str(text, budget), "finish_reason": reason}
                 tool_calls = get(message, "tool_calls") if message is not None else None
                 if tool_calls:
-                    out["tool_calls"] = tool_calls
+                    out["tool_calls"] = plain(tool_calls, budget)
+                budget.take(DICT_OVERHEAD + 4 * DICT_PER_ITEM)
                 outputs.append(out)
         if content:
-            draft["outputs"] = plain(outputs, budget)
-            if first_text is not None:
-                draft["output_text"] = draft["outputs"][0]["content"] if outputs else None
+            draft["outputs"] = outputs
+            draft["output_text"] = outputs[0]["content"] if outputs else None
     elif get(result, "stop_reason") is not None or isinstance(get(result, "content"), list):
         # Anthropic-style message
         reason = get(result, "stop_reason")
@@ -93,10 +106,10 @@ def result_fields(result: Any, draft: dict[str, Any], budget: Budget, content: b
             draft["outputs"] = plain(get(result, "content"), budget)
     usage_fields(get(result, "usage"), draft)
     rid, rmodel = get(result, "id"), get(result, "model")
-    if isinstance(rid, str):
-        draft["response_id"] = rid
-    if isinstance(rmodel, str):
-        draft["response_model"] = rmodel
+    if type(rid) is str:
+        draft["response_id"] = rid[:256]
+    if type(rmodel) is str:
+        draft["response_model"] = rmodel[:256]
 
 
 def chunk_fields(chunk: Any) -> tuple[str | None, str | None, Any]:
