@@ -169,6 +169,12 @@ def _follow(store: Any, args: argparse.Namespace, out: TextIO, seen_calls: list[
     seen_set = set(seen)
     newest = max((c.started_at.timestamp() for c in seen_calls), default=time.time() - lookback)
     filters = {k: v for k, v in _filters(args).items() if k != "since"}
+    # Calls in the look-back window that are not newer than the last one shown count as seen; a call
+    # that started later is always printed, even if it was stored while this ran.
+    for c in store.recent(1000, since=newest - lookback, **filters):
+        if c.id not in seen_set and c.started_at.timestamp() <= newest:
+            seen.append(c.id)
+            seen_set.add(c.id)
     try:
         while True:
             time.sleep(args.interval)
