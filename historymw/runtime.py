@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import atexit
 import threading
+import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -71,20 +72,27 @@ class Runtime:
         return counters.COUNTERS.recorded.value
 
     def flush(self, timeout: float | None) -> FlushResult:
-        results = [p.flush(timeout) for p in self.pipelines]
-        failed = [r for r in results if not r]
-        if not failed:
-            return FlushResult(True)
-        return FlushResult(False, sum(r.pending for r in failed), "; ".join(r.detail for r in failed))
+        """Flush every export pipeline within one shared deadline."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        return _combine([p.flush(_remaining(deadline)) for p in self.pipelines])
 
     def shutdown(self, timeout: float | None = None) -> FlushResult:
+        """Flush and stop every export pipeline within one shared deadline."""
         timeout = self.settings.shutdown_timeout if timeout is None else timeout
-        results = [p.shutdown(timeout) for p in self.pipelines]
-        self.pipelines = []
-        failed = [r for r in results if not r]
-        if not failed:
-            return FlushResult(True)
-        return FlushResult(False, sum(r.pending for r in failed), "; ".join(r.detail for r in failed))
+        deadline = time.monotonic() + timeout
+        pipelines, self.pipelines = self.pipelines, []
+        return _combine([p.shutdown(_remaining(deadline) or 0.0) for p in pipelines])
+
+
+def _remaining(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _combine(results: list[FlushResult]) -> FlushResult:
+    failed = [r for r in results if not r]
+    if not failed:
+        return FlushResult(True)
+    return FlushResult(False, sum(r.pending for r in failed), "; ".join(r.detail for r in failed))
 
 
 class _State:
