@@ -103,15 +103,15 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
                     if size <= eff.record_limit:
                         draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
                                  "operation": spec.operation, "source": spec.source, "messages": pairs,
-                                 "params": kwargs, "size_bytes": size, "output_text": None}
+                                 "params": kwargs, "size_bytes": size, "output_text": None,
+                                 "stream": kwargs.get("stream") is True}
         if draft is None:
             model, messages, params, size = request(spec, eff, args, kwargs)
             # "duration" holds the start's perf_counter until finish() turns it into the duration.
             draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
                      "operation": spec.operation, "source": spec.source, "messages": messages,
-                     "params": params, "size_bytes": RECORD_BASE_BYTES + size, "output_text": None}
-        if draft.get("params") and draft["params"].get("stream") is True:
-            draft["stream"] = True
+                     "params": params, "size_bytes": RECORD_BASE_BYTES + size, "output_text": None,
+                     "stream": type(params) is dict and params.get("stream") is True}
         if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
             draft.update(eff.labels)
         if _modules_get(_OTEL_TRACE) is not None:
@@ -122,6 +122,20 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("capture", exc)
         return None
+
+
+def finish_text(draft: dict[str, Any], eff: Effective, text: str) -> None:
+    """`finish()` for the usual outcome of a FULL call: a str result, no extract=. Never raises."""
+    try:
+        draft["duration"] = _perf() - draft["duration"]
+        if eff.content:
+            if len(text) > 1024:
+                text = clip(text, eff.max_chars)
+            draft["output_text"] = text
+            draft["size_bytes"] += len(text) + 49 if text.isascii() else str_bytes(text)
+        eff.commit(draft)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("capture", exc)
 
 
 def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = None,
@@ -427,8 +441,8 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         except BaseException as exc:
             finish(draft, spec, eff, None, exc)
             raise
-        if type(result) is str:
-            finish(draft, spec, eff, result)
+        if type(result) is str and mode == FULL and spec.extract is None:
+            finish_text(draft, eff, result)
             return result
         return _finish_result(draft, spec, eff, result)
     return wrapper
