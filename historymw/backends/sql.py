@@ -42,41 +42,45 @@ class SQLBackend:
         self.engine = _engine.make_engine(url, create=True)
         self._postgres = self.engine.dialect.name == "postgresql"
         self._ready = False
-        self._sql: str | None = None
+        self._statements: dict[tuple[str, ...], str] = {}
         self._lock = threading.Lock()  # retention from flush() and from the worker: one at a time
         self._written_since_retention = 0
         self._last_retention = 0.0
         self.rejected = 0
 
-    def _prepare(self) -> str:
-        if self._sql is None or not self._ready:
-            from ..sql import schema, write
+    def _statement(self, columns: tuple[str, ...]) -> str:
+        """The insert for rows of these columns (compiled once per shape). The schema is created or
+        migrated on first use, which is where a database that was down at start is first touched."""
+        from ..sql import schema, write
 
+        if not self._ready:
             schema.ensure_schema(self.engine)
-            self._sql = write.insert_statement(self.engine.dialect)
             self._ready = True
-        return self._sql
+        sql = self._statements.get(columns)
+        if sql is None:
+            sql = self._statements[columns] = write.insert_statement(self.engine.dialect, columns)
+        return sql
 
-    def _write(self, rows: list[tuple[Any, ...]]) -> int:
+    def _write(self, grouped: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> int:
         """Insert a batch; returns how many rows the database refused (bad data, not a bad connection)."""
         from ..sql import rows as _rows
         from ..sql import write
 
-        sql = self._prepare()
-        if self._postgres:
-            rows = [_rows.strip_nul(r) for r in rows]
+        batches = [(self._statement(cols), [_rows.strip_nul(r) for r in rows] if self._postgres else rows)
+                   for cols, rows in grouped.items()]
+        total = sum(len(rows) for _, rows in batches)
         try:
-            write.insert_rows(self.engine, sql, rows)
+            write.insert_rows(self.engine, batches)
             refused = 0
         except Exception as exc:
             if write.is_transient(exc):
                 raise  # the pipeline retries the batch with backoff (inserts are idempotent)
             # One bad row must not sink its batch: find it, keep the rest.
-            errors = write.insert_each(self.engine, sql, rows)
+            errors = write.insert_each(self.engine, batches)
             for err in errors:
                 counters.COUNTERS.error("sql_row_refused", err)
             refused = len(errors)
-        self._written_since_retention += len(rows) - refused
+        self._written_since_retention += total - refused
         if self._retention_due(time.monotonic()):
             self._apply_retention()
         return refused
@@ -85,14 +89,14 @@ class SQLBackend:
 
     def export_drafts(self, drafts: Sequence[dict[str, Any]]) -> int:
         """Fast path: rows straight from sealed drafts (no `LMCall` built). Returns rows refused."""
-        from ..sql.rows import draft_row
+        from ..sql.rows import draft_rows
 
-        return self._write([draft_row(d) for d in drafts])
+        return self._write(draft_rows(drafts))
 
     def export(self, records: Sequence[LMCall]) -> int:
-        from ..sql.rows import record_row
+        from ..sql.rows import COLUMNS, record_row
 
-        return self._write([record_row(r) for r in records])
+        return self._write({COLUMNS: [record_row(r) for r in records]})
 
     def flush(self, timeout: float | None = None) -> bool:
         """Everything exported is committed already; apply retention if anything was written since."""

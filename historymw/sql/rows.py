@@ -12,7 +12,7 @@ import datetime as _dt
 import json
 import math
 import operator
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..record import LMCall
@@ -79,11 +79,38 @@ _DRAFT_DEFAULTS: dict[str, Any] = {
     **dict.fromkeys(COLUMNS), "operation": "chat", "status": "ok", "stream": False, "source": "decorator",
     "size_bytes": 0, "duration": 0.0,
 }
-_draft_values = operator.itemgetter(*("started" if c == "started_at" else c for c in COLUMNS))
+# Columns every draft row binds; the others only when the draft has the key (a NULL column
+# need not be bound: binding costs about as much per parameter as SQLite spends per row).
+_ALWAYS = ("id", "started_at", "ended_at", "duration_s", "operation", "status", "stream", "source", "size_bytes")
+_DRAFT_KEY = {"started_at": "started"}
+# frozenset of a draft's keys -> (the columns its row binds, the getter building the row)
+_shapes: dict[frozenset[str], tuple[tuple[str, ...], Any]] = {}
 
 
-def draft_row(d: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A row from a sealed draft (times as epoch seconds: see `to_stored_time`)."""
+def _shape(keys: frozenset[str]) -> tuple[tuple[str, ...], Any]:
+    cols = tuple(c for c in COLUMNS if c in _ALWAYS or _DRAFT_KEY.get(c, c) in keys
+                 or (c == "extra" and not keys.isdisjoint(EXTRA_FIELDS)))
+    getter = operator.itemgetter(*(_DRAFT_KEY.get(c, c) for c in cols))
+    if len(_shapes) < 1024:  # drafts come in a few shapes; odd ones must not grow this without bound
+        _shapes[keys] = cols, getter
+    return cols, getter
+
+
+def draft_rows(drafts: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Rows from sealed drafts, grouped by the columns they bind (times as epoch seconds)."""
+    out: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
+    shapes = _shapes
+    for d in drafts:
+        keys = frozenset(d)
+        cols, getter = shapes.get(keys) or _shape(keys)
+        rows = out.get(cols)
+        if rows is None:
+            rows = out[cols] = []
+        rows.append(getter(_draft_values(d)))
+    return out
+
+
+def _draft_values(d: Mapping[str, Any]) -> dict[str, Any]:
     m = {**_DRAFT_DEFAULTS, **d}
     started = m["started"]
     duration = m["duration_s"] = m["duration"]
@@ -105,7 +132,15 @@ def draft_row(d: Mapping[str, Any]) -> tuple[Any, ...]:
     if EXTRA_FIELDS:
         extra = {k: d[k] for k in EXTRA_FIELDS if k in d}
         m["extra"] = _encode(extra) if extra else None
-    return _draft_values(m)  # type: ignore[no-any-return]
+    return m
+
+
+_full_row = operator.itemgetter(*("started" if c == "started_at" else c for c in COLUMNS))
+
+
+def draft_row(d: Mapping[str, Any]) -> tuple[Any, ...]:
+    """A full row (every column, in `COLUMNS` order) from a sealed draft."""
+    return _full_row(_draft_values(d))  # type: ignore[no-any-return]
 
 
 def record_row(r: LMCall) -> tuple[Any, ...]:

@@ -21,33 +21,38 @@ from .schema import calls
 _DELETE_CHUNK = 5000
 
 
-def insert_statement(dialect: Any) -> str:
-    """The parameterised insert, compiled for `dialect`, taking a row in `COLUMNS` order."""
+def insert_statement(dialect: Any, columns: Sequence[str] = COLUMNS) -> str:
+    """The parameterised insert, compiled for `dialect`, taking rows of `columns` in that order
+    (the columns left out are NULL)."""
     if dialect.name == "postgresql":
         # Times arrive as epoch seconds; the server turns them into timestamptz.
         values = {c: sa.func.to_timestamp(sa.bindparam(c)) if c in ("started_at", "ended_at") else sa.bindparam(c)
-                  for c in COLUMNS}
+                  for c in columns}
         stmt: Any = postgresql.insert(calls).values(values).on_conflict_do_nothing(index_elements=["id"])
     else:
-        stmt = sqlite.insert(calls).values({c: sa.bindparam(c) for c in COLUMNS}).on_conflict_do_nothing(
+        stmt = sqlite.insert(calls).values({c: sa.bindparam(c) for c in columns}).on_conflict_do_nothing(
             index_elements=["id"])
     compiled = stmt.compile(dialect=dialect)
-    if list(compiled.positiontup or ()) != list(COLUMNS):
+    if list(compiled.positiontup or ()) != list(columns):
         raise RuntimeError(f"insert parameters out of column order: {compiled.positiontup}")
     return str(compiled)
 
 
-def insert_rows(engine: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> None:
-    """Insert a batch in one transaction (all or nothing)."""
+Batches = Sequence[tuple[str, Sequence[tuple[Any, ...]]]]
+
+
+def insert_rows(engine: Any, batches: Batches) -> None:
+    """Insert (statement, rows) pairs in one transaction (all or nothing)."""
     with engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        conn.exec_driver_sql(sql, list(rows))
+        for sql, rows in batches:
+            conn.exec_driver_sql(sql, list(rows))
 
 
-def insert_each(engine: Any, sql: str, rows: Sequence[tuple[Any, ...]]) -> list[BaseException]:
+def insert_each(engine: Any, batches: Batches) -> list[BaseException]:
     """Insert rows one at a time, each in its own transaction; returns the errors of rows refused."""
     errors: list[BaseException] = []
     with engine.connect().execution_options(**WRITE) as conn:
-        for row in rows:
+        for sql, row in ((sql, row) for sql, rows in batches for row in rows):
             try:
                 with conn.begin():
                     conn.exec_driver_sql(sql, row)
