@@ -27,9 +27,11 @@ from .pipeline import FlushResult
 from .policy import Policy
 from .record import LMCall
 from .scope import ContextExecutor, history, wrap
+from .store import CallStats, Store, StoreError
 
 __all__ = [
     "Backend",
+    "CallStats",
     "ConfigError",
     "ContextExecutor",
     "FlushResult",
@@ -39,6 +41,8 @@ __all__ = [
     "RingBuffer",
     "Settings",
     "Stats",
+    "Store",
+    "StoreError",
     "StreamAbandoned",
     "__version__",
     "call",

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from . import counters, record
+from . import counters
 from .record import materialize, seal
 
 _BACKOFF_START_S = 0.05
@@ -271,9 +271,7 @@ def _call_bounded(fn: Callable[[], Any], timeout: float, name: str) -> None:
 
 
 def _after_fork() -> None:
-    # A worker may have been sealing a draft (under record's lock) at the moment of
-    # the fork: in the child that lock would stay held forever.
-    record._seal_lock = threading.Lock()
+    # (record.py resets its own seal lock in the child: a worker may have held it at the fork.)
     for p in list(_live):
         p._after_fork_in_child()
 

@@ -10,6 +10,7 @@ encodable, and the user's redactor runs. Only then does an `LMCall` exist.
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
 import math
 import os
 import threading
@@ -62,18 +63,34 @@ class LMCall(BaseModel):
 
 
 _seal_lock = threading.Lock()
+_id_prefix = os.urandom(6).hex()
+_id_seq = itertools.count()
+
+
+def _after_fork_in_child() -> None:
+    # A forked child must not share the parent's id prefix, nor inherit its seal
+    # lock in whatever state another thread of the parent had it.
+    global _id_prefix, _id_seq, _seal_lock
+    _id_prefix, _id_seq, _seal_lock = os.urandom(6).hex(), itertools.count(), threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def new_id(started: float) -> str:
-    """Time-ordered, unique across processes: 48 bits of milliseconds + 80 random bits."""
-    return f"{int(started * 1000):012x}{os.urandom(10).hex()}"
+    """Time-ordered and unique across processes: 48 bits of milliseconds, 48 random
+    bits drawn once per process, a 32-bit sequence number (cheaper than urandom per id)."""
+    return f"{int(started * 1000):012x}{_id_prefix}{next(_id_seq) & 0xFFFFFFFF:08x}"
 
 
 def _clean(obj: Any, scan: bool = True) -> Any:
     """Redact secret-shaped text (when `scan`), replace base64 payloads and
-    non-finite floats, and make every string UTF-8 encodable."""
-    if type(obj) is str:
-        s = redact_text(obj) if scan else obj
+    non-finite floats, and make every string UTF-8 encodable. Returns `obj`
+    itself when nothing in it needs a change (the common case: no copy)."""
+    t = type(obj)
+    if t is str:
+        s = redact_text(obj) if scan and len(obj) >= 15 else obj  # 15: shorter than any secret shape
         if len(s) > 1024:
             s = clip(s, len(s))  # base64 images and blobs become a placeholder with their size
         if not s.isascii():
@@ -82,11 +99,17 @@ def _clean(obj: Any, scan: bool = True) -> Any:
             except UnicodeEncodeError:  # lone surrogates
                 s = s.encode("utf-8", "replace").decode("utf-8")
         return s
-    if type(obj) is dict:
-        return {_clean(k, scan): _clean(v, scan) for k, v in obj.items()}
-    if type(obj) is list:
-        return [_clean(v, scan) for v in obj]
-    if type(obj) is float and not math.isfinite(obj):
+    if t is dict:
+        for k, v in obj.items():
+            if _clean(v, scan) is not v or _clean(k, scan) is not k:
+                return {_clean(k, scan): _clean(v, scan) for k, v in obj.items()}
+        return obj
+    if t is list:
+        for v in obj:
+            if _clean(v, scan) is not v:
+                return [_clean(v, scan) for v in obj]
+        return obj
+    if t is float and not math.isfinite(obj):
         return str(obj)
     return obj
 

@@ -35,8 +35,14 @@ BUILTIN: dict[str, str] = {
 class Backend(Protocol):
     """What an export destination implements. Called on a background worker, never on the caller's thread."""
 
-    def export(self, records: Sequence[LMCall]) -> None:
-        """Deliver a batch; raise to have the worker retry it with backoff."""
+    def export(self, records: Sequence[LMCall]) -> int | None:
+        """Deliver a batch; raise to have the worker retry it with backoff.
+
+        May return how many records the destination refused (bad data): those
+        are dropped and counted as "rejected" instead of retried. A backend may
+        also offer `export_drafts(drafts)`, which the worker prefers when no user
+        redactor is set: it gets the sealed plain dicts and skips building
+        `LMCall` models (the SQL backend writes rows straight from them)."""
 
     def flush(self, timeout: float | None = None) -> bool:
         """Push out anything buffered inside the backend; True when done in time."""

@@ -53,8 +53,12 @@ values = st.recursive(
 )
 
 
+# Keyword names a Python call can take next to model and messages.
+param_names = st.text(min_size=1, max_size=12).filter(lambda k: k not in ("model", "messages"))
+
+
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(model=values, messages=values, params=st.dictionaries(st.text(min_size=1, max_size=12), values, max_size=4),
+@given(model=values, messages=values, params=st.dictionaries(param_names, values, max_size=4),
        result=values, fails=st.booleans())
 def test_any_argument_or_result_is_recorded_safely(model: Any, messages: Any, params: dict[str, Any],
                                                    result: Any, fails: bool) -> None:
