@@ -3,7 +3,6 @@ an outage at start and mid-run through a TCP proxy the test cuts, retention, mig
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
 import uuid
@@ -13,6 +12,7 @@ from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
+from reliability._proxy import Proxy
 
 import historymw as hm
 from historymw.backends.sql import SQLBackend
@@ -98,70 +98,6 @@ def test_retries_are_idempotent_and_nul_characters_are_stored(pg: tuple[str, sa.
     with Store(url) as store:
         first = store.get(drafts[0]["id"])
     assert first is not None and first.output_text == "a\ufffdb"
-
-
-class Proxy:
-    """A loopback TCP proxy to PostgreSQL that the test can cut (connections die, new ones are
-    refused by closing them at once) and restore."""
-
-    def __init__(self, host: str, port: int) -> None:
-        self.target = (host, port)
-        self.up = threading.Event()
-        self.listener = socket.create_server(("127.0.0.1", 0))
-        self.port = self.listener.getsockname()[1]
-        self.conns: list[socket.socket] = []
-        self.lock = threading.Lock()
-        threading.Thread(target=self._accept, daemon=True).start()
-
-    def _accept(self) -> None:
-        while True:
-            try:
-                client, _ = self.listener.accept()
-            except OSError:
-                return
-            if not self.up.is_set():
-                client.close()
-                continue
-            try:
-                server = socket.create_connection(self.target)
-            except OSError:
-                client.close()
-                continue
-            with self.lock:
-                self.conns += [client, server]
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pipe, args=(a, b), daemon=True).start()
-
-    @staticmethod
-    def _pipe(src: socket.socket, dst: socket.socket) -> None:
-        try:
-            while data := src.recv(65536):
-                dst.sendall(data)
-        except OSError:
-            pass
-        for s in (src, dst):
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-
-    def cut(self) -> None:
-        self.up.clear()
-        with self.lock:
-            conns, self.conns = self.conns, []
-        for s in conns:
-            try:
-                s.shutdown(socket.SHUT_RDWR)
-            except OSError:
-                pass
-            s.close()
-
-    def restore(self) -> None:
-        self.up.set()
-
-    def close(self) -> None:
-        self.cut()
-        self.listener.close()
 
 
 def test_database_down_at_start_then_back_then_down_again(pg: tuple[str, sa.Engine]) -> None:
