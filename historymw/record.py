@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, Field
 
 from .plain import clip
-from .redact import redact_text
+from .redact import has_secret_anchor, redact_text
 
 _UTC = _dt.timezone.utc
 
@@ -114,6 +114,46 @@ def _clean(obj: Any, scan: bool = True) -> Any:
     return obj
 
 
+def _strings(obj: Any, out: list[str]) -> bool:
+    """Append every str in obj (dict keys too) to out; True if a non-finite float was seen."""
+    t = type(obj)
+    if t is str:
+        out.append(obj)
+        return False
+    odd = False
+    if t is dict:
+        out.extend(obj)  # keys: always str in a draft
+        items: Any = obj.values()
+    elif t is list or t is tuple:
+        items = obj
+    else:
+        return t is float and not math.isfinite(obj)
+    for v in items:
+        tv = type(v)
+        if tv is str:
+            out.append(v)
+        elif tv is dict or tv is list or tv is tuple:
+            odd |= _strings(v, out)
+        elif tv is float and not math.isfinite(v):
+            odd = True
+    return odd
+
+
+def _needs_clean(strings: list[str], scan: bool) -> bool:
+    """Would `_clean` change any of these strings? (One scan of their joined text.)"""
+    if not strings:
+        return False
+    blob = "\x00".join(strings)
+    if scan and has_secret_anchor(blob):
+        return True
+    if not blob.isascii():
+        try:
+            blob.encode("utf-8")
+        except UnicodeEncodeError:
+            return True
+    return len(blob) > 1024 and any(len(s) > 1024 and clip(s, len(s)) is not s for s in strings)
+
+
 # Prompts and outputs: scanned for secret shapes unless redact_content is off.
 # Every other field is always scanned (they are small).
 _CONTENT_FIELDS = frozenset({"messages", "outputs", "output_text"})
@@ -130,9 +170,27 @@ def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True)
         messages = draft.get("messages")
         if messages and type(messages[0]) is tuple:  # the hot path's (role, content) pairs
             draft["messages"] = [{"role": role, "content": content} for role, content in messages]
+        # Collect every string of the record (keys too) and check them in one go: the
+        # common record needs no change, and one scan of the joined text is much
+        # cheaper than one per string. Only a record that needs it is rebuilt.
+        content: list[str] = []
+        other: list[str] = []
+        odd_float = False
         for name, value in draft.items():
-            if name[0] != "_" and (type(value) is str or type(value) is list or type(value) is dict):
-                draft[name] = _clean(value, scan_content or name not in _CONTENT_FIELDS)
+            t = type(value)
+            if t is str:
+                (content if name in _CONTENT_FIELDS else other).append(value)
+            elif (t is list or t is dict) and name[0] != "_":
+                odd_float |= _strings(value, content if name in _CONTENT_FIELDS else other)
+            elif t is float and not math.isfinite(value):
+                odd_float = True
+        dirty_content = _needs_clean(content, scan_content)
+        if odd_float or dirty_content or _needs_clean(other, True):
+            for name, value in draft.items():
+                if name[0] != "_" and (type(value) is str or type(value) is list or type(value) is dict):
+                    is_content = name in _CONTENT_FIELDS
+                    if not is_content or dirty_content or odd_float:
+                        draft[name] = _clean(value, scan_content or not is_content)
         if redactor is not None:
             _apply_redactor(draft, redactor)
         draft["_sealed"] = True
