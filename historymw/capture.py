@@ -23,7 +23,7 @@ from . import counters, runtime
 from .draft import (
     COMMON_PARAMS,
     DICT_BYTES,
-    MSG_BYTES,
+    PAIR_BYTES,
     PARAM_BYTES,
     RECORD_BASE_BYTES,
     SCALARS,
@@ -88,8 +88,11 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
             model = args[mp] if 0 <= mp < n else None
             messages = args[sp] if 0 <= sp < n else None
             if type(model) is str and type(messages) is list and len(model) <= 256:
+                # Messages as one flat [role, content, role, content, ...] list under "_pairs":
+                # one allocation, not one dict per message; seal() turns it into "messages".
                 pairs: list[Any] = []
-                size = RECORD_BASE_BYTES + DICT_BYTES + len(kwargs) * PARAM_BYTES + 8 * len(messages)
+                append = pairs.append
+                size = RECORD_BASE_BYTES + DICT_BYTES + len(kwargs) * PARAM_BYTES + 56
                 max_chars = eff.max_chars
                 for m in messages:
                     if type(m) is not dict or len(m) != 2:
@@ -97,12 +100,13 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
                     role, content = m.get("role"), m.get("content")
                     if type(role) is not str or type(content) is not str or len(content) > max_chars:
                         break
-                    pairs.append((role, content))  # cheaper than a dict; seal() makes it one
-                    size += MSG_BYTES + len(role) + (len(content) + 49 if content.isascii() else str_bytes(content))
+                    append(role)
+                    append(content)
+                    size += PAIR_BYTES + len(role) + (len(content) + 49 if content.isascii() else str_bytes(content))
                 else:
                     if size <= eff.record_limit:
                         draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
-                                 "operation": spec.operation, "source": spec.source, "messages": pairs,
+                                 "operation": spec.operation, "source": spec.source, "_pairs": pairs,
                                  "params": kwargs, "size_bytes": size, "output_text": None,
                                  "stream": kwargs.get("stream") is True}
         if draft is None:

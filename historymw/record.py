@@ -167,8 +167,11 @@ def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True)
         if draft.get("_sealed"):
             return draft
         draft.setdefault("id", new_id(draft.get("started", 0.0)))
+        pairs = draft.pop("_pairs", None)  # capture.start's flat [role, content, ...] list
+        if pairs is not None:
+            draft["messages"] = [{"role": pairs[i], "content": pairs[i + 1]} for i in range(0, len(pairs), 2)]
         messages = draft.get("messages")
-        if messages and type(messages[0]) is tuple:  # the hot path's (role, content) pairs
+        if messages and type(messages[0]) is tuple:  # draft.fast_messages' (role, content) pairs
             draft["messages"] = [{"role": role, "content": content} for role, content in messages]
         # Collect every string of the record (keys too) and check them in one go: the
         # common record needs no change, and one scan of the joined text is much
