@@ -6,9 +6,13 @@ queue is full (by records or by bytes) the record is dropped and counted. The
 worker retries a failing batch with backoff, for up to `retry_timeout` seconds,
 then drops it and counts it. After `fork()` the child starts with an empty queue
 and no worker (one is started on its first record), so nothing the parent had
-queued is written twice. Accounting is exact: every submitted record ends up
+queued is written twice; a child started by multiprocessing (which ends its
+children with `os._exit()`, skipping atexit) flushes through multiprocessing's
+own exit finalizers. Accounting is exact: every submitted record ends up
 exported, dropped (with a reason), or still queued (`queued()` counts the batch
-being exported too).
+being exported too). A batch still inside `export()` when `shutdown()` gives up
+(a hung server) is counted as dropped ("shutdown") at that moment; if that export
+returns later, it is not counted a second time.
 
 A backend may offer `export_drafts(drafts)` next to `export(records)`: the worker
 then seals each draft (id, secret scan) and hands over the plain dicts, which
@@ -22,6 +26,7 @@ Nothing here binds to an event loop: asyncio code and threads submit alike.
 from __future__ import annotations
 
 import os
+import sys
 import threading
 import time
 import weakref
@@ -35,6 +40,8 @@ from .record import materialize, seal
 
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 5.0
+# fork() waits at most this long for an export in progress to finish (see `_before_fork`).
+FORK_WAIT_S = 1.0
 
 
 @dataclass(frozen=True)
@@ -69,11 +76,16 @@ class ExportPipeline:
         self.retry_timeout = retry_timeout
         self._redactor = redactor
         self._redact_content = redact_content
+        # The worker reports errors through structlog: import it here, not on the worker's first error.
+        # A fork() while a thread is importing leaves that module's import lock held in the child forever.
+        from . import _log  # noqa: F401
         self._reset()
         _live.add(self)
 
     def _reset(self) -> None:
         self._lock = threading.Lock()
+        self._io = threading.Lock()  # held by the worker while the backend does I/O
+        self._io_held_for_fork = False
         self._queue: deque[dict[str, Any]] = deque()
         self._bytes = 0
         self._wake = threading.Event()
@@ -83,6 +95,8 @@ class ExportPipeline:
         self._thread: threading.Thread | None = None
         self._stop = threading.Event()  # cuts a retry backoff short at shutdown
         self._inflight = 0  # taken from the queue, not yet exported or dropped (guarded by _lock)
+        self._batch_seq = 0  # the batch in flight (guarded by _lock)
+        self._abandoned = -1  # the batch shutdown stopped waiting for and counted as dropped (guarded by _lock)
         self.submitted = 0  # guarded by _lock
         self.exported = 0  # guarded by _progress
         self.dropped = 0  # guarded by _progress (after queuing)
@@ -114,6 +128,7 @@ class ExportPipeline:
         return len(self._queue) + self._inflight
 
     def _start_worker(self) -> None:
+        _flush_when_multiprocessing_child_exits()
         self._thread = threading.Thread(target=self._run, name=f"historymw-export-{self.name}", daemon=True)
         self._thread.start()
 
@@ -125,6 +140,7 @@ class ExportPipeline:
             batch = [q.popleft() for _ in range(min(self.batch_size, len(q)))]
             self._bytes -= sum(d["size_bytes"] for d in batch)
             self._inflight = len(batch)
+            self._batch_seq += 1
             return batch
 
     def _run(self) -> None:
@@ -139,13 +155,28 @@ class ExportPipeline:
                 return
 
     def _deliver(self, drafts: list[dict[str, Any]]) -> None:
+        seq = self._batch_seq
         try:
-            self._deliver_batch(drafts)
+            self._deliver_batch(drafts, seq)
+        except Exception as exc:  # noqa: BLE001 - a bug here must not stop the worker, nor lose count of the batch
+            counters.COUNTERS.error(f"worker:{self.name}", exc)
         finally:
             with self._lock:
+                left = self._inflight if self._abandoned != seq else 0
                 self._inflight = 0
+            if left:
+                self._count_dropped("export_failed", left)
 
-    def _prepare(self, drafts: list[dict[str, Any]]) -> tuple[list[Any], Callable[[Any], Any]]:
+    def _claim(self, seq: int, n: int) -> bool:
+        """Take n records of batch `seq` out of flight before counting them. False when shutdown has
+        already counted the whole batch as dropped: counting them again would count them twice."""
+        with self._lock:
+            if self._abandoned == seq:
+                return False
+            self._inflight -= n
+            return True
+
+    def _prepare(self, drafts: list[dict[str, Any]], seq: int) -> tuple[list[Any], Callable[[Any], Any]]:
         """Seal (fast path) or materialize each draft; a record that fails is dropped alone."""
         export_drafts = getattr(self.backend, "export_drafts", None)
         fast = export_drafts is not None and self._redactor is None
@@ -156,32 +187,38 @@ class ExportPipeline:
                 out.append(convert(d, self._redactor, self._redact_content))
             except Exception as exc:  # noqa: BLE001 - one bad record must not sink the batch
                 counters.COUNTERS.error("materialize", exc)
-                self._count_dropped("invalid_record", 1)
+                if self._claim(seq, 1):
+                    self._count_dropped("invalid_record", 1)
         export: Callable[[Any], Any] = export_drafts if export_drafts is not None and fast else self.backend.export
         return out, export
 
-    def _deliver_batch(self, drafts: list[dict[str, Any]]) -> None:
-        records, export = self._prepare(drafts)
+    def _deliver_batch(self, drafts: list[dict[str, Any]], seq: int) -> None:
+        records, export = self._prepare(drafts, seq)
         delay, first_failure = _BACKOFF_START_S, None
         while records:
             try:
-                refused = export(records)
+                with self._io:
+                    refused = export(records)
             except Exception as exc:  # noqa: BLE001 - backends fail; the worker must not
                 counters.COUNTERS.error(f"export:{self.name}", exc)
                 now = time.monotonic()
                 first_failure = first_failure or now
                 give_up = self._give_up_at
                 if now - first_failure >= self.retry_timeout or (give_up is not None and now >= give_up):
-                    self._count_dropped("export_failed", len(records))
+                    if self._claim(seq, len(records)):
+                        self._count_dropped("export_failed", len(records))
                     return
                 wait = delay if give_up is None else max(0.0, min(delay, give_up - now))
                 self._stop.wait(wait)
                 give_up = self._give_up_at  # shutdown may have started during the wait
                 if give_up is not None and time.monotonic() >= give_up:
-                    self._count_dropped("export_failed", len(records))
+                    if self._claim(seq, len(records)):
+                        self._count_dropped("export_failed", len(records))
                     return
                 delay = min(delay * 2, _BACKOFF_MAX_S)
                 continue
+            if not self._claim(seq, len(records)):
+                return  # shutdown gave up on this batch and counted it as dropped
             bad = refused if type(refused) is int and 0 < refused <= len(records) else 0
             if bad:
                 self._count_dropped("rejected", bad)
@@ -242,9 +279,34 @@ class ExportPipeline:
         thread = self._thread
         if thread is not None and thread is not threading.current_thread():
             thread.join(max(0.0, deadline - time.monotonic()))
+        with self._lock:  # a batch still inside export() (a hung server): given up on, and counted
+            abandoned, self._inflight = self._inflight, 0
+            if abandoned:
+                self._abandoned = self._batch_seq
+        if abandoned:
+            self._count_dropped("shutdown", abandoned)
         _call_bounded(self.backend.shutdown, max(0.1, deadline - time.monotonic()), self.name)
         _live.discard(self)
         return result
+
+    def _before_fork(self) -> None:
+        """Let an export in progress finish (bounded) and have the backend let go of what a child must not
+        inherit: a connection in use by another thread, an open SQLite file (its locks are per process)."""
+        self._io_held_for_fork = self._io.acquire(timeout=FORK_WAIT_S)
+        if not self._io_held_for_fork:
+            counters.COUNTERS.error(f"fork_during_export:{self.name}")
+            return
+        hook = getattr(self.backend, "before_fork", None)
+        if callable(hook):
+            try:
+                hook()
+            except Exception as exc:  # noqa: BLE001
+                counters.COUNTERS.error(f"before_fork:{self.name}", exc)
+
+    def _after_fork_in_parent(self) -> None:
+        if self._io_held_for_fork:
+            self._io_held_for_fork = False
+            self._io.release()
 
     def _after_fork_in_child(self) -> None:
         # The parent's queue belongs to the parent: the child forgets it, so nothing is written twice.
@@ -270,11 +332,56 @@ def _call_bounded(fn: Callable[[], Any], timeout: float, name: str) -> None:
     t.join(timeout)
 
 
+_mp_exit_hook_pid = 0
+
+
+def _flush_when_multiprocessing_child_exits() -> None:
+    """In a child started by multiprocessing, flush at exit through multiprocessing's finalizers.
+
+    Its fork and forkserver children end with `os._exit()` after running those finalizers, never
+    atexit, so the exit hook in `runtime` would not run and everything still queued would be lost.
+    Registered when a worker starts (once per process): a forked child's finalizer registry starts
+    empty, and its first record starts its worker."""
+    global _mp_exit_hook_pid
+    process = sys.modules.get("multiprocessing.process")
+    util = sys.modules.get("multiprocessing.util")
+    pid = os.getpid()
+    if process is None or util is None or _mp_exit_hook_pid == pid or process.parent_process() is None:
+        return
+    _mp_exit_hook_pid = pid
+    util.Finalize(None, _flush_at_child_exit, exitpriority=100)
+
+
+def _flush_at_child_exit() -> None:
+    from . import runtime
+
+    try:
+        runtime.shutdown()  # bounded by shutdown_timeout
+    except Exception as exc:  # noqa: BLE001
+        counters.COUNTERS.error("exit_flush", exc)
+
+
+_forking: list[ExportPipeline] = []
+
+
+def _before_fork() -> None:
+    _forking[:] = list(_live)
+    for p in _forking:
+        p._before_fork()
+
+
+def _after_fork_in_parent() -> None:
+    for p in _forking:
+        p._after_fork_in_parent()
+    _forking.clear()
+
+
 def _after_fork() -> None:
     # (record.py resets its own seal lock in the child: a worker may have held it at the fork.)
+    _forking.clear()
     for p in list(_live):
         p._after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork)
+    os.register_at_fork(before=_before_fork, after_in_parent=_after_fork_in_parent, after_in_child=_after_fork)

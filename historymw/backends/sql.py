@@ -33,7 +33,10 @@ class SQLBackend:
     def __init__(self, url: str, *, max_rows: int | None = None, max_age: float | None = None,
                  retention_interval: float = RETENTION_INTERVAL_S) -> None:
         require("sqlalchemy", what="The 'sql' backend", extra="sql")
+        # Everything the export worker uses is imported here, on the configuring thread: a fork() while
+        # the worker imports a module would leave that module's import lock held in the child forever.
         from ..sql import engine as _engine
+        from ..sql import rows, schema, write  # noqa: F401
 
         self.url = url
         self.max_rows = max_rows
@@ -109,6 +112,13 @@ class SQLBackend:
         return True
 
     def shutdown(self) -> None:
+        self.engine.dispose()
+
+    def before_fork(self) -> None:
+        """Close the pooled connections (no export is running: the pipeline waits for it). A SQLite
+        connection open across fork() leaves the child SQLite's per-process lock state of the parent:
+        its new connections then wait on locks nobody holds, or skip ones they need. The parent
+        reconnects on its next batch."""
         self.engine.dispose()
 
     def after_fork(self) -> None:
