@@ -38,18 +38,18 @@ def parse_url(url: str) -> Any:
         raise ConfigError(
             f"not a database URL: {url!r}; expected sqlite:///path/to/history.db "
             "or postgresql+psycopg://user@host:5432/dbname") from None
-    backend, driver = u.get_backend_name(), u.get_driver_name()
+    # From the URL's text, not u.get_driver_name(): that loads the dialect, and an unknown scheme
+    # (mongodb://) would fail there with SQLAlchemy's NoSuchModuleError instead of this message.
+    backend, _, driver = u.drivername.partition("+")
     if backend == "sqlite":
-        if u.drivername != "sqlite" and driver != "pysqlite":
+        if driver not in ("", "pysqlite"):
             raise ConfigError(f"unsupported SQLite driver in {u.drivername!r}; use sqlite:///path/to/history.db")
         return u
     if backend in ("postgresql", "postgres"):
-        if u.drivername in ("postgresql", "postgres"):
-            u = u.set(drivername="postgresql+psycopg")  # psycopg 3 is the supported driver
-        elif driver != "psycopg":
+        if driver not in ("", "psycopg"):
             raise ConfigError(f"unsupported PostgreSQL driver in {u.drivername!r}; "
                               "use postgresql+psycopg://user@host:5432/dbname (psycopg 3)")
-        return u
+        return u.set(drivername="postgresql+psycopg")  # psycopg 3 is the supported driver
     raise ConfigError(f"unsupported database URL scheme {u.drivername!r}; expected sqlite:///path/to/history.db "
                       "or postgresql+psycopg://user@host:5432/dbname")
 
