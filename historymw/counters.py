@@ -7,6 +7,7 @@ increments from many threads are exact without a lock on the hot path.
 from __future__ import annotations
 
 import itertools
+import os
 import threading
 import time
 from typing import Any
@@ -79,6 +80,14 @@ class Counters:
 
 
 COUNTERS = Counters()
+
+
+def _after_fork_in_child() -> None:
+    COUNTERS._lock = threading.Lock()  # it may have been held by another thread at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def reset() -> Counters:

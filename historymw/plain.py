@@ -18,7 +18,7 @@ import sys
 from collections.abc import Mapping
 from typing import Any
 
-from .redact import REDACTED, is_secret_key, redact_text
+from .redact import REDACTED, is_secret_key, redact_pairs, redact_text
 
 MAX_DEPTH = 24
 # Approximate CPython sizes (64-bit), so that size_bytes tracks real memory.
@@ -73,7 +73,7 @@ class Budget:
 def plain_str(s: str, budget: Budget) -> str:
     s = clip(s, budget.max_chars)
     if budget.scan:
-        s = redact_text(s)
+        s = redact_pairs(redact_text(s))
     if budget.remaining < len(s):
         keep = max(budget.remaining, 0)
         s = truncated(s, keep) if keep else f"<omitted: record size limit, {len(s)} chars>"

@@ -188,6 +188,8 @@ def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True)
             elif t is float and not math.isfinite(value):
                 odd_float = True
         dirty_content = _needs_clean(content, scan_content)
+        # (`name=value` credentials in params, metadata and errors were redacted when
+        # they were copied: see plain.plain_str.)
         if odd_float or dirty_content or _needs_clean(other, True):
             for name, value in draft.items():
                 if name[0] != "_" and (type(value) is str or type(value) is list or type(value) is dict):

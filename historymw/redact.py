@@ -40,12 +40,28 @@ _SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("eyJ", r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),  # JWT
         ("earer", r"[Bb]earer\s+(?=[A-Za-z._~+/=\-]*\d)[A-Za-z0-9._~+/=\-]{12,}"),  # Authorization: Bearer
         ("asic ", r"[Bb]asic\s+[A-Za-z0-9+/]{12,}={0,2}"),  # Authorization: Basic
+        ("://", r"://[^\s/:@]+:[^\s/@]+@"),  # a password inside a URL: scheme://user:password@host
     )
+)
+# Credentials written as `name=value` or `name: value` in free text (error messages,
+# URLs' query strings, headers dumped as text). Applied to the small fields (params,
+# metadata, errors) as they are copied; not to prompts, where "token: ..." is too
+# often just a word.
+_KV_NAMES = ("password", "passwd", "pwd", "secret", "token", "api_key", "apikey", "api-key", "credential")
+_KV = re.compile(
+    r"""(?ix)
+    (?P<name>\b(?:[a-z]+[_-])?(?:password|passwd|pwd|secret|token|api[_-]?key|apikey|credentials?))
+    (?P<sep>["']?\s*[=:]\s*["']?)
+    (?P<value>[^\s"'&,;}\]]{3,})
+    """
 )
 _TOKEN_CHAR = re.compile(r"[A-Za-z0-9]")
 
 
 def _mask(m: re.Match[str]) -> str:
+    if m.group(0).startswith("://"):
+        user = m.group(0)[3:].split(":", 1)[0]
+        return f"://{user}:{REDACTED}@"
     start = m.start()
     if start and _TOKEN_CHAR.match(m.string, start - 1) and m.group(0)[:1] not in "Bb":
         return m.group(0)  # inside a longer word ("task-..."): not a key prefix
@@ -63,11 +79,32 @@ def has_secret_anchor(text: str) -> bool:
     Spelled out rather than looped: this runs once per record on the export worker."""
     return ("sk-" in text or "k_live_" in text or "k_test_" in text or "AKIA" in text or "gh" in text
             or "xox" in text or "AIza" in text or "hf_" in text or "eyJ" in text or "earer" in text
-            or "asic " in text)
+            or "asic " in text or "://" in text)
 
 
 assert {a for a, _ in _SHAPES} == {"sk-", "k_live_", "k_test_", "AKIA", "gh", "xox", "AIza", "hf_", "eyJ",
-                                   "earer", "asic "}, "has_secret_anchor() must list every anchor of _SHAPES"
+                                   "earer", "asic ", "://"}, "has_secret_anchor() must list every anchor of _SHAPES"
+
+
+def has_credential_pair(text: str) -> bool:
+    """Could `text` hold a `name=value` credential? (False: redact_pairs would return it unchanged.)"""
+    if "=" not in text and ":" not in text:
+        return False
+    low = text.lower()
+    return any(name in low for name in _KV_NAMES)
+
+
+def _mask_pair(m: re.Match[str]) -> str:
+    if m.group("value").startswith(REDACTED[:1]) and m.group("value").startswith("[REDACTED"):
+        return m.group(0)
+    return f"{m.group('name')}{m.group('sep')}{REDACTED}"
+
+
+def redact_pairs(s: str) -> str:
+    """Replace the value of `password=...`, `api_key: ...`, `"token": "..."` in free text."""
+    if len(s) < 8 or not has_credential_pair(s):
+        return s
+    return _KV.sub(_mask_pair, s)
 
 
 def redact_text(s: str) -> str:

@@ -8,6 +8,7 @@ here runs on the hot path except `Runtime.commit`.
 from __future__ import annotations
 
 import atexit
+import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -108,6 +109,14 @@ class _State:
 
 
 STATE = _State()
+
+
+def _after_fork_in_child() -> None:
+    STATE.lock = threading.RLock()  # configure() may have held it in another thread at the fork
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def current() -> Runtime:

@@ -150,3 +150,17 @@ def test_bytes_and_base64_images_become_placeholders_with_their_size() -> None:
     assert parts[1]["image_url"]["url"] == f"<base64 image/png: {len(image) * 3 // 4} bytes>"
     assert rec.params["audio"] == "<bytes: 10000 bytes>"
     json.loads(rec.model_dump_json())
+
+
+def test_passwords_in_urls_and_name_value_credentials_in_text_are_redacted() -> None:
+    @hm.recorded
+    def refuse(model: str, messages: Any, **params: Any) -> str:
+        raise PermissionError("request refused: token=abc123def456 api_key=plain-key-123 password: hunter2")
+
+    with pytest.raises(PermissionError):
+        refuse("m", [{"role": "user", "content": "q"}], api_base="https://app:s3cr3t-pw@llm.example.invalid/v1",
+               note="max_tokens: 5, the token budget: large")
+    [rec] = hm.recent(1)
+    assert rec.params["api_base"] == "https://app:[REDACTED]@llm.example.invalid/v1"
+    assert rec.params["note"] == "max_tokens: 5, the token budget: large"  # words, not credentials
+    assert rec.error_message == "request refused: token=[REDACTED] api_key=[REDACTED] password: [REDACTED]"

@@ -8,7 +8,9 @@ expects: `len(ring)`, `ring[-1]`, `ring[-5:]`, iteration.
 
 from __future__ import annotations
 
+import os
 import threading
+import weakref
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
@@ -35,6 +37,7 @@ class RingBuffer(Sequence[LMCall]):
         self._lock = threading.Lock()
         self.evicted = 0  # records removed to hold the bounds (under _lock)
         self.appended = 0  # drafts offered to append(), kept or not (under _lock)
+        _rings.add(self)
 
     @property
     def bytes_held(self) -> int:
@@ -97,6 +100,25 @@ class RingBuffer(Sequence[LMCall]):
 
     def __repr__(self) -> str:
         return f"<RingBuffer {len(self)} records, {self._bytes} of {self.max_bytes} bytes, maxlen={self.maxlen}>"
+
+
+    def _after_fork_in_child(self) -> None:
+        # Another thread of the parent may have held the lock at the fork: the child
+        # gets a fresh one, and recounts the bytes an interrupted append may have left.
+        self._lock = threading.Lock()
+        self._bytes = sum(d["size_bytes"] for d in self._items)
+
+
+_rings: weakref.WeakSet[RingBuffer] = weakref.WeakSet()
+
+
+def _after_fork() -> None:
+    for ring in list(_rings):
+        ring._after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
 
 
 def create(settings: Settings) -> RingBuffer:

@@ -124,8 +124,6 @@ def _one_call() -> None:
     ask("m", MSGS)
 
 
-@pytest.mark.xfail(strict=True, reason="RingBuffer._lock is not reset in a forked child: a child forked while "
-                   "another thread appends to the ring waits on it forever (needs a fix in historymw/backends/ring.py)")
 def test_a_child_forked_while_another_thread_records_is_never_stuck(figures: Any) -> None:
     # The default configuration (ring only): any lock the hot path takes may be held by the recording
     # thread at the moment of fork(); the child must not inherit it held.

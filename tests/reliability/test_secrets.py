@@ -192,18 +192,15 @@ def refusing_url() -> str:
     return f"postgresql+psycopg://app:{PASSWORD}@127.0.0.1:{port}/history"
 
 
-# Gaps of the core redactor (historymw/redact.py, not this suite's to change): the integrations keep these
-# out by allow-list, but a decorated function's keyword arguments and error messages go through the
-# redactor alone. strict: when redact.py learns them, these tests fail until the marker goes.
+# Shapes the integrations keep out by allow-list, but that a decorated function's keyword arguments
+# and error messages meet only in the core redactor (historymw/redact.py).
 
 
-@pytest.mark.xfail(strict=True, reason="redact.py has no rule for a password inside a URL (scheme://user:pw@host)")
 def test_a_password_inside_a_url_argument_is_redacted() -> None:
     ask("gpt-4o-mini", MSGS, api_base=f"https://app:{PASSWORD}@llm.example.invalid/v1")
     assert not _leaks(hm.recent(1)[0].model_dump_json().encode())
 
 
-@pytest.mark.xfail(strict=True, reason="redact.py has no rule for key=value text naming a credential (token=...)")
 def test_a_shapeless_token_quoted_as_key_value_in_an_error_is_redacted() -> None:
     with pytest.raises(PermissionError):
         ask("gpt-4o-mini", MSGS, fail=True, message=f"request refused: token={BEARER} api_key={PLAIN_KEY}")
