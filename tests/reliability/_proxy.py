@@ -42,6 +42,8 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            for s in (client, server):  # forward at once: Nagle plus delayed ACKs would add 40 ms stalls
+                s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             with self.lock:
                 self.conns += [client, server]
             for a, b in ((client, server), (server, client)):
