@@ -63,7 +63,8 @@ def sinks() -> Iterator[dict[str, Any]]:
 @hm.recorded(provider="openai")
 def ask(model: str, messages: Any, **params: Any) -> str:
     if params.get("fail"):
-        raise PermissionError(params.get("message") or f"401 for key {OPENAI_KEY}; Authorization: Bearer {JWT}")
+        raise PermissionError(params.get("message") or f"401 for key {OPENAI_KEY}; Authorization: Bearer {JWT}; "
+                              f"token={BEARER}")
     return "ok"
 
 
@@ -73,11 +74,12 @@ def _drive_every_path() -> int:
     from historymw.integrations import litellm as hm_litellm
 
     made = 0
-    # 1. Keyword arguments of a decorated function: key, headers, metadata.
+    # 1. Keyword arguments of a decorated function: key, headers, metadata, a URL with a password.
     ask("gpt-4o-mini", MSGS, api_key=PLAIN_KEY, temperature=0.1,
         headers={"Authorization": f"Bearer {BEARER}", "X-Api-Key": PLAIN_KEY},
         extra_headers={"authorization": f"Bearer {JWT}"},
-        metadata={"password": PASSWORD, "db": {"user": "app", "password": PASSWORD}, "note": f"use {OPENAI_KEY}"})
+        metadata={"password": PASSWORD, "db": {"user": "app", "password": PASSWORD}, "note": f"use {OPENAI_KEY}"},
+        api_base=f"https://app:{PASSWORD}@llm.example.invalid/v1")
     # 2. An error whose message quotes the credentials.
     with pytest.raises(PermissionError):
         ask("gpt-4o-mini", MSGS, fail=True)
