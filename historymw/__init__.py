@@ -27,7 +27,18 @@ from .pipeline import FlushResult
 from .policy import Policy
 from .record import LMCall
 from .scope import ContextExecutor, history, wrap
-from .store import CallStats, Store, StoreError
+
+_LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store"}
+
+
+def __getattr__(name: str) -> object:
+    # The SQL read API is imported on first use: most processes only record.
+    if name in _LAZY:
+        import importlib
+
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module 'historymw' has no attribute {name!r}")
+
 
 __all__ = [
     "Backend",

@@ -46,7 +46,7 @@ SCALARS = frozenset({int, float, bool, type(None)})
 SETTABLE_FIELDS = frozenset({
     "output_text", "outputs", "finish_reason", "input_tokens", "output_tokens", "total_tokens",
     "cost", "response_id", "response_model", "cache_hit", "server_address", "metadata", "model",
-    "provider", "session", "tags", "operation", "stream",
+    "provider", "session", "tags", "operation", "stream", "time_to_first_token_s",
 })
 
 
@@ -241,7 +241,7 @@ def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, 
             continue
         if name in ("input_tokens", "output_tokens", "total_tokens"):
             draft[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
-        elif name == "cost":
+        elif name == "cost" or name == "time_to_first_token_s":
             draft[name] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
         elif name == "cache_hit" or name == "stream":
             draft[name] = value if isinstance(value, bool) else None

@@ -5,6 +5,10 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 
+# LiteLLM fetches its model cost map from the network at import unless told not to;
+# whichever test module imports it first, the suite stays offline.
+os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+
 import pytest
 
 import historymw as hm

@@ -28,7 +28,6 @@ from urllib.parse import urlsplit
 
 from .. import counters
 from ..capture import call
-from ..draft import SETTABLE_FIELDS
 from ..policy import SKIP
 from ..scope import effective
 from ._common import IN_DSPY_CALL, model_params, require_framework
@@ -247,17 +246,6 @@ def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
         counters.COUNTERS.error("litellm_integration", exc)
 
 
-def _set_ttft(c: call, seconds: float) -> None:
-    if "time_to_first_token_s" in SETTABLE_FIELDS:
-        c.set(time_to_first_token_s=seconds)
-        return
-    # The manual API does not take this field (yet): write it into the call's draft,
-    # which holds plain data and is what the record is built from.
-    draft = c._draft
-    if draft is not None:
-        draft["time_to_first_token_s"] = seconds
-
-
 def _error_of(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> BaseException:
     exc = kwargs.get("exception")
     if isinstance(exc, BaseException):
@@ -307,7 +295,7 @@ def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
             fields["stream"] = True
             first, start = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
             if first is not None and start is not None and first >= start:
-                _set_ttft(c, first - start)
+                c.set(time_to_first_token_s=first - start)
         c.output(result=response, **fields)
         c.end(ended_at=ended)
     except Exception as exc:  # noqa: BLE001 - fail open
