@@ -435,7 +435,8 @@ def page(res: dict[str, Any], images: dict[str, str], cmd: str, notes: str) -> s
             w(f"![hot path]({images['hot']})\n")
         c = hot["core"]
         w(f"**Core, on a bare function** (`benchmarks/hot_path.py`: {c['rounds']} interleaved rounds × "
-          f"{c['calls']:,} calls, 4 KB prompt; µs added to the bare call, median and min..max over rounds). "
+          f"{c['calls']:,} calls, 4 KB prompt; the calling thread's CPU µs added to the bare call, median and "
+          "min..max over rounds). "
           "This isolates historymw: LiteLLM's own ~1 ms per mock call would drown these microseconds.\n")
         dspy_us = next(r["added_us"] for r in core if r["name"].startswith("DSPy"))
         w("| contender | µs per call | µs added | min..max | vs DSPy's history path |")
