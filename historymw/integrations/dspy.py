@@ -105,7 +105,9 @@ def install() -> None:
         execution = _optional("dspy.clients.execution")
         if execution is not None and callable(getattr(execution, "finalize", None)):
             # BaseLM.__call__ imports finalize from the module at every call, so this is seen.
-            _patch(execution, "finalize", _wrap_finalize(execution.finalize))
+            kinds = (getattr(execution, "PreparedCall", None), getattr(execution, "CallResult", None))
+            _patch(execution, "finalize", _wrap_finalize(
+                execution.finalize, kinds if all(isinstance(k, type) for k in kinds) else None))
         parallelizer = _optional("dspy.utils.parallelizer")
         executor = getattr(parallelizer, "ParallelExecutor", None)
         if executor is not None and callable(getattr(executor, "execute", None)):
@@ -181,14 +183,28 @@ def _wrap_acall(orig: Callable[..., Any]) -> Callable[..., Any]:
     return acall
 
 
-def _wrap_finalize(orig: Callable[..., Any]) -> Callable[..., Any]:
-    # The history entry DSPy builds does not say whether the result came from its cache.
+def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[type, type] | None) -> Callable[..., Any]:
+    # DSPy's finalize builds a history entry (uuid4, an isoformat timestamp, a kwargs copy,
+    # a display copy of the messages) only to hand it to update_history, which is
+    # historymw's _route: for DSPy's usual call that entry is skipped and the record is
+    # read from DSPy's call and result themselves. Everything else, and every unusual
+    # case (an explicit lm15 Request, an LM overriding update_history, an unknown result
+    # type), goes through DSPy's own finalize.
     @functools.wraps(orig)
     def finalize(lm: Any, call: Any, result: Any) -> Any:
         state = IN_DSPY_CALL.get()
-        if state is not None:
+        if state is None:
+            return orig(lm, call, result)
+        if (kinds is None or type(call) is not kinds[0] or type(result) is not kinds[1]
+                or call.request is not None or type(lm).update_history is not _route):
             state.cache_hit = bool(getattr(result, "cache_hit", False))
-        return orig(lm, call, result)
+            return orig(lm, call, result)
+        settings = _settings
+        if not result.cache_hit and settings.usage_tracker:
+            settings.usage_tracker.add_usage(lm.model, result.usage)
+        if not settings.disable_history:
+            _record_result(lm, call, result, state)
+        return result.outputs
     return finalize
 
 
@@ -273,18 +289,43 @@ def _route(lm: Any, entry: Any) -> None:
         if draft is None:
             return
         if "_args" not in draft:  # not an errors-only draft, which keeps nothing of a success
-            _outcome(draft, entry, eff, state)
+            cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
+            _outcome(draft, eff, entry.get("outputs"), entry.get("usage"), entry.get("cost"), entry.get("response"),
+                     entry.get("response_model"), cache_hit)
         _commit(draft, eff, lm, _modules(), provider, state, None)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
 
-def _outcome(draft: dict[str, Any], entry: dict[str, Any], eff: Any, state: _CallState | None) -> None:
-    """The result fields of a DSPy history entry, copied into the draft (the caller's thread)."""
+def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
+    """The record of a DSPy call that went through `finalize`, read from DSPy's call and result."""
+    try:
+        state.done = True
+        eff, mode = _decision()
+        if mode == SKIP:
+            return
+        messages = call.messages
+        if not messages and call.prompt is not None:
+            messages = call.prompt
+        provider, args, params = _request(lm, lm.model, messages, call.kwargs)
+        draft = start(eff, _SPEC, mode, args, params, state.started)
+        if draft is None:
+            return
+        if "_args" not in draft:  # not an errors-only draft, which keeps nothing of a success
+            raw = result.raw
+            _outcome(draft, eff, result.outputs, result.usage, result.cost,
+                     raw if raw is not None else result.responses, result.response_model, result.cache_hit)
+        _commit(draft, eff, lm, _modules(), provider, state, None)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("dspy_integration", exc)
+
+
+def _outcome(draft: dict[str, Any], eff: Any, outputs: Any, usage: Any, cost: Any, response: Any,
+             response_model: Any, cache_hit: Any) -> None:
+    """The result fields of a DSPy call, copied into the draft (the caller's thread)."""
     # What the ~10 fields added here take in the draft beyond the strings counted below
     # (the dict growing, the float, the private ids), calibrated with tracemalloc.
     size = 420
-    outputs = entry.get("outputs")
     if eff.content and type(outputs) is list and outputs:
         first = outputs[0]
         if len(outputs) == 1 and type(first) is str:  # the usual case: one plain completion
@@ -302,7 +343,6 @@ def _outcome(draft: dict[str, Any], entry: dict[str, Any], eff: Any, state: _Cal
             head_ = kept[0] if kept else None
             text = head_.get("text") if type(head_) is dict else head_
             draft["output_text"] = text if type(text) is str else None
-    usage = entry.get("usage")
     if usage:
         if type(usage) is dict and "prompt_tokens" in usage:
             inp, out, total = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
@@ -311,11 +351,11 @@ def _outcome(draft: dict[str, Any], entry: dict[str, Any], eff: Any, state: _Cal
             draft["total_tokens"] = total if type(total) is int else None
         else:
             usage_fields(usage, draft)
-    cost = entry.get("cost")
     if type(cost) is float or (type(cost) is int):
         draft["cost"] = float(cost)
-    response = entry.get("response")
-    if response is not None:  # a LiteLLM ModelResponse, or an lm15 Response
+    if response is not None:  # a LiteLLM ModelResponse, or an lm15 Response (a tuple of them from finalize)
+        if type(response) is tuple and len(response) == 1:
+            response = response[0]
         choices = getattr(response, "choices", None)
         reason = getattr(choices[0], "finish_reason", None) if choices else getattr(response, "finish_reason", None)
         if type(reason) is str:
@@ -324,11 +364,9 @@ def _outcome(draft: dict[str, Any], entry: dict[str, Any], eff: Any, state: _Cal
         if type(rid) is str:
             draft["response_id"] = rid = rid[:256]
             size += str_bytes(rid)
-    response_model = entry.get("response_model")
     if type(response_model) is str:
         draft["response_model"] = response_model = response_model[:256]
         size += str_bytes(response_model)
-    cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
     if type(cache_hit) is bool:
         draft["cache_hit"] = cache_hit
     draft["size_bytes"] += size
