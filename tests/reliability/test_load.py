@@ -99,7 +99,8 @@ def test_16_threads_every_call_stored_exactly_once(sqlite_url: str, figures: Any
 
 
 def test_16_threads_with_the_default_queue_stored_plus_dropped_is_exact(sqlite_url: str, figures: Any) -> None:
-    # The default queue (10,000) fills faster than SQLite drains it: records are dropped, never lost.
+    # The default queue (10,000) can fill faster than SQLite drains it (how much depends on the machine's
+    # load): what does not fit is dropped and counted, never lost uncounted.
     _thread_load(sqlite_url, None, queue_size=hm.Settings().queue_size,
                  queue_bytes=hm.Settings().queue_bytes, figures=figures)
 
