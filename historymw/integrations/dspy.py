@@ -183,7 +183,7 @@ def _wrap_acall(orig: Callable[..., Any]) -> Callable[..., Any]:
     return acall
 
 
-def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[type, type] | None) -> Callable[..., Any]:
+def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> Callable[..., Any]:
     # DSPy's finalize builds a history entry (uuid4, an isoformat timestamp, a kwargs copy,
     # a display copy of the messages) only to hand it to update_history, which is
     # historymw's _route: for DSPy's usual call that entry is skipped and the record is
