@@ -98,6 +98,39 @@ def test_dspy_history_stays_as_it_was_and_each_call_is_one_record() -> None:
     assert r.duration_s > 0
 
 
+def test_usage_tracking_and_return_values_are_dspys_own() -> None:
+    # historymw records DSPy's usual call from its call and result, without DSPy's history
+    # entry: what DSPy returns and what its usage tracker sees must not change.
+    lm = make_lm()
+    with dspy.context(lm=lm), dspy.track_usage() as usage:
+        outputs = lm("What is 2+2?")
+        outputs2 = lm(messages=[{"role": "user", "content": "and 3+3?"}])
+    assert outputs == [REPLY] and outputs2 == [REPLY]
+    tokens = usage.get_total_tokens()["openai/gpt-4o-mini"]
+    assert tokens["total_tokens"] > 0
+    first, second = records()
+    assert first.messages == [{"role": "user", "content": "What is 2+2?"}]
+    assert second.messages == [{"role": "user", "content": "and 3+3?"}]
+    assert first.total_tokens and first.total_tokens * 2 == tokens["total_tokens"]
+    assert first.finish_reason == "stop" and first.response_model == "gpt-4o-mini"
+
+
+def test_an_lm_that_overrides_update_history_still_gets_dspys_entry() -> None:
+    seen: list[dict[str, Any]] = []
+
+    class MyLM(dspy.LM):  # type: ignore[misc]
+        def update_history(self, entry: dict[str, Any]) -> None:
+            seen.append(entry)
+            super().update_history(entry)
+
+    lm = MyLM("openai/gpt-4o-mini", mock_response=REPLY, num_retries=0, cache=False)
+    assert lm("hello there") == [REPLY]
+    assert len(seen) == 1 and seen[0]["prompt"] == "hello there" and seen[0]["outputs"] == [REPLY]
+    (r,) = records()
+    assert r.messages == [{"role": "user", "content": "hello there"}] and r.output_text == REPLY
+    assert r.cache_hit is False and r.finish_reason == "stop"
+
+
 def test_cache_hits_are_marked() -> None:
     lm = make_lm(cache=True)
     cot = dspy.ChainOfThought("question -> answer")
