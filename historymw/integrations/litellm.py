@@ -27,9 +27,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import counters
-from ..capture import call
-from ..policy import SKIP
-from ..scope import effective
+from ..capture import effective_now, finish, head, start
+from ..draft import CallSpec
+from ..policy import FULL, SKIP
 from ._common import IN_DSPY_CALL, model_params, require_framework
 
 __all__ = ["aflush", "flush", "install", "installed", "pending", "uninstall"]
@@ -67,10 +67,10 @@ class _Pending:
     def __init__(self, max_items: int = PENDING_MAX_ITEMS, max_age: float = PENDING_MAX_AGE_S) -> None:
         self.max_items = max_items
         self.max_age = max_age
-        self._items: dict[str, tuple[float, call | None]] = {}
+        self._items: dict[str, tuple[float, object | None]] = {}
         self._lock = threading.Lock()
 
-    def put(self, key: str, value: call | None) -> None:
+    def put(self, key: str, value: object | None) -> None:
         now = time.monotonic()
         expired = 0
         with self._lock:
@@ -89,7 +89,7 @@ class _Pending:
         if expired:
             counters.COUNTERS.drop("integration_timeout", expired)
 
-    def pop(self, key: str) -> tuple[bool, call | None]:
+    def pop(self, key: str) -> tuple[bool, object | None]:
         with self._lock:
             item = self._items.pop(key, None)
         return (False, None) if item is None else (True, item[1])
@@ -211,8 +211,40 @@ def _epoch(value: Any) -> float | None:
     return None
 
 
-def _new_call(kwargs: Mapping[str, Any], model: Any, messages: Any, operation: str,
-              started: float | None) -> call:
+def _lm_call(model: Any, messages: Any, **params: Any) -> None:
+    """The shape records are captured from: model and messages by position, parameters by name."""
+
+
+_SPECS = {op: CallSpec(_lm_call, None, op, "litellm", None) for op in set(_OPERATIONS.values())}
+
+
+class _Parked:
+    """A call the pre-call hook kept: its scope decision and references to what LiteLLM holds anyway.
+
+    The request is copied when the outcome arrives (for sync calls on LiteLLM's logging
+    thread, off the caller's); this object, and with it every reference to the caller's
+    data, goes as soon as the record is built.
+    """
+
+    __slots__ = ("eff", "mode", "operation", "model", "messages", "kwargs", "start_time", "wall")
+
+    def __init__(self, eff: Any, mode: int, operation: str, model: Any, messages: Any,
+                 kwargs: Mapping[str, Any]) -> None:
+        self.eff = eff
+        self.mode = mode
+        self.operation = operation
+        self.model = model
+        # A shallow copy: a chat loop appends the reply to its list right after the call
+        # returns, maybe before LiteLLM's logging thread gets here.
+        self.messages = messages[:] if type(messages) is list else messages
+        self.kwargs = kwargs
+        self.start_time = kwargs.get("start_time")
+        self.wall = time.time()
+
+
+def _draft(eff: Any, mode: int, operation: str, model: Any, messages: Any, kwargs: Mapping[str, Any],
+           started: float | None) -> dict[str, Any] | None:
+    """The draft of a kept call (the core copies the request, bounded and redacted)."""
     litellm_params = kwargs.get("litellm_params")
     provider = kwargs.get("custom_llm_provider")
     if not isinstance(provider, str) and isinstance(litellm_params, Mapping):
@@ -224,24 +256,39 @@ def _new_call(kwargs: Mapping[str, Any], model: Any, messages: Any, operation: s
     params = model_params(kwargs.get("optional_params"))
     if kwargs.get("stream") is True:
         params["stream"] = True
-    return call(provider=provider if isinstance(provider, str) else None,
-                model=model if isinstance(model, str) else None, messages=messages, params=params,
-                operation=operation, source="litellm", started_at=started)
+    draft = start(eff, _SPECS[operation], mode, (model if isinstance(model, str) else None, messages), params,
+                  started)
+    if draft is not None:
+        draft["provider"] = provider if isinstance(provider, str) else None
+    return draft
+
+
+def _decision() -> tuple[Any, int]:
+    eff = effective_now()
+    mode = eff.mode
+    if mode != FULL and mode != SKIP:
+        mode = head(eff)
+    return eff, mode
 
 
 def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
-    """LiteLLM's pre-call hook: on the caller's thread, or in a copy of its context."""
+    """LiteLLM's pre-call hook: on the caller's thread, or in a copy of its context.
+
+    Only the scope decision is taken here; a call it keeps is parked with references
+    and copied when its outcome arrives."""
     try:
         operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
         key = kwargs.get("litellm_call_id")
-        if operation is None or not isinstance(key, str):
+        if operation is None or type(key) is not str:
             return
-        if IN_DSPY_CALL.get() is not None or effective().mode == SKIP:
+        if IN_DSPY_CALL.get() is not None:
             _PENDING.put(key, None)
             return
-        c = _new_call(kwargs, model if model else kwargs.get("model"), messages, operation,
-                      _epoch(kwargs.get("start_time"))).start()
-        _PENDING.put(key, c if c.recording else None)
+        eff, mode = _decision()
+        if mode == SKIP:
+            _PENDING.put(key, None)
+            return
+        _PENDING.put(key, _Parked(eff, mode, operation, model if model else kwargs.get("model"), messages, kwargs))
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("litellm_integration", exc)
 
@@ -262,23 +309,33 @@ def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
     """LiteLLM's success or failure event, on whatever thread LiteLLM reports it."""
     try:
         key = kwargs.get("litellm_call_id")
-        found, c = _PENDING.pop(key) if isinstance(key, str) else (False, None)
+        found, parked = _PENDING.pop(key) if isinstance(key, str) else (False, None)
         slo = kwargs.get("standard_logging_object")
         slo = slo if isinstance(slo, Mapping) else {}
-        if not found:
+        if found:
+            if not isinstance(parked, _Parked):
+                return
+            eff, mode = parked.eff, parked.mode
+            started: float | None = _epoch(parked.start_time) or _epoch(slo.get("startTime")) or parked.wall
+            draft = _draft(eff, mode, parked.operation, parked.model, parked.messages, parked.kwargs, started)
+            del parked
+        else:
             # No pre-call hook ran (embeddings, errors raised before the request). LiteLLM
             # reports these on the caller's thread or in a copy of its context.
             operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
             if operation is None or IN_DSPY_CALL.get() is not None:
                 return
-            c = _new_call(kwargs, kwargs.get("model"), kwargs.get("messages"), operation,
-                          _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))).start()
-        if c is None or not c.recording:
+            eff, mode = _decision()
+            if mode == SKIP:
+                return
+            started = _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))
+            draft = _draft(eff, mode, operation, kwargs.get("model"), kwargs.get("messages"), kwargs, started)
+        if draft is None:
             return
-        ended = _epoch(slo.get("endTime")) or _epoch(kwargs.get("end_time"))
+        spec = _SPECS[draft["operation"]]
+        ended = _epoch(slo.get("endTime")) or _epoch(kwargs.get("end_time")) or time.time()
         if failed:
-            c.set(metadata={"litellm_call_id": key})
-            c.end(error=_error_of(kwargs, slo), ended_at=ended)
+            finish(draft, spec, eff, None, _error_of(kwargs, slo), ended, {"metadata": {"litellm_call_id": key}})
             return
         fields: dict[str, Any] = {"metadata": {"litellm_call_id": key}}
         cost = slo.get("response_cost", kwargs.get("response_cost"))
@@ -293,11 +350,10 @@ def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
                 fields["server_address"] = host
         if slo.get("stream") or kwargs.get("stream") is True:
             fields["stream"] = True
-            first, start = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
-            if first is not None and start is not None and first >= start:
-                c.set(time_to_first_token_s=first - start)
-        c.output(result=response, **fields)
-        c.end(ended_at=ended)
+            first, begun = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
+            if first is not None and begun is not None and first >= begun:
+                fields["time_to_first_token_s"] = first - begun
+        finish(draft, spec, eff, response, None, ended, fields)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("litellm_integration", exc)
 
