@@ -89,6 +89,30 @@ def test_sync_completion_becomes_one_record_with_litellm_fields() -> None:
     assert 0 <= r.duration_s < 30
 
 
+def test_a_chat_loop_extending_its_messages_records_each_request_as_sent() -> None:
+    # The request is copied when LiteLLM reports the outcome, on its logging thread,
+    # possibly after the caller has already appended the reply to its list.
+    history = [{"role": "user", "content": "turn 0"}]
+    for i in range(3):
+        resp = completion(model="gpt-4o-mini", messages=history, mock_response=f"reply {i}")
+        history.append({"role": "assistant", "content": resp.choices[0].message.content})
+        history.append({"role": "user", "content": f"turn {i + 1}"})
+    settle()
+    recs = records()
+    assert [len(r.messages) for r in recs] == [1, 3, 5]
+    assert [r.messages[-1]["content"] for r in recs] == ["turn 0", "turn 1", "turn 2"]
+    assert [r.output_text for r in recs] == ["reply 0", "reply 1", "reply 2"]
+
+
+def test_sampled_out_calls_are_not_recorded_and_leave_nothing_parked() -> None:
+    hm.configure(policy="sample", sample_rate=0.0)
+    for _ in range(5):
+        completion(model="gpt-4o-mini", messages=MSGS, mock_response="dropped")
+    settle()
+    assert wait_for(lambda: not hm_litellm._PENDING._items)  # each skip marker goes with its outcome
+    assert records() == [] and hm.stats().sampled_out == 5
+
+
 def test_install_twice_records_each_call_once() -> None:
     hm_litellm.install()
     hm_litellm.install()
