@@ -15,7 +15,7 @@ import enum
 import math
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from .redact import REDACTED, is_secret_key, redact_pairs, redact_text
@@ -104,16 +104,24 @@ def plain(obj: object, budget: Budget, _depth: int = 0, _path: set[int] | None =
         return obj if math.isfinite(obj) else str(obj)  # type: ignore[arg-type]
     if budget.remaining <= 0:
         return "<omitted: record size limit>"
-    if t is not dict and t is not list and t is not tuple:
-        return _plain_other(obj, budget, _depth, _path)
-    if _depth >= MAX_DEPTH:
+    if t is dict:
+        return _nested(obj, budget, _depth, _path, _plain_mapping)
+    if t is list or t is tuple:
+        return _nested(obj, budget, _depth, _path, _plain_items)
+    return _plain_other(obj, budget, _depth, _path)
+
+
+def _nested(obj: Any, budget: Budget, depth: int, path: set[int] | None,
+            copy: Callable[[Any, Budget, int, set[int]], Any]) -> Any:
+    """copy(obj, ...) under the depth limit and the cycle guard (ids on the current path)."""
+    if depth >= MAX_DEPTH:
         return "<omitted: nested too deep>"
-    path = _path if _path is not None else set()
+    path = path if path is not None else set()
     if id(obj) in path:
         return "<cycle>"
     path.add(id(obj))
     try:
-        return _plain_mapping(obj, budget, _depth, path) if t is dict else _plain_items(obj, budget, _depth, path)  # type: ignore[arg-type]
+        return copy(obj, budget, depth, path)
     finally:
         path.discard(id(obj))
 
@@ -159,23 +167,19 @@ def _plain_other(obj: object, budget: Budget, depth: int, _path: set[int] | None
         return float(obj) if math.isfinite(obj) else str(float(obj))
     if isinstance(obj, (_dt.datetime, _dt.date, _dt.time)):
         return plain_str(obj.isoformat(), budget)
-    if depth >= MAX_DEPTH:
-        return "<omitted: nested too deep>"
-    path = _path if _path is not None else set()
-    if id(obj) in path:
-        return "<cycle>"
-    path.add(id(obj))
-    try:
-        if isinstance(obj, Mapping):
-            return _plain_mapping(obj, budget, depth, path)
-        if isinstance(obj, (list, tuple, set, frozenset)):
-            return _plain_items(obj, budget, depth, path)
-        dumped = _structured(obj)
-        if dumped is not None:
-            return plain(dumped, budget, depth + 1, path)
-        return plain_str(f"<{type(obj).__name__}>", budget)
-    finally:
-        path.discard(id(obj))
+    return _nested(obj, budget, depth, _path, _plain_object)
+
+
+def _plain_object(obj: Any, budget: Budget, depth: int, path: set[int]) -> Any:
+    """Mappings and sequences of other types, models and dataclasses; else a placeholder."""
+    if isinstance(obj, Mapping):
+        return _plain_mapping(obj, budget, depth, path)
+    if isinstance(obj, (list, tuple, set, frozenset)):
+        return _plain_items(obj, budget, depth, path)
+    dumped = _structured(obj)
+    if dumped is not None:
+        return plain(dumped, budget, depth + 1, path)
+    return plain_str(f"<{type(obj).__name__}>", budget)
 
 
 def _structured(obj: object) -> Any:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import os
+import uuid
 from collections.abc import Iterator
+from typing import Any
+from urllib.parse import quote
 
 # LiteLLM fetches its model cost map from the network at import unless told not to;
 # whichever test module imports it first, the suite stays offline.
@@ -47,3 +50,24 @@ def postgres_url() -> str:
 def sqlite_url(tmp_path: pytest.TempPathFactory) -> str:
     """A real SQLite file in a temporary directory."""
     return f"sqlite:///{tmp_path}/history.db"  # type: ignore[str-bytes-safe]
+
+
+@pytest.fixture
+def pg(postgres_url: str) -> Iterator[tuple[str, Any]]:
+    """A fresh schema on the real PostgreSQL server: the URL historymw writes to (its
+    search_path set to the schema), and an engine for the test's own checks."""
+    import sqlalchemy as sa
+
+    schema = f"hmtest_{uuid.uuid4().hex[:12]}"
+    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
+    sep = "&" if "?" in postgres_url else "?"
+    url = f"{postgres_url}{sep}options={quote(f'-csearch_path={schema}')}"
+    check = sa.create_engine(url)
+    yield url, check
+    hm.shutdown(timeout=2)
+    check.dispose()
+    with admin.begin() as conn:
+        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
+    admin.dispose()

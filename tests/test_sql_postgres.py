@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
-from collections.abc import Iterator
 from typing import Any
-from urllib.parse import quote
 
 import pytest
 import sqlalchemy as sa
@@ -26,28 +23,6 @@ MSGS = [{"role": "user", "content": "What is six times seven?"}]
 @hm.recorded(provider="fake")
 def ask(model: str, messages: list[dict[str, str]], **params: Any) -> str:
     return f"42 says {model}"
-
-
-def _with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[tuple[str, sa.Engine]]:
-    """A fresh schema per test: the store's URL, and an engine for the test's own checks."""
-    schema = f"hmtest_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = _with_search_path(postgres_url, schema)
-    check = sa.create_engine(url)
-    yield url, check
-    hm.shutdown(timeout=2)
-    check.dispose()
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
 
 
 def _count(engine: sa.Engine) -> int:

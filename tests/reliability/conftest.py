@@ -3,13 +3,10 @@ reports (calls made, stored, dropped, faults injected, examples tried), printed 
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any
-from urllib.parse import quote
 
 import pytest
-import sqlalchemy as sa
 
 _FIGURES: dict[str, dict[str, Any]] = {}
 
@@ -34,25 +31,3 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
         terminalreporter.write_line(f"{name}: " + ", ".join(f"{k}={v}" for k, v in values.items()))
 
 
-def _with_search_path(url: str, schema: str) -> str:
-    sep = "&" if "?" in url else "?"
-    return f"{url}{sep}options={quote(f'-csearch_path={schema}')}"
-
-
-@pytest.fixture
-def pg(postgres_url: str) -> Iterator[tuple[str, sa.Engine]]:
-    """A fresh schema on the real server: the store's URL, and an engine for the test's own checks."""
-    schema = f"hmrel_{uuid.uuid4().hex[:12]}"
-    admin = sa.create_engine(postgres_url.replace("postgresql://", "postgresql+psycopg://", 1))
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'CREATE SCHEMA "{schema}"'))
-    url = _with_search_path(postgres_url, schema)
-    check = sa.create_engine(url)
-    yield url, check
-    import historymw as hm
-
-    hm.shutdown(timeout=2)
-    check.dispose()
-    with admin.begin() as conn:
-        conn.execute(sa.text(f'DROP SCHEMA "{schema}" CASCADE'))
-    admin.dispose()
