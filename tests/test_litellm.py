@@ -92,12 +92,27 @@ def test_sync_completion_becomes_one_record_with_litellm_fields() -> None:
 def test_a_chat_loop_extending_its_messages_records_each_request_as_sent() -> None:
     # The request is copied when LiteLLM reports the outcome, on its logging thread,
     # possibly after the caller has already appended the reply to its list.
-    history = [{"role": "user", "content": "turn 0"}]
-    for i in range(3):
-        resp = completion(model="gpt-4o-mini", messages=history, mock_response=f"reply {i}")
-        history.append({"role": "assistant", "content": resp.choices[0].message.content})
-        history.append({"role": "user", "content": f"turn {i + 1}"})
-    settle()
+    # A slow logger ahead of historymw's makes that the certain order.
+    from litellm.integrations.custom_logger import CustomLogger
+
+    class Slow(CustomLogger):  # type: ignore[misc]
+        def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+            time.sleep(0.05)
+
+    slow = Slow()
+    litellm.callbacks.insert(0, slow)
+    try:
+        history = [{"role": "user", "content": "turn 0"}]
+        for i in range(3):
+            resp = completion(model="gpt-4o-mini", messages=history, mock_response=f"reply {i}")
+            history.append({"role": "assistant", "content": resp.choices[0].message.content})
+            history.append({"role": "user", "content": f"turn {i + 1}"})
+        settle()
+    finally:
+        for name in ("callbacks", "success_callback", "_async_success_callback", "input_callback",
+                     "failure_callback", "_async_failure_callback", "_async_input_callback"):
+            lst = getattr(litellm, name)
+            lst[:] = [cb for cb in lst if cb is not slow]
     recs = records()
     assert [len(r.messages) for r in recs] == [1, 3, 5]
     assert [r.messages[-1]["content"] for r in recs] == ["turn 0", "turn 1", "turn 2"]
