@@ -131,8 +131,8 @@ def span_name(r: LMCall) -> str:
     return f"{r.operation} {r.model}" if r.model else r.operation
 
 
-def span_attributes(r: LMCall, content: bool, max_chars: int) -> dict[str, Any]:
-    """The span's attributes, named by `historymw.semconv`."""
+def _common_attributes(r: LMCall) -> dict[str, Any]:
+    """What spans and metric points share: operation, provider, model, server."""
     attrs: dict[str, Any] = {sc.OPERATION_NAME: r.operation}
     provider = provider_name(r.provider)
     if provider:
@@ -144,6 +144,12 @@ def span_attributes(r: LMCall, content: bool, max_chars: int) -> dict[str, Any]:
         attrs[sc.SERVER_ADDRESS] = host
         if port is not None:
             attrs[sc.SERVER_PORT] = port
+    return attrs
+
+
+def span_attributes(r: LMCall, content: bool, max_chars: int) -> dict[str, Any]:
+    """The span's attributes, named by `historymw.semconv`."""
+    attrs = _common_attributes(r)
     if r.params:
         request_attributes(r.params, attrs)
     if r.stream:
@@ -488,19 +494,9 @@ class OTelBackend:
         inst = self._instruments
         if inst is None:
             return
-        attrs: dict[str, Any] = {sc.OPERATION_NAME: r.operation}
-        provider = provider_name(r.provider)
-        if provider:
-            attrs[sc.PROVIDER_NAME] = provider
-        if r.model:
-            attrs[sc.REQUEST_MODEL] = r.model
+        attrs = _common_attributes(r)
         if r.response_model:
             attrs[sc.RESPONSE_MODEL] = r.response_model
-        if r.server_address:
-            host, port = _server(r.server_address)
-            attrs[sc.SERVER_ADDRESS] = host
-            if port is not None:
-                attrs[sc.SERVER_PORT] = port
         if r.status == "error":
             inst.duration.record(r.duration_s, {**attrs, sc.ERROR_TYPE: r.error_type or sc.ERROR_TYPE_OTHER})
         else:
