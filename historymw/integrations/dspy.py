@@ -255,7 +255,7 @@ def _request(lm: Any, model: Any, messages: Any,
 
 
 def _commit(draft: dict[str, Any], eff: Any, lm: Any, mods: Any, provider: str | None,
-            state: _CallState | None, error: BaseException | None) -> None:
+            state: _CallState | None, error: BaseException | None, text: str | None = None) -> None:
     draft["provider"] = provider
     # For lm.inspect_history and module.inspect_history; private keys never reach a record.
     draft["_dspy"] = (id(lm), *[id(m) for m in mods])
@@ -268,7 +268,8 @@ def _commit(draft: dict[str, Any], eff: Any, lm: Any, mods: Any, provider: str |
             draft["metadata"] = {"dspy_module": name}
         draft["size_bytes"] = draft.get("size_bytes", 0) + 300 + str_bytes(name)
     ended = state.started + (_perf() - state.t0) if state is not None else None
-    finish(draft, _SPEC, eff, None, error, ended)
+    # A str result takes finish()'s inline path, which sets output_text; None, its general one.
+    finish(draft, _SPEC, eff, text, error, ended)
 
 
 def _route(lm: Any, entry: Any) -> None:
@@ -288,11 +289,12 @@ def _route(lm: Any, entry: Any) -> None:
         draft = start(eff, _SPEC, mode, args, params, state.started if state is not None else None)
         if draft is None:
             return
+        text = None
         if "_args" not in draft:  # not an errors-only draft, which keeps nothing of a success
             cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
-            _outcome(draft, eff, entry.get("outputs"), entry.get("usage"), entry.get("cost"), entry.get("response"),
-                     entry.get("response_model"), cache_hit)
-        _commit(draft, eff, lm, _modules(), provider, state, None)
+            text = _outcome(draft, eff, entry.get("outputs"), entry.get("usage"), entry.get("cost"),
+                            entry.get("response"), entry.get("response_model"), cache_hit)
+        _commit(draft, eff, lm, _modules(), provider, state, None, text)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
@@ -311,24 +313,33 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
         draft = start(eff, _SPEC, mode, args, params, state.started)
         if draft is None:
             return
+        text = None
         if "_args" not in draft:  # not an errors-only draft, which keeps nothing of a success
             raw = result.raw
-            _outcome(draft, eff, result.outputs, result.usage, result.cost,
-                     raw if raw is not None else result.responses, result.response_model, result.cache_hit)
-        _commit(draft, eff, lm, _modules(), provider, state, None)
+            text = _outcome(draft, eff, result.outputs, result.usage, result.cost,
+                            raw if raw is not None else result.responses, result.response_model, result.cache_hit)
+        _commit(draft, eff, lm, _modules(), provider, state, None, text)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
 
 def _outcome(draft: dict[str, Any], eff: Any, outputs: Any, usage: Any, cost: Any, response: Any,
-             response_model: Any, cache_hit: Any) -> None:
-    """The result fields of a DSPy call, copied into the draft (the caller's thread)."""
+             response_model: Any, cache_hit: Any) -> str | None:
+    """The result fields of a DSPy call, copied into the draft (the caller's thread).
+
+    Returns the output text for `finish()` to set (the usual short one), else None."""
     # What the ~10 fields added here take in the draft beyond the strings counted below
     # (the dict growing, the float, the private ids), calibrated with tracemalloc.
     size = 420
+    text_out = None
     if eff.content and type(outputs) is list and outputs:
         first = outputs[0]
-        if len(outputs) == 1 and type(first) is str:  # the usual case: one plain completion
+        if len(outputs) == 1 and type(first) is str and len(first) <= 1024:  # the usual case
+            # outputs and output_text share the one str: finish() counts its bytes.
+            draft["outputs"] = [first]
+            size += LIST_OVERHEAD + LIST_PER_ITEM
+            text_out = first
+        elif len(outputs) == 1 and type(first) is str:  # one long completion
             if len(first) > 1024:
                 first = clip(first, eff.max_chars)
             draft["outputs"] = [first]
@@ -370,6 +381,7 @@ def _outcome(draft: dict[str, Any], eff: Any, outputs: Any, usage: Any, cost: An
     if type(cache_hit) is bool:
         draft["cache_hit"] = cache_hit
     draft["size_bytes"] += size
+    return text_out
 
 
 def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: _CallState,
