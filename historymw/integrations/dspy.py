@@ -307,8 +307,10 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
         if mode == SKIP:
             return
         messages = call.messages
-        if not messages and call.prompt is not None:
-            messages = call.prompt
+        if not messages:
+            prompt = call.prompt
+            # lm("...") as the one user message it is: the core's inline path copies that shape.
+            messages = [{"role": "user", "content": prompt}] if type(prompt) is str else prompt
         provider, args, params = _request(lm, lm.model, messages, call.kwargs)
         draft = start(eff, _SPEC, mode, args, params, state.started)
         if draft is None:
