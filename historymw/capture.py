@@ -146,6 +146,10 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
            error: BaseException | None = None, ended: float | None = None,
            given: dict[str, Any] | None = None) -> None:
     """Complete a draft with the call's outcome, apply the tail decision, commit. Never raises."""
+    if (type(result) is str and error is None and given is None and ended is None and spec.extract is None
+            and "_args" not in draft):
+        finish_text(draft, eff, result)  # the common case
+        return
     try:
         draft["duration"] = _perf() - draft["duration"] if ended is None else ended - draft["started"]
         if "_args" in draft:  # TAIL: only failures are kept
@@ -156,13 +160,7 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
             model, messages, params, size = request(spec, eff, args, kwargs)
             draft.update(model=model, messages=messages, params=params,
                          size_bytes=draft.get("size_bytes", 0) + RECORD_BASE_BYTES + size)
-        if type(result) is str and error is None and given is None and spec.extract is None:
-            if eff.content:  # the common case, inline: a str result
-                if len(result) > 1024:
-                    result = clip(result, eff.max_chars)
-                draft["output_text"] = result
-                draft["size_bytes"] += len(result) + 49 if result.isascii() else str_bytes(result)
-        else:
+        if result is not None or error is not None or given or spec.extract is not None:
             outcome(draft, spec, eff, result, error, given)
         eff.commit(draft)
     except Exception as exc:  # noqa: BLE001 - fail open
