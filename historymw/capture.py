@@ -54,6 +54,15 @@ def effective_now() -> Effective:
     return eff if eff.gen == _STATE.gen else frame.refresh()
 
 
+def decide() -> tuple[Effective, int]:
+    """The current scope and its head decision for one call: (eff, FULL, TAIL or SKIP)."""
+    eff = effective_now()
+    mode = eff.mode
+    if mode != FULL and mode != SKIP:
+        mode = head(eff)
+    return eff, mode
+
+
 def head(eff: Effective) -> int:
     """The per-call head decision of a sampling or errors-only scope: FULL, TAIL or SKIP."""
     if eff.mode == TAIL:
@@ -373,8 +382,7 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
     if inspect.isasyncgenfunction(fn):
         @functools.wraps(fn)
         async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            eff = effective_now()
-            mode = eff.mode if eff.mode in (FULL, SKIP) else head(eff)
+            eff, mode = decide()
             draft = start(eff, spec, mode, args, kwargs) if mode != SKIP else None
             agen = fn(*args, **kwargs)
             if draft is not None:
@@ -389,8 +397,7 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            eff = effective_now()
-            mode = eff.mode if eff.mode in (FULL, SKIP) else head(eff)
+            eff, mode = decide()
             draft = start(eff, spec, mode, args, kwargs) if mode != SKIP else None
             if draft is None:
                 return (yield from fn(*args, **kwargs))
@@ -494,8 +501,7 @@ class call:  # noqa: N801 - used like a function: `with hm.call(...) as c`
         request_kwargs, self._request = self._request, None
         if request_kwargs is None:  # started already
             return self
-        eff = effective_now()
-        mode = eff.mode if eff.mode in (FULL, SKIP) else head(eff)
+        eff, mode = decide()
         if mode != SKIP:
             self._eff = eff
             self._draft = start(eff, self._spec, mode, (), request_kwargs, self._started_at)

@@ -29,11 +29,11 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from .. import counters
-from ..capture import effective_now, finish, head, start
+from ..capture import decide, finish, start
 from ..draft import CallSpec, str_bytes
 from ..extract import usage_fields
 from ..plain import LIST_OVERHEAD, LIST_PER_ITEM, Budget, clip, plain
-from ..policy import FULL, SKIP
+from ..policy import SKIP
 from ..record import LMCall
 from ..scope import CURRENT
 from ._common import IN_DSPY_CALL, model_params, require_framework, split_model
@@ -232,14 +232,6 @@ def _modules() -> Any:
         return ()
 
 
-def _decision() -> tuple[Any, int]:
-    eff = effective_now()
-    mode = eff.mode
-    if mode != FULL and mode != SKIP:
-        mode = head(eff)
-    return eff, mode
-
-
 _MODELS: dict[str, tuple[str | None, str | None]] = {}
 
 
@@ -278,7 +270,7 @@ def _route(lm: Any, entry: Any) -> None:
         state = IN_DSPY_CALL.get()
         if state is not None:
             state.done = True
-        eff, mode = _decision()
+        eff, mode = decide()
         if mode == SKIP or not isinstance(entry, dict):
             return
         messages = entry.get("messages")
@@ -303,7 +295,7 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
     """The record of a DSPy call that went through `finalize`, read from DSPy's call and result."""
     try:
         state.done = True
-        eff, mode = _decision()
+        eff, mode = decide()
         if mode == SKIP:
             return
         messages = call.messages
@@ -393,7 +385,7 @@ def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stat
         state.done = True
         if getattr(_settings, "disable_history", False):
             return
-        eff, mode = _decision()
+        eff, mode = decide()
         if mode == SKIP:
             return
         messages = kwargs.get("messages")

@@ -27,9 +27,9 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import counters
-from ..capture import effective_now, finish, head, start
+from ..capture import decide, finish, start
 from ..draft import CallSpec
-from ..policy import FULL, SKIP
+from ..policy import SKIP
 from ._common import IN_DSPY_CALL, model_params, require_framework
 
 __all__ = ["aflush", "flush", "install", "installed", "pending", "uninstall"]
@@ -264,14 +264,6 @@ def _draft(eff: Any, mode: int, operation: str, model: Any, messages: Any, kwarg
     return draft
 
 
-def _decision() -> tuple[Any, int]:
-    eff = effective_now()
-    mode = eff.mode
-    if mode != FULL and mode != SKIP:
-        mode = head(eff)
-    return eff, mode
-
-
 def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
     """LiteLLM's pre-call hook: on the caller's thread, or in a copy of its context.
 
@@ -285,7 +277,7 @@ def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
         if IN_DSPY_CALL.get() is not None:
             _PENDING.put(key, None)
             return
-        eff, mode = _decision()
+        eff, mode = decide()
         if mode == SKIP:
             _PENDING.put(key, None)
             return
@@ -326,7 +318,7 @@ def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
             operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
             if operation is None or IN_DSPY_CALL.get() is not None:
                 return
-            eff, mode = _decision()
+            eff, mode = decide()
             if mode == SKIP:
                 return
             started = _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))
