@@ -41,12 +41,12 @@ def ring() -> RingBuffer:
 def recent(n: int = 10, *, session: str | None = None,
            status: Literal["ok", "error"] | None = None) -> list[LMCall]:
     """The newest `n` records from the ring, newest last, optionally filtered."""
-    drafts = ring().drafts()
+    r = ring()
+    drafts = r.drafts()
     if session is not None or status is not None:
         drafts = [d for d in drafts
                   if (session is None or d.get("session") == session)
                   and (status is None or d.get("status", "ok") == status)]
-    r = ring()
     return [r._model(d) for d in drafts[-n:]] if n > 0 else []
 
 

@@ -155,13 +155,13 @@ class Settings(BaseModel):
             items = list(v)
         else:
             raise ValueError("expected a comma-separated list of ring, sql, otel, log")
-        from .backends import known_backend_names
+        from .backends import is_known, known_backend_names
 
-        known = known_backend_names()
         for item in items:
             if isinstance(item, str):
-                if item not in known:
-                    raise ValueError(f"unknown backend {item!r}; expected names from {', '.join(known)}")
+                if not is_known(item):  # built-in names first: entry points are scanned only for others
+                    raise ValueError(f"unknown backend {item!r}; expected names from "
+                                     f"{', '.join(known_backend_names())}")
             elif not all(callable(getattr(item, m, None)) for m in ("export", "flush", "shutdown")):
                 raise ValueError(
                     f"backend {item!r} has no export/flush/shutdown methods (the historymw.Backend protocol)"
