@@ -160,6 +160,17 @@ def child(variant: str, calls: int, traced: bool, keep_trace: bool) -> dict[str,
     return result
 
 
+
+def _best_us(step: Any, rounds: int) -> float:
+    """Best of 5 timings of `rounds` calls of step(), in µs per call."""
+    best = float("inf")
+    for _ in range(5):
+        t = time.perf_counter()
+        for _ in range(rounds):
+            step()
+        best = min(best, (time.perf_counter() - t) / rounds * 1e6)
+    return best
+
 def history_path(rounds: int) -> dict[str, float]:
     """µs per call of the history path alone, on a real entry: DSPy's lists full, then historymw."""
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
@@ -179,24 +190,12 @@ def history_path(rounds: int) -> dict[str, float]:
     with settings.context(caller_modules=[cot, cot.predict]):
         for _ in range(base_lm.MAX_HISTORY_SIZE):
             base_lm.record_history(lm, entry)
-        best = float("inf")
-        for _ in range(5):
-            t = time.perf_counter()
-            for _ in range(rounds):
-                base_lm.record_history(lm, entry)
-            best = min(best, (time.perf_counter() - t) / rounds * 1e6)
-        out["dspy_record_history_us"] = best
+        out["dspy_record_history_us"] = _best_us(lambda: base_lm.record_history(lm, entry), rounds)
         hm.configure()
         hm_dspy.install()
         for _ in range(hm.settings().maxlen):
             base_lm.record_history(lm, entry)  # the ring full too: every call evicts
-        best = float("inf")
-        for _ in range(5):
-            t = time.perf_counter()
-            for _ in range(rounds):
-                base_lm.record_history(lm, entry)
-            best = min(best, (time.perf_counter() - t) / rounds * 1e6)
-        out["historymw_route_us"] = best
+        out["historymw_route_us"] = _best_us(lambda: base_lm.record_history(lm, entry), rounds)
         hm_dspy.uninstall()
     return out
 
