@@ -18,6 +18,7 @@ os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at i
 
 import litellm
 import pytest
+from _threads import run_in_threads
 
 # Imported before install(), as an application would: it must still be covered.
 from litellm import completion
@@ -312,11 +313,7 @@ def test_calls_in_threads_keep_their_own_scopes() -> None:
         with hm.history(session=f"t{i}"):
             completion(model="gpt-4o-mini", messages=MSGS, mock_response=f"out{i}")
 
-    threads = [threading.Thread(target=work, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     settle()
     assert sorted((r.session, r.output_text) for r in records()) == [(f"t{i}", f"out{i}") for i in range(4)]
 

@@ -8,6 +8,8 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+from _threads import run_in_threads
+
 import historymw as hm
 from historymw.pipeline import ExportPipeline
 from historymw.record import LMCall
@@ -72,11 +74,7 @@ def test_every_record_from_many_threads_is_exported_once() -> None:
             for _ in range(300):
                 ask("m", MSGS)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 6)
     assert hm.flush(timeout=10)
     assert len(backend.records) == 1800
     assert len({r.id for r in backend.records}) == 1800

@@ -9,6 +9,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from _threads import run_in_threads
 
 import historymw as hm
 
@@ -95,11 +96,7 @@ def test_scopes_are_isolated_per_thread() -> None:
             for _ in range(50):
                 ask("m", MSGS)
 
-    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(worker, 4)
     by_session: dict[str | None, int] = {}
     for r in hm.ring():
         by_session[r.session] = by_session.get(r.session, 0) + 1

@@ -9,12 +9,12 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
+from _threads import run_in_threads
 
 import historymw as hm
 from historymw.backends.sql import SQLBackend
@@ -48,11 +48,7 @@ def test_records_from_many_threads_are_all_persisted(sqlite_url: str) -> None:
             for i in range(250):
                 ask(f"model-{i % 3}", MSGS, temperature=0.5)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     assert hm.flush(timeout=30)
     s = hm.stats()
     assert (s.recorded, s.exported, s.dropped) == (1000, 1000, 0)

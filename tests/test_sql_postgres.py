@@ -3,12 +3,12 @@ an outage at start and mid-run through a TCP proxy the test cuts, retention, mig
 
 from __future__ import annotations
 
-import threading
 import time
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from _threads import run_in_threads
 from reliability._proxy import Proxy
 
 import historymw as hm
@@ -39,11 +39,7 @@ def test_records_from_many_threads_are_persisted_with_jsonb(pg: tuple[str, sa.En
             for _ in range(200):
                 ask("m", MSGS, temperature=0.2)
 
-    threads = [threading.Thread(target=work, args=(t,)) for t in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    run_in_threads(work, 4)
     assert hm.flush(timeout=30)
     assert _count(check) == 800
     with check.connect() as conn:
