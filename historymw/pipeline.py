@@ -16,9 +16,12 @@ returns later, it is not counted a second time.
 
 A backend may offer `export_drafts(drafts)` next to `export(records)`: the worker
 then seals each draft (id, secret scan) and hands over the plain dicts, which
-saves building an `LMCall` per record (the SQL backend writes rows straight
-from them). With a user redactor the worker always builds `LMCall`s, which
-checks the types the redactor returned. Either method may return the number of
+saves building an `LMCall` per record. A backend may instead offer
+`prepare_drafts(drafts, scan_content, invalid)` and `export_prepared(prepared)`:
+it then seals the unsealed drafts and converts them itself, in one pass (the
+SQL backend builds its rows so), `prepared` has a `len()` (the records in it),
+and a retry exports it again without converting it again. With a user redactor
+the worker always builds `LMCall`s, which checks the types the redactor returned. Either method may return the number of
 records the destination refused (bad data): those are dropped as "rejected".
 Nothing here binds to an event loop: asyncio code and threads submit alike.
 """
@@ -176,9 +179,19 @@ class ExportPipeline:
             self._inflight -= n
             return True
 
-    def _prepare(self, drafts: list[dict[str, Any]], seq: int) -> tuple[list[Any], Callable[[Any], Any]]:
+    def _prepare(self, drafts: list[dict[str, Any]], seq: int) -> tuple[Any, Callable[[Any], Any]]:
         """Seal (fast path) or materialize each draft; a record that fails is dropped alone."""
-        export_drafts = getattr(self.backend, "export_drafts", None)
+        def invalid(exc: BaseException) -> None:
+            counters.COUNTERS.error("materialize", exc)
+            if self._claim(seq, 1):
+                self._count_dropped("invalid_record", 1)
+
+        backend = self.backend
+        if self._redactor is None:
+            prepare = getattr(backend, "prepare_drafts", None)
+            if prepare is not None:  # the backend seals and converts the batch itself, in one pass
+                return prepare(drafts, self._redact_content, invalid), backend.export_prepared
+        export_drafts = getattr(backend, "export_drafts", None)
         fast = export_drafts is not None and self._redactor is None
         convert: Callable[..., Any] = seal if fast else materialize
         out: list[Any] = []
@@ -186,10 +199,8 @@ class ExportPipeline:
             try:
                 out.append(convert(d, self._redactor, self._redact_content))
             except Exception as exc:  # noqa: BLE001 - one bad record must not sink the batch
-                counters.COUNTERS.error("materialize", exc)
-                if self._claim(seq, 1):
-                    self._count_dropped("invalid_record", 1)
-        export: Callable[[Any], Any] = export_drafts if export_drafts is not None and fast else self.backend.export
+                invalid(exc)
+        export: Callable[[Any], Any] = export_drafts if export_drafts is not None and fast else backend.export
         return out, export
 
     def _deliver_batch(self, drafts: list[dict[str, Any]], seq: int) -> None:

@@ -14,12 +14,13 @@ import itertools
 import math
 import os
 import threading
+from collections.abc import Collection, Iterator
 from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
 from .plain import clip
-from .redact import has_secret_anchor, redact_text
+from .redact import might_hold_secret, redact_text
 
 _UTC = _dt.timezone.utc
 
@@ -78,10 +79,25 @@ if hasattr(os, "register_at_fork"):
     os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
+ID_FORMAT = "%012x%s%08x"  # (milliseconds, the process's prefix, sequence number & 0xFFFFFFFF)
+
+
 def new_id(started: float) -> str:
     """Time-ordered and unique across processes: 48 bits of milliseconds, 48 random
     bits drawn once per process, a 32-bit sequence number (cheaper than urandom per id)."""
-    return f"{int(started * 1000):012x}{_id_prefix}{next(_id_seq) & 0xFFFFFFFF:08x}"
+    return ID_FORMAT % (int(started * 1000), _id_prefix, next(_id_seq) & 0xFFFFFFFF)
+
+
+def id_source() -> tuple[str, Iterator[int]]:
+    """(prefix, sequence) of `new_id`, for code that makes many ids in a loop. Read them
+    again after a fork: the child gets its own."""
+    return _id_prefix, _id_seq
+
+
+def sealing() -> threading.Lock:
+    """The lock drafts are sealed under. Code that seals a batch takes it once and calls
+    `seal_held` (a reader of the ring may be sealing the same drafts)."""
+    return _seal_lock
 
 
 def _clean(obj: Any, scan: bool = True) -> Any:
@@ -143,15 +159,24 @@ def _needs_clean(strings: list[str], scan: bool) -> bool:
     """Would `_clean` change any of these strings? (One scan of their joined text.)"""
     if not strings:
         return False
-    blob = "\x00".join(strings)
-    if scan and has_secret_anchor(blob):
+    return text_needs_clean("\x00".join(strings), strings, scan)
+
+
+def text_needs_clean(blob: str, strings: Collection[str], scan: bool = True) -> bool:
+    """Would `_clean` change any of `strings`, whose joined text (any separator) is `blob`?
+
+    A match that spans two strings only makes this say True for nothing, never False
+    wrongly: every match inside one string is a match inside `blob`."""
+    if scan and might_hold_secret(blob):
         return True
     if not blob.isascii():
         try:
             blob.encode("utf-8")
-        except UnicodeEncodeError:
+        except UnicodeEncodeError:  # lone surrogates
             return True
-    return len(blob) > 1024 and any(len(s) > 1024 and clip(s, len(s)) is not s for s in strings)
+    if len(blob) <= 1024 or max(map(len, strings)) <= 1024:
+        return False
+    return any(len(s) > 1024 and clip(s, len(s)) is not s for s in strings)
 
 
 # Prompts and outputs: scanned for secret shapes unless redact_content is off.
@@ -164,9 +189,14 @@ def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True)
     if draft.get("_sealed"):
         return draft
     with _seal_lock:
-        if draft.get("_sealed"):
-            return draft
-        draft.setdefault("id", new_id(draft.get("started", 0.0)))
+        return seal_held(draft, redactor, scan_content)
+
+
+def seal_held(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True) -> dict[str, Any]:
+    """`seal` for a caller that holds `sealing()`."""
+    if not draft.get("_sealed"):
+        if "id" not in draft:
+            draft["id"] = new_id(draft.get("started", 0.0))
         pairs = draft.pop("_pairs", None)  # capture.start's flat [role, content, ...] list
         if pairs is not None:
             draft["messages"] = [{"role": pairs[i], "content": pairs[i + 1]} for i in range(0, len(pairs), 2)]

@@ -82,6 +82,18 @@ def has_secret_anchor(text: str) -> bool:
             or "asic " in text or "://" in text)
 
 
+def might_hold_secret(text: str) -> bool:
+    """Would `redact_text` find a secret shape in `text`? False means it would return it unchanged.
+
+    The anchors alone are not enough to tell: "gh" occurs in most English prose ("right",
+    "thought"), so a prompt would be rewritten for nothing. The shape's regex runs only
+    where its anchor occurs; it starts with a literal, so it skips ahead quickly."""
+    for anchor, pattern in _SHAPES:
+        if anchor in text and pattern.search(text) is not None:
+            return True
+    return False
+
+
 assert {a for a, _ in _SHAPES} == {"sk-", "k_live_", "k_test_", "AKIA", "gh", "xox", "AIza", "hf_", "eyJ",
                                    "earer", "asic ", "://"}, "has_secret_anchor() must list every anchor of _SHAPES"
 

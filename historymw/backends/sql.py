@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .. import counters
@@ -23,6 +23,7 @@ from ..errors import require
 if TYPE_CHECKING:
     from ..config import Settings
     from ..record import LMCall
+    from ..sql.write import Insert
 
 RETENTION_INTERVAL_S = 10.0
 
@@ -35,8 +36,8 @@ class SQLBackend:
         require("sqlalchemy", what="The 'sql' backend", extra="sql")
         # Everything the export worker uses is imported here, on the configuring thread: a fork() while
         # the worker imports a module would leave that module's import lock held in the child forever.
+        from ..sql import batch, rows, schema, write  # noqa: F401
         from ..sql import engine as _engine
-        from ..sql import rows, schema, write  # noqa: F401
 
         self.url = url
         self.max_rows = max_rows
@@ -45,32 +46,31 @@ class SQLBackend:
         self.engine = _engine.make_engine(url, create=True)
         self._postgres = self.engine.dialect.name == "postgresql"
         self._ready = False
-        self._statements: dict[tuple[str, ...], str] = {}
+        self._statements: dict[tuple[str, ...], Insert] = {}
         self._lock = threading.Lock()  # retention from flush() and from the worker: one at a time
         self._written_since_retention = 0
         self._last_retention = 0.0
         self.rejected = 0
 
-    def _statement(self, columns: tuple[str, ...]) -> str:
-        """The insert for rows of these columns (compiled once per shape). The schema is created or
+    def _statement(self, columns: tuple[str, ...]) -> Insert:
+        """The inserts for rows of these columns (compiled once per shape). The schema is created or
         migrated on first use, which is where a database that was down at start is first touched."""
         from ..sql import schema, write
 
         if not self._ready:
             schema.ensure_schema(self.engine)
             self._ready = True
-        sql = self._statements.get(columns)
-        if sql is None:
-            sql = self._statements[columns] = write.insert_statement(self.engine.dialect, columns)
-        return sql
+        ins = self._statements.get(columns)
+        if ins is None:
+            ins = self._statements[columns] = write.insert_for(self.engine.dialect, columns)
+        return ins
 
     def _write(self, grouped: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> int:
-        """Insert a batch; returns how many rows the database refused (bad data, not a bad connection)."""
-        from ..sql import rows as _rows
+        """Insert a batch (rows ready to bind, NUL already replaced for PostgreSQL); returns how many
+        rows the database refused (bad data, not a bad connection)."""
         from ..sql import write
 
-        batches = [(self._statement(cols), [_rows.strip_nul(r) for r in rows] if self._postgres else rows)
-                   for cols, rows in grouped.items()]
+        batches = [(self._statement(cols), rows) for cols, rows in grouped.items()]
         total = sum(len(rows) for _, rows in batches)
         try:
             write.insert_rows(self.engine, batches)
@@ -90,16 +90,30 @@ class SQLBackend:
 
     # -- the backend protocol ----------------------------------------------
 
-    def export_drafts(self, drafts: Sequence[dict[str, Any]]) -> int:
-        """Fast path: rows straight from sealed drafts (no `LMCall` built). Returns rows refused."""
-        from ..sql.rows import draft_rows
+    def prepare_drafts(self, drafts: Sequence[dict[str, Any]], scan_content: bool,
+                       invalid: Callable[[BaseException], None]) -> Rows:
+        """The export worker's fast path, step one: seal the drafts and build their rows in one pass
+        (`historymw.sql.batch`); a draft that fails goes to `invalid`. Built once, however often
+        `export_prepared` is retried."""
+        from ..sql.batch import build_rows
 
-        return self._write(draft_rows(drafts))
+        return Rows(build_rows(drafts, scan_content=scan_content, postgres=self._postgres, invalid=invalid))
+
+    def export_prepared(self, rows: Rows) -> int:
+        """Step two: insert what `prepare_drafts` built. Returns the number of rows refused."""
+        return self._write(rows.groups)
+
+    def export_drafts(self, drafts: Sequence[dict[str, Any]]) -> int:
+        """Rows straight from drafts (no `LMCall` built). Returns rows refused."""
+        from ..sql.batch import build_rows
+
+        return self._write(build_rows(drafts, postgres=self._postgres))
 
     def export(self, records: Sequence[LMCall]) -> int:
-        from ..sql.rows import COLUMNS, record_row
+        from ..sql.rows import COLUMNS, record_row, strip_nul
 
-        return self._write({COLUMNS: [record_row(r) for r in records]})
+        rows = [record_row(r) for r in records]
+        return self._write({COLUMNS: [strip_nul(r) for r in rows] if self._postgres else rows})
 
     def flush(self, timeout: float | None = None) -> bool:
         """Everything exported is committed already; apply retention if anything was written since."""
@@ -144,6 +158,19 @@ class SQLBackend:
             except Exception as exc:  # noqa: BLE001 - never fail an export for housekeeping
                 counters.COUNTERS.error("sql_retention", exc)
                 return 0
+
+
+class Rows:
+    """A batch's rows, grouped by the columns they bind; its length is its number of rows."""
+
+    __slots__ = ("groups", "count")
+
+    def __init__(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> None:
+        self.groups = groups
+        self.count = sum(map(len, groups.values()))
+
+    def __len__(self) -> int:
+        return self.count
 
 
 def create(settings: Settings) -> SQLBackend:
