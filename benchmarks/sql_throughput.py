@@ -14,7 +14,8 @@ into the same table (same indexes, same ON CONFLICT statement).
 
 Also printed: the caller's cost per recorded call (ring only = the core; sql
 with an idle worker = core + queue hand-off), and where the worker's time per
-record goes (seal, row building, insert).
+record goes: preparing the rows (sealing and row building, one pass) and the
+insert (historymw's multi-row statements next to the driver's executemany).
 
 PostgreSQL runs when --postgres or HISTORYMW_TEST_POSTGRES_URL gives a URL
 (each run uses a fresh schema, dropped at the end).
@@ -36,10 +37,10 @@ from typing import Any
 from urllib.parse import quote
 
 import historymw as hm
-from historymw.record import seal
+from historymw.backends.sql import SQLBackend
 from historymw.sql import engine as sql_engine
 from historymw.sql import schema, write
-from historymw.sql.rows import draft_rows
+from historymw.sql.batch import build_rows
 
 MSGS = [{"role": "system", "content": "You are a terse assistant."},
         {"role": "user", "content": "What is six times seven? Answer with a number."}]
@@ -161,10 +162,27 @@ def caller_costs(n: int, configs: dict[str, dict[str, Any]], rounds: int = 7) ->
     return best
 
 
-def per_record(fn: Callable[[list[dict[str, Any]]], Any], drafts: list[dict[str, Any]]) -> float:
+def prepare_cost(drafts: list[dict[str, Any]]) -> float:
+    """µs per record the worker spends sealing drafts and building their rows (batch by batch)."""
+    drafts = copy.deepcopy(drafts)  # sealing gives them ids: each round starts from fresh drafts
     t0 = time.perf_counter()
-    fn(drafts)
+    for i in range(0, len(drafts), BATCH):
+        build_rows(drafts[i:i + BATCH])
     return (time.perf_counter() - t0) / len(drafts) * 1e6
+
+
+def insert_cost(path: str, groups: list[dict[tuple[str, ...], list[tuple[Any, ...]]]]) -> float:
+    """µs per record historymw's SQL backend spends inserting prepared rows, batch by batch."""
+    backend = SQLBackend(f"sqlite:///{path}")
+    for columns in {c for g in groups for c in g}:
+        backend._statement(columns)  # the schema created and the inserts compiled, as on a first batch
+    n = sum(len(rows) for g in groups for rows in g.values())
+    t0 = time.perf_counter()
+    for g in groups:
+        backend._write(g)
+    elapsed = time.perf_counter() - t0
+    backend.shutdown()
+    return elapsed / n * 1e6
 
 
 def main() -> None:
@@ -183,15 +201,16 @@ def main() -> None:
             "sql": {"backends": ["sql"], "sql_url": f"sqlite:///{tmp}/idle.db", "queue_size": 10**6,
                     "queue_bytes": 2**34, "batch_size": 10**7, "flush_interval": 3600},
         })
-    few = make_drafts(10_000)  # stage costs, measured before 100k records are alive (GC stays cheap)
-    t_seal = min(per_record(lambda ds: [seal(d) for d in ds], copy.deepcopy(few)) for _ in range(3))
-    t_row = min(per_record(draft_rows, few) for _ in range(3))
-    del few
+    few = make_drafts(10_240)  # stage costs, measured before 100k records are alive (GC stays cheap)
+    t_prepare = min(prepare_cost(few) for _ in range(3))
+    few_groups = [build_rows(few[i:i + BATCH]) for i in range(0, len(few), BATCH)]
+    with tempfile.TemporaryDirectory() as tmp:
+        t_insert = min(insert_cost(f"{tmp}/stage-{i}.db", few_groups) for i in range(3))
+    del few, few_groups
     drafts = make_drafts(n)
-    sealed = [seal(d) for d in drafts]
     # The same rows historymw writes: the columns these calls have (a hand-written insert would not
-    # bind twenty NULLs either).
-    ((columns, rows),) = draft_rows(sealed).items()
+    # bind twenty NULLs either), in the order historymw binds them.
+    ((columns, rows),) = build_rows(drafts).items()
 
     results: list[tuple[str, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -201,7 +220,7 @@ def main() -> None:
             schema.ensure_schema(sql_engine.make_engine(f"sqlite:///{raw_path}", create=True))
             raw = max(raw, raw_sqlite(raw_path, columns, rows))
         raw_pg = raw_postgres_best(args.postgres, columns, rows) if args.postgres else 0.0
-        del drafts, sealed, rows  # 100k live records would make every GC pass of the runs below slower
+        del drafts, rows  # 100k live records would make every GC pass of the runs below slower
         gc.collect()
         e2e = max(end_to_end(f"sqlite:///{tmp}/e2e-{i}.db", n) for i in range(3))
         results.append(("SQLite (file, WAL)", e2e, raw, 50_000))
@@ -213,16 +232,17 @@ def main() -> None:
         print("(PostgreSQL skipped: pass --postgres URL or set HISTORYMW_TEST_POSTGRES_URL)\n")
 
     print(f"{'store':<24}{'historymw rec/s':>17}{'raw executemany':>17}{'ratio':>8}{'target':>10}  verdict")
-    for name, e2e, raw, target in results:
-        ok = e2e >= target and e2e >= raw / 2
-        print(f"{name:<24}{e2e:>17,.0f}{raw:>17,.0f}{e2e / raw:>8.2f}{target:>10,}  "
+    for name, e2e, base, target in results:
+        ok = e2e >= target and e2e >= base / 2
+        print(f"{name:<24}{e2e:>17,.0f}{base:>17,.0f}{e2e / base:>8.2f}{target:>10,}  "
               f"{'meets both' if ok else 'BELOW TARGET'} (targets: >= {target:,}/s and ratio >= 0.50)")
 
     core, handoff = cost["core"], cost["sql"]
     print(f"\ncaller cost per recorded call: {core:.2f} µs core (ring only); {handoff:.2f} µs with the sql queue "
           f"(idle worker) -> hand-off {handoff - core:+.2f} µs (budget: 2 µs core + at most 1 µs hand-off)")
-    print(f"worker cost per record: seal {t_seal:.1f} µs (id, secret scan), row {t_row:.1f} µs "
-          f"(from the sealed draft, JSON encoded); the insert is what the raw driver spends")
+    print(f"worker cost per record: prepare {t_prepare:.1f} µs (seal + row in one pass: id, secret scan, JSON), "
+          f"insert {t_insert:.1f} µs (multi-row statements, through SQLAlchemy); "
+          f"the raw driver's executemany: {1e6 / raw:.1f} µs")
 
 
 if __name__ == "__main__":
