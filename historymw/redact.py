@@ -82,14 +82,22 @@ def has_secret_anchor(text: str) -> bool:
             or "asic " in text or "://" in text)
 
 
+# For each shape, one character every match of it holds (often one its anchor holds) and prose
+# rarely does: looking for one character is a memchr, ~50 times faster than looking for an anchor,
+# so a text without it skips that shape at almost no cost. "" where no character is rare enough.
+_RARE_CHAR = {"sk-": "-", "k_live_": "_", "k_test_": "_", "AKIA": "K", "gh": "_", "xox": "-", "AIza": "z",
+              "hf_": "_", "eyJ": "J", "earer": "", "asic ": "", "://": "@"}
+_SCAN = tuple((_RARE_CHAR[anchor], anchor, pattern) for anchor, pattern in _SHAPES)
+
+
 def might_hold_secret(text: str) -> bool:
     """Would `redact_text` find a secret shape in `text`? False means it would return it unchanged.
 
-    The anchors alone are not enough to tell: "gh" occurs in most English prose ("right",
-    "thought"), so a prompt would be rewritten for nothing. The shape's regex runs only
-    where its anchor occurs; it starts with a literal, so it skips ahead quickly."""
-    for anchor, pattern in _SHAPES:
-        if anchor in text and pattern.search(text) is not None:
+    Cheap on long text that holds none, which is most text: a rare character first, then the
+    anchor, then the regex. The anchors alone would not do: "gh" is in most English prose
+    ("right", "thought"), and a prompt would be rewritten for nothing."""
+    for rare, anchor, pattern in _SCAN:
+        if rare in text and anchor in text and pattern.search(text) is not None:
             return True
     return False
 

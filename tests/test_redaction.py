@@ -164,3 +164,24 @@ def test_passwords_in_urls_and_name_value_credentials_in_text_are_redacted() -> 
     assert rec.params["api_base"] == "https://app:[REDACTED]@llm.example.invalid/v1"
     assert rec.params["note"] == "max_tokens: 5, the token budget: large"  # words, not credentials
     assert rec.error_message == "request refused: token=[REDACTED] api_key=[REDACTED] password: [REDACTED]"
+
+
+@pytest.mark.parametrize("secret", [
+    OPENAI_KEY, JWT, "AKIAIOSFODNN7EXAMPLE", "ghp_abcdefghijklmnopqrstuvwxyz0123",
+    "github_pat_abcdefghijklmnopqrstuvwxyz", "sk_live_abcdefghijkl", "rk_test_abcdefghijkl", "xoxb-1234567890-abcdef",
+    "AIzaSyA1234567890abcdefghijklmnopqrstu",
+    "hf_abcdefghijklmnopqrstuvwx", "Bearer abc123def456ghi789", "Basic dXNlcjpwYXNzd29yZA==",
+    "https://user:hunter22@host/db",
+])
+def test_the_quick_secret_check_agrees_with_redaction(secret: str) -> None:
+    """might_hold_secret (which lets sealing skip a record) says True wherever redact_text changes text,
+    and False for prose that holds every anchor's letters but no secret."""
+    from historymw.redact import _RARE_CHAR, _SHAPES, might_hold_secret, redact_text
+
+    text = f"A long prompt, written right through the night. {secret} And more after it."
+    assert redact_text(text) != text and might_hold_secret(text)
+    for anchor, pattern in _SHAPES:  # the one character each shape's check looks for first is in every match
+        for m in pattern.finditer(text):
+            assert _RARE_CHAR[anchor] in m.group(0) or _RARE_CHAR[anchor] in anchor
+    prose = "A thought: the right light at night is nearer than basic... see https://example.org, ask-me."
+    assert redact_text(prose) == prose and not might_hold_secret(prose)

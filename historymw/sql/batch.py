@@ -141,6 +141,15 @@ def _rest(json_keys: list[str], hex_keys: list[tuple[str, str]]) -> Callable[[An
 _templates: dict[int, str] = {}
 
 
+class _Encoded(dict[str, str]):
+    """str -> its JSON, made on first use. One per batch: roles and system prompts recur in most
+    records, and a long prompt is the longest part of a row to encode."""
+
+    def __missing__(self, text: str) -> str:
+        encoded = self[text] = _string(text)
+        return encoded
+
+
 def _messages_template(n: int) -> str:
     """JSON of n/2 messages with a %s for each (JSON-encoded) role and content."""
     if n % 2:
@@ -216,7 +225,7 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
         drafts = ()
     plans = _plans
     templates = _templates
-    string = _string
+    encoded = _Encoded().__getitem__
     encode = _encode_chunks
     prefix, seq = id_source()
     # An id is ID_FORMAT's 128 bits: milliseconds, the process's prefix, a sequence number.
@@ -273,7 +282,7 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
                 params = None
             if pairs:
                 template = templates.get(len(pairs)) or _messages_template(len(pairs))
-                messages = template % tuple(map(string, pairs))
+                messages = template % tuple(map(encoded, pairs))
             else:
                 messages = None
             if rest is None:
