@@ -83,6 +83,8 @@ def test_the_usual_drafts_take_the_fast_path_and_write_what_sealing_would() -> N
     assert len(rows) == 9
     assert all("_pairs" in d and "_sealed" not in d for d in drafts)  # fast: not rebuilt, id kept
     r = rows[drafts[0]["id"]]
+    assert type(r["stream"]) is int  # SQLite stores a bool as 0/1: bound so, sqlite3 skips its adapter lookup
+    assert type(_by_column(build_rows(drafts, postgres=True))[drafts[0]["id"]]["stream"]) is bool
     assert r["params"] == '{"temperature":0.2,"max_tokens":64}'
     assert r["messages"] == ('[{"role":"system","content":"You are terse."},'
                              '{"role":"user","content":"What is six times seven?"}]')

@@ -18,12 +18,13 @@ to change, or it would not have taken this path).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import operator
 from collections.abc import Callable, Sequence
 from operator import is_
-from typing import Any
+from typing import Any, NamedTuple
 
 from ..record import id_source, seal_held, sealing, text_needs_clean
 from ..redact import has_secret_anchor
@@ -35,8 +36,9 @@ Groups = dict[tuple[str, ...], list[Row]]
 # Draft keys the fast path copies as they are, by what they hold (LMCall's types).
 _TEXT_KEYS = ("provider", "model", "operation", "session", "status", "error_type", "error_message", "output_text",
               "finish_reason", "source", "response_id", "response_model", "server_address")
-_NUMBER_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cost", "stream", "time_to_first_token_s",
-                "trace_flags", "size_bytes", "cache_hit")
+_NUMBER_KEYS = ("input_tokens", "output_tokens", "total_tokens", "cost", "time_to_first_token_s", "trace_flags",
+                "size_bytes")
+_FLAG_KEYS = ("stream", "cache_hit")
 _NUMBER_TYPES = frozenset({int, bool, float, type(None)})
 _JSON_KEYS = ("outputs", "tags", "metadata")
 _HEX_KEYS = (("trace_id", "%032x"), ("span_id", "%016x"))
@@ -44,7 +46,8 @@ _HEX_KEYS = (("trace_id", "%032x"), ("span_id", "%016x"))
 _DEFAULTS = (("operation", "chat"), ("status", "ok"), ("stream", False), ("source", "decorator"), ("size_bytes", 0))
 # Keys the fast path handles itself.
 _OWN_KEYS = frozenset({"id", "started", "duration", "_pairs", "params"})
-_KNOWN = frozenset(_TEXT_KEYS) | frozenset(_NUMBER_KEYS) | frozenset(_JSON_KEYS) | {k for k, _ in _HEX_KEYS} | _OWN_KEYS
+_KNOWN = (frozenset(_TEXT_KEYS) | frozenset(_NUMBER_KEYS) | frozenset(_FLAG_KEYS) | frozenset(_JSON_KEYS)
+          | {k for k, _ in _HEX_KEYS} | _OWN_KEYS)
 
 _string = json.encoder.encode_basestring  # the C function json uses with ensure_ascii=False
 # json's C encoder, made once (json.dumps builds one per call); it returns the text in chunks.
@@ -82,31 +85,51 @@ def _tuple_getter(keys: Sequence[str]) -> Callable[[Any], tuple[Any, ...]]:
     return lambda d: ()
 
 
-_Plan = tuple[Callable[[Any], tuple[Any, ...]], Callable[[Any], tuple[Any, ...]],
-              Callable[[Any, list[str]], list[Any]] | None, tuple[Any, ...], tuple[str, ...]]
+class _Plan(NamedTuple):
+    """How a draft of one shape becomes a row."""
+
+    texts: Callable[[Any], tuple[Any, ...]]  # the str (or None) fields, as they are
+    numbers: Callable[[Any], tuple[Any, ...]]  # the int and float (or None) fields
+    flags: Callable[[Any], tuple[Any, ...]]  # the bool (or None) fields
+    rest: Callable[[Any, list[str]], list[Any]] | None  # JSON of containers, trace ids as hex
+    consts: tuple[Any, ...]  # the defaults of the fields the draft leaves out
+    sqlite_consts: tuple[Any, ...]  # the same, bools as ints (see _SQLITE_FLAGS)
+    columns: tuple[str, ...]
+
+
 # tuple(draft's keys) -> its plan, or None for drafts the fast path does not take.
 _plans: dict[tuple[str, ...], _Plan | None] = {}
 
 
 def _plan(keys: tuple[str, ...]) -> _Plan | None:
-    """How a draft with these keys (in this order) becomes a row: (texts getter, numbers getter,
-    the rest (JSON and trace ids) or None, constants, the row's columns)."""
+    """How a draft with these keys (in this order) becomes a row, if the fast path takes it."""
     present = frozenset(keys)
     public = {k for k in present if k[0] != "_"} | (present & _OWN_KEYS)
     plan: _Plan | None = None
     if "_pairs" in present and "_sealed" not in present and public <= _KNOWN and _OWN_KEYS - {"id"} <= present:
         texts = [k for k in _TEXT_KEYS if k in present]
         numbers = [k for k in _NUMBER_KEYS if k in present]
+        flags = [k for k in _FLAG_KEYS if k in present]
         json_keys = [k for k in _JSON_KEYS if k in present]
         hex_keys = [(k, f) for k, f in _HEX_KEYS if k in present]
-        consts = [(k, v) for k, v in _DEFAULTS if k not in present]
-        plan = (_tuple_getter(texts), _tuple_getter(numbers), _rest(json_keys, hex_keys),
-                tuple(v for _, v in consts),
-                ("id", "started_at", "ended_at", "duration_s", "messages", "params", *texts, *numbers,
-                 *json_keys, *(k for k, _ in hex_keys), *(k for k, _ in consts)))
+        consts = tuple(v for k, v in _DEFAULTS if k not in present)
+        plan = _Plan(_tuple_getter(texts), _tuple_getter(numbers), _tuple_getter(flags), _rest(json_keys, hex_keys),
+                     consts, tuple(int(v) if type(v) is bool else v for v in consts),
+                     ("id", "started_at", "ended_at", "duration_s", "messages", "params", *texts, *numbers,
+                      *flags, *json_keys, *(k for k, _ in hex_keys), *(k for k, _ in _DEFAULTS if k not in present)))
     if len(_plans) < 1024:  # drafts come in a few shapes; odd ones must not grow this without bound
         _plans[keys] = plan
     return plan
+
+
+# SQLite: bools are bound as the ints they are stored as. sqlite3 binds int, float and str
+# directly, but looks for an adapter for anything else, bool included, at ~3,000 instructions
+# (an AttributeError raised and cleared): more than binding the rest of the row. A plan's flags
+# (one or two) as a tuple -> the same as ints, in one lookup.
+_SQLITE_FLAGS: dict[tuple[Any, ...], tuple[Any, ...]] = {
+    flags: tuple(None if f is None else int(f) for f in flags)
+    for flags in [(), *itertools.product((True, False, None), repeat=1),
+                  *itertools.product((True, False, None), repeat=2)]}
 
 
 def _rest(json_keys: list[str], hex_keys: list[tuple[str, str]]) -> Callable[[Any, list[str]], list[Any]] | None:
@@ -237,6 +260,8 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
     last_values: tuple[Any, ...] = ()
     last_json = ""
     plan: _Plan | None = None
+    sqlite = not postgres
+    sqlite_flags = _SQLITE_FLAGS
     ends = 0.0  # a sum of the rows' end times: finite only if every start and duration is
     for d in drafts:
         try:
@@ -247,7 +272,7 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             if plan is None:
                 general.append(d)
                 continue
-            texts_of, numbers_of, rest, consts, _ = plan
+            texts_of, numbers_of, flags_of, rest, consts, sqlite_consts, _ = plan
             started = d["started"]
             duration = d["duration"]
             ended = started + duration
@@ -266,6 +291,11 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             strs += texts
             nums = numbers_of(d)
             numbers += nums
+            flags = flags_of(d)
+            numbers += flags
+            if sqlite:
+                flags = sqlite_flags[flags]
+                consts = sqlite_consts
             params = d["params"]
             if params:
                 values = tuple(params.values())
@@ -286,9 +316,10 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             else:
                 messages = None
             if rest is None:
-                row = (rid, started, ended, duration, messages, params, *texts, *nums, *consts)
+                row = (rid, started, ended, duration, messages, params, *texts, *nums, *flags, *consts)
             else:
-                row = (rid, started, ended, duration, messages, params, *texts, *nums, *rest(d, jtexts), *consts)
+                row = (rid, started, ended, duration, messages, params, *texts, *nums, *flags, *rest(d, jtexts),
+                       *consts)
         except Exception:  # noqa: BLE001 - anything odd: the general way decides (and reports)
             general.append(d)
             continue
@@ -323,12 +354,12 @@ def _recheck(drafts: list[dict[str, Any]], rows: list[Any], plans: list[_Plan],
     Rows of those become None in the list returned."""
     out: list[Any] = []
     for d, row, plan in zip(drafts, rows, plans, strict=True):
-        texts_of, numbers_of, rest, _, _ = plan
+        texts_of, rest = plan.texts, plan.rest
         strs: list[Any] = [*d["_pairs"], *texts_of(d)]
         jtexts = [v for v in row[5:6] if v is not None]
         if rest is not None:
             rest(d, jtexts)
-        if math.isfinite(row[2]) and _clean(strs, list(numbers_of(d)), jtexts)[0]:
+        if math.isfinite(row[2]) and _clean(strs, [*plan.numbers(d), *plan.flags(d)], jtexts)[0]:
             out.append(row)
         else:
             general.append(d)
@@ -343,9 +374,9 @@ def _group(rows: list[Any], plans: list[_Plan]) -> Groups:
         return groups
     first = plans[0]
     if plans.count(first) == len(plans) and None not in rows:
-        groups[first[4]] = rows
+        groups[first.columns] = rows
         return groups
     for row, plan in zip(rows, plans, strict=True):
         if row is not None:
-            groups.setdefault(plan[4], []).append(row)
+            groups.setdefault(plan.columns, []).append(row)
     return groups
