@@ -95,6 +95,7 @@ def test_sessions_tags_errors_and_odd_text_write_what_sealing_would() -> None:
     calls: list[Call] = [
         (("m", MSGS), {"temperature": 0.5}),
         (("m", [{"role": "user", "content": 'quotes " and \\ and \n newlines, ünïcödé, 🙂'}]), {}),
+        (("m", [*MSGS, {"role": "assistant", "content": "42"}, {"role": "user", "content": "and 6 x 8?"}]), {}),
         (("m", MSGS), {"answer": {"choices": [{"message": {"role": "assistant", "content": "hi"},
                                                 "finish_reason": "stop"}],
                                    "usage": {"prompt_tokens": 3, "completion_tokens": 1}, "id": "r-1"}}),
