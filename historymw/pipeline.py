@@ -28,6 +28,7 @@ Nothing here binds to an event loop: asyncio code and threads submit alike.
 
 from __future__ import annotations
 
+import operator
 import os
 import sys
 import threading
@@ -41,6 +42,7 @@ from typing import Any
 from . import counters
 from .record import materialize, seal
 
+_size_of = operator.itemgetter("size_bytes")
 _BACKOFF_START_S = 0.05
 _BACKOFF_MAX_S = 5.0
 # fork() waits at most this long for an export in progress to finish (see `_before_fork`).
@@ -141,7 +143,7 @@ class ExportPipeline:
         with self._lock:
             q = self._queue
             batch = [q.popleft() for _ in range(min(self.batch_size, len(q)))]
-            self._bytes -= sum(d["size_bytes"] for d in batch)
+            self._bytes -= sum(map(_size_of, batch))
             self._inflight = len(batch)
             self._batch_seq += 1
             return batch

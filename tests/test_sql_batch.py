@@ -198,3 +198,18 @@ def test_ids_are_time_ordered_hex_with_the_process_prefix() -> None:
     for d in drafts:
         assert d["id"][:12] == f"{int(d['started'] * 1000):012x}" and d["id"][12:24] == prefix
     assert len(new_id(drafts[0]["started"])) == 32
+
+
+def test_drafts_of_another_shape_and_the_same_length_are_told_apart() -> None:
+    """Within a run of one shape the fast path looks at a draft's length only: a draft of the same
+    length and other keys must still get its own row, and one that has an id must keep it."""
+    a = _captured([(("m", MSGS), {})])[0]
+    other = {k: v for k, v in a.items() if k != "source"} | {"session": "s-b"}  # same length, other keys
+    given = {k: v for k, v in a.items() if k != "provider"} | {"id": "0123456789abcdef0123456789abcdef"}
+    batch = [dict(a), other, dict(a), given, dict(a), dict(other)]
+    assert len({len(d) for d in batch}) == 1
+    got = _by_column(build_rows(batch))
+    assert got == _expected(batch)  # (every draft has its id by now: the same on both sides)
+    assert given["id"] == "0123456789abcdef0123456789abcdef" and given["id"] in got
+    assert got[other["id"]]["session"] == "s-b" and got[other["id"]]["source"] == "decorator"
+    assert len(got) == 6

@@ -95,6 +95,9 @@ class _Plan(NamedTuple):
     consts: tuple[Any, ...]  # the defaults of the fields the draft leaves out
     sqlite_consts: tuple[Any, ...]  # the same, bools as ints (see _SQLITE_FLAGS)
     columns: tuple[str, ...]
+    # len(keys) when the plan reads every key of the shape: then a draft of that length whose keys
+    # it can all read has exactly these keys (else -1: the keys are compared).
+    size: int
 
 
 # tuple(draft's keys) -> its plan, or None for drafts the fast path does not take.
@@ -113,10 +116,12 @@ def _plan(keys: tuple[str, ...]) -> _Plan | None:
         json_keys = [k for k in _JSON_KEYS if k in present]
         hex_keys = [(k, f) for k, f in _HEX_KEYS if k in present]
         consts = tuple(v for k, v in _DEFAULTS if k not in present)
+        unread = {k for k in present if k[0] == "_"} - {"_pairs"}  # the plan ignores these
         plan = _Plan(_tuple_getter(texts), _tuple_getter(numbers), _tuple_getter(flags), _rest(json_keys, hex_keys),
                      consts, tuple(int(v) if type(v) is bool else v for v in consts),
                      ("id", "started_at", "ended_at", "duration_s", "messages", "params", *texts, *numbers,
-                      *flags, *json_keys, *(k for k, _ in hex_keys), *(k for k, _ in _DEFAULTS if k not in present)))
+                      *flags, *json_keys, *(k for k, _ in hex_keys), *(k for k, _ in _DEFAULTS if k not in present)),
+                     -1 if unread else len(keys))
     if len(_plans) < 1024:  # drafts come in a few shapes; odd ones must not grow this without bound
         _plans[keys] = plan
     return plan
@@ -261,31 +266,46 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
     last_values: tuple[Any, ...] = ()
     last_json = ""
     plan: _Plan | None = None
+    texts_of = numbers_of = flags_of = _tuple_getter(())  # (the plan's, once there is one)
+    rest: Callable[[Any, list[str]], list[Any]] | None = None
+    consts: tuple[Any, ...] = ()
     sqlite = not postgres
     sqlite_flags = _SQLITE_FLAGS
     ends = 0.0  # a sum of the rows' end times: finite only if every start and duration is
+    size = -1  # the current plan's `size`
+    given_id = False
     for d in drafts:
         try:
-            keys = tuple(d)
-            if keys != last_keys:  # (drafts come in runs of one shape)
-                plan = plans[keys] if keys in plans else _plan(keys)
-                last_keys = keys
+            # Drafts come in runs of one shape. Within a run the length tells it: the plan reads
+            # every key of its shape (the id too, when the shape has one), so a draft of another
+            # shape and the same length fails on a key it lacks, below.
+            if len(d) != size:
+                keys = tuple(d)
+                if keys != last_keys:
+                    plan = plans[keys] if keys in plans else _plan(keys)
+                    last_keys = keys
+                    size = -1
+                    given_id = "id" in keys
+                    if plan is not None:
+                        texts_of, numbers_of, flags_of, rest, consts, sqlite_consts, _, size = plan
+                        if sqlite:
+                            consts = sqlite_consts
             if plan is None:
                 general.append(d)
                 continue
-            texts_of, numbers_of, flags_of, rest, consts, sqlite_consts, _ = plan
             started = d["started"]
             duration = d["duration"]
             ended = started + duration
             ends += ended
-            rid = d.get("id")
-            if rid is None:
+            if given_id:  # sealed before (a ring's reader): it keeps its id
+                rid = d["id"]
+            else:
                 ms = started * 1000
                 if not ms_from <= ms < ms_to:
                     ms_from = float(int(ms))
                     ms_to = ms_from + 1
                     high = (int(ms) << 80) | low
-                rid = d["id"] = (high | (next(seq) & 0xFFFFFFFF)).to_bytes(16, "big").hex()
+                rid = (high | (next(seq) & 0xFFFFFFFF)).to_bytes(16, "big").hex()
             pairs = d["_pairs"]
             strs += pairs
             texts = texts_of(d)
@@ -296,7 +316,6 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             numbers += flags
             if sqlite:
                 flags = sqlite_flags[flags]
-                consts = sqlite_consts
             params = d["params"]
             if params:
                 values = tuple(params.values())
@@ -327,8 +346,12 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             else:
                 row = (rid, started, ended, duration, messages, params, *texts, *nums, *flags, *rest(d, jtexts),
                        *consts)
+            # Stored last, once every key of the plan was there: a draft of another shape (found out
+            # by a KeyError above) must not lose the id it may have.
+            d["id"] = rid
         except Exception:  # noqa: BLE001 - anything odd: the general way decides (and reports)
             general.append(d)
+            size, last_keys = -1, ()  # the next draft's keys are compared
             continue
         fast_drafts.append(d)
         fast_rows.append(row)
