@@ -313,9 +313,10 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             nums = numbers_of(d)
             numbers += nums
             flags = flags_of(d)
-            numbers += flags
             if sqlite:
-                flags = sqlite_flags[flags]
+                flags = sqlite_flags[flags]  # (a KeyError for anything but a bool or None: the general way)
+            else:
+                numbers += flags
             params = d["params"]
             if params:
                 values = tuple(params.values())
