@@ -211,6 +211,8 @@ def main() -> None:
     # The same rows historymw writes: the columns these calls have (a hand-written insert would not
     # bind twenty NULLs either), in the order historymw binds them.
     ((columns, rows),) = build_rows(drafts).items()
+    # PostgreSQL binds bools as bools (SQLite's rows hold them as the 0/1 it stores); same ids, same order.
+    ((pg_columns, pg_rows),) = build_rows(drafts, postgres=True).items()
 
     results: list[tuple[str, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -219,8 +221,8 @@ def main() -> None:
             raw_path = f"{tmp}/raw-{i}.db"
             schema.ensure_schema(sql_engine.make_engine(f"sqlite:///{raw_path}", create=True))
             raw = max(raw, raw_sqlite(raw_path, columns, rows))
-        raw_pg = raw_postgres_best(args.postgres, columns, rows) if args.postgres else 0.0
-        del drafts, rows  # 100k live records would make every GC pass of the runs below slower
+        raw_pg = raw_postgres_best(args.postgres, pg_columns, pg_rows) if args.postgres else 0.0
+        del drafts, rows, pg_rows  # 100k live records would make every GC pass of the runs below slower
         gc.collect()
         e2e = max(end_to_end(f"sqlite:///{tmp}/e2e-{i}.db", n) for i in range(3))
         results.append(("SQLite (file, WAL)", e2e, raw, 50_000))
