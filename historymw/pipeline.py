@@ -18,11 +18,12 @@ A backend may offer `export_drafts(drafts)` next to `export(records)`: the worke
 then seals each draft (id, secret scan) and hands over the plain dicts, which
 saves building an `LMCall` per record. A backend may instead offer
 `prepare_drafts(drafts, scan_content, invalid)` and `export_prepared(prepared)`:
-it then seals the unsealed drafts and converts them itself, in one pass (the
-SQL backend builds its rows so), `prepared` has a `len()` (the records in it),
-and a retry exports it again without converting it again. With a user redactor
-the worker always builds `LMCall`s, which checks the types the redactor returned. Either method may return the number of
-records the destination refused (bad data): those are dropped as "rejected".
+it then seals the drafts and converts them itself, in one pass (the SQL backend
+builds its rows so); `prepared` has a `len()` (the records in it), and a retry
+exports it again without converting it again. With a user redactor the worker
+always builds `LMCall`s, which checks the types the redactor returned. Every
+export method may return the number of records the destination refused (bad
+data): those are dropped as "rejected".
 Nothing here binds to an event loop: asyncio code and threads submit alike.
 """
 

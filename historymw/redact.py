@@ -82,9 +82,9 @@ def has_secret_anchor(text: str) -> bool:
             or "asic " in text or "://" in text)
 
 
-# For each shape, one character every match of it holds (often one its anchor holds) and prose
-# rarely does: looking for one character is a memchr, ~50 times faster than looking for an anchor,
-# so a text without it skips that shape at almost no cost. "" where no character is rare enough.
+# For each shape, a character that its anchor holds, or that every match of its regex holds, and
+# that prose rarely does: looking for one character is a memchr, ~50 times faster than looking for
+# an anchor, so a text without it skips the shape at almost no cost ("" where none is rare enough).
 _RARE_CHAR = {"sk-": "-", "k_live_": "_", "k_test_": "_", "AKIA": "K", "gh": "_", "xox": "-", "AIza": "z",
               "hf_": "_", "eyJ": "J", "earer": "", "asic ": "", "://": "@"}
 _SCAN = tuple((_RARE_CHAR[anchor], anchor, pattern) for anchor, pattern in _SHAPES)

@@ -91,15 +91,15 @@ class SQLBackend:
     # -- the backend protocol ----------------------------------------------
 
     def prepare_drafts(self, drafts: Sequence[dict[str, Any]], scan_content: bool,
-                       invalid: Callable[[BaseException], None]) -> Rows:
+                       invalid: Callable[[BaseException], None]) -> PreparedRows:
         """The export worker's fast path, step one: seal the drafts and build their rows in one pass
         (`historymw.sql.batch`); a draft that fails goes to `invalid`. Built once, however often
         `export_prepared` is retried."""
         from ..sql.batch import build_rows
 
-        return Rows(build_rows(drafts, scan_content=scan_content, postgres=self._postgres, invalid=invalid))
+        return PreparedRows(build_rows(drafts, scan_content=scan_content, postgres=self._postgres, invalid=invalid))
 
-    def export_prepared(self, rows: Rows) -> int:
+    def export_prepared(self, rows: PreparedRows) -> int:
         """Step two: insert what `prepare_drafts` built. Returns the number of rows refused."""
         return self._write(rows.groups)
 
@@ -160,7 +160,7 @@ class SQLBackend:
                 return 0
 
 
-class Rows:
+class PreparedRows:
     """A batch's rows, grouped by the columns they bind; its length is its number of rows."""
 
     __slots__ = ("groups", "count")

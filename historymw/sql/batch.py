@@ -9,7 +9,8 @@ sealing would change with one scan of its joined text. A batch where that scan
 finds anything (a secret shape, a lone surrogate, a base64 blob, a non-finite
 number, a value of an unexpected type) is checked record by record, and only
 the records that need it are sealed and built the general way. The rows are
-those `seal()` + `draft_rows()` would write, with the columns in another order.
+those `seal()` + `draft_rows()` would write, with the columns in another order
+(and, for SQLite, bools as the 0 or 1 SQLite stores for them).
 
 Every fast-path draft gets its id here, under the seal lock, and keeps it: a
 ring that holds the same draft seals it later with that id (and finds nothing
