@@ -213,3 +213,12 @@ def test_drafts_of_another_shape_and_the_same_length_are_told_apart() -> None:
     assert given["id"] == "0123456789abcdef0123456789abcdef" and given["id"] in got
     assert got[other["id"]]["session"] == "s-b" and got[other["id"]]["source"] == "decorator"
     assert len(got) == 6
+
+
+def test_long_conversations_write_what_sealing_would_and_leave_no_template_behind() -> None:
+    from historymw.sql import batch
+
+    history = [{"role": "user" if i % 2 else "assistant", "content": f"turn {i}"} for i in range(150)]
+    drafts = _captured([(("m", history[:n]), {}) for n in (3, 64, 65, 150)])
+    _check_same(drafts)
+    assert max(batch._templates) <= 128

@@ -183,7 +183,9 @@ def _messages_template(n: int) -> str:
     """JSON of n/2 messages with a %s for each (JSON-encoded) role and content."""
     if n % 2:
         raise _NotFastError("odd _pairs")
-    t = _templates[n] = "[" + ",".join(['{"role":%s,"content":%s}'] * (n // 2)) + "]"
+    t = "[" + ",".join(['{"role":%s,"content":%s}'] * (n // 2)) + "]"
+    if n <= 128:  # kept for short conversations only: an agent whose history grows by a message
+        _templates[n] = t  # a call would otherwise keep a template of every length, forever
     return t
 
 

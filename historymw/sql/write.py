@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
 from itertools import chain
 from typing import Any
 
@@ -50,20 +49,26 @@ def insert_statement(dialect: Any, columns: Sequence[str] = COLUMNS, rows: int =
     return str(compiled)
 
 
-@dataclass(frozen=True)
 class Insert:
-    """The inserts for rows of `columns`: `one` row, and `per` rows, a statement."""
+    """The inserts for rows of `columns`: `one` row, and `per` rows, a statement (compiled when a
+    batch first has that many rows of these columns: a shape seen a row at a time never needs it)."""
 
-    columns: tuple[str, ...]
-    one: str
-    many: str
-    per: int
+    def __init__(self, dialect: Any, columns: Sequence[str]) -> None:
+        self.dialect = dialect
+        self.columns = tuple(columns)
+        self.one = insert_statement(dialect, columns)
+        self.per = max(1, min(_ROWS_PER_STATEMENT, _MAX_PARAMS // max(1, len(columns))))
+        self._many: str | None = None if self.per > 1 else self.one
+
+    @property
+    def many(self) -> str:
+        if self._many is None:
+            self._many = insert_statement(self.dialect, self.columns, self.per)
+        return self._many
 
 
 def insert_for(dialect: Any, columns: Sequence[str]) -> Insert:
-    per = max(1, min(_ROWS_PER_STATEMENT, _MAX_PARAMS // max(1, len(columns))))
-    one = insert_statement(dialect, columns)
-    return Insert(tuple(columns), one, insert_statement(dialect, columns, per) if per > 1 else one, per)
+    return Insert(dialect, columns)
 
 
 Batches = Sequence[tuple[Insert, Sequence[tuple[Any, ...]]]]
