@@ -52,8 +52,7 @@ typedef struct {
     long base_bytes, pair_bytes, param_bytes;
 } Recorder;
 
-static PyObject *s_eff, *s_gen, *s_refresh, *s_mode, *s_keep_errors, *s_rate, *s_count_sampled_out,
-    *s_content, *s_max_chars, *s_record_limit, *s_labels, *s_commit, *s_role, *s_content_key,
+static PyObject *s_eff, *s_hot, *s_gen, *s_refresh, *s_role, *s_content_key,
     *s_started, *s_duration, *s_model, *s_pairs, *s_params, *s_size_bytes, *s_output_text, *s_stream,
     *s_trace_id, *s_span_id, *s_trace_flags, *s_otel_trace;
 
@@ -89,18 +88,75 @@ call_clock(PyObject *clock, double *out)
 #define WALL(out) call_clock(py_time, (out))
 #endif
 
-/* -- small helpers ------------------------------------------------------------- */
+/* -- the scope ----------------------------------------------------------------- */
+
+/* The current scope's decision: its scope.Effective, and `Effective.hot`, the fields
+ * read here as one tuple (one attribute lookup instead of one per field). */
+enum { HOT_GEN, HOT_MODE, HOT_KEEP_ERRORS, HOT_RATE, HOT_CONTENT, HOT_MAX_CHARS, HOT_RECORD_LIMIT,
+       HOT_LABELS, HOT_COMMIT, HOT_COUNT_SAMPLED_OUT, HOT_SIZE };
+
+typedef struct {
+    PyObject *eff;
+    PyObject *hot;
+} Scope;
+
+#define HOT(sc, i) PyTuple_GET_ITEM((sc)->hot, (i))
+
+static int
+read_hot(Scope *sc)
+{
+    sc->hot = PyObject_GetAttr(sc->eff, s_hot);
+    if (sc->hot == NULL)
+        return -1;
+    if (!PyTuple_CheckExact(sc->hot) || PyTuple_GET_SIZE(sc->hot) != HOT_SIZE) {
+        PyErr_SetString(PyExc_TypeError, "Effective.hot is not the tuple _speedups.c expects");
+        return -1;
+    }
+    return 0;
+}
+
+/* The scope in effect for this call, under the current configuration; -1 on error. */
+static int
+current_scope(Recorder *self, Scope *sc)
+{
+    PyObject *frame;
+    sc->eff = sc->hot = NULL;
+    if (PyContextVar_Get(self->current, NULL, &frame) < 0)
+        return -1;
+    if (frame == NULL) {
+        PyErr_SetString(PyExc_LookupError, "historymw scope ContextVar has no value");
+        return -1;
+    }
+    sc->eff = PyObject_GetAttr(frame, s_eff);
+    int r = sc->eff == NULL ? -1 : read_hot(sc);
+    if (r == 0) {
+        PyObject *gen = PyObject_GetAttr(self->state, s_gen);
+        r = gen == NULL ? -1 : PyObject_RichCompareBool(gen, HOT(sc, HOT_GEN), Py_EQ);
+        Py_XDECREF(gen);
+        if (r == 0) { /* configure() ran since this scope decided: decide again */
+            Py_CLEAR(sc->hot);
+            Py_SETREF(sc->eff, PyObject_CallMethodNoArgs(frame, s_refresh));
+            r = sc->eff == NULL ? -1 : read_hot(sc);
+        }
+    }
+    Py_DECREF(frame);
+    return r < 0 ? -1 : 0;
+}
+
+static void
+release_scope(Scope *sc)
+{
+    Py_CLEAR(sc->eff);
+    Py_CLEAR(sc->hot);
+}
 
 static long
-get_long(PyObject *obj, PyObject *name)
+hot_long(const Scope *sc, int i)
 {
-    PyObject *v = PyObject_GetAttr(obj, name);
-    if (v == NULL)
-        return -1;
-    long r = PyLong_AsLong(v);
-    Py_DECREF(v);
-    return r;
+    return PyLong_AsLong(HOT(sc, i));
 }
+
+/* -- small helpers ------------------------------------------------------------- */
 
 /* The call as the caller made it, forwarded without repacking its arguments. */
 typedef struct {
@@ -170,7 +226,7 @@ simple_params(Recorder *self, PyObject *kwargs)
  * dict; NULL with no exception set when the call is not the usual shape (the
  * general path takes it); NULL with an exception on an internal error. */
 static PyObject *
-fast_draft(Recorder *self, PyObject *eff, PyObject *args, PyObject *kwargs)
+fast_draft(Recorder *self, const Scope *sc, PyObject *args, PyObject *kwargs)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(args);
     if (n > self->simple_upto)
@@ -183,17 +239,13 @@ fast_draft(Recorder *self, PyObject *eff, PyObject *args, PyObject *kwargs)
     if (PyDict_GET_SIZE(kwargs) && !simple_params(self, kwargs))
         return NULL;
 
-    PyObject *content_on = PyObject_GetAttr(eff, s_content);
-    if (content_on == NULL)
-        return NULL;
-    int content = PyObject_IsTrue(content_on);
-    Py_DECREF(content_on);
+    int content = PyObject_IsTrue(HOT(sc, HOT_CONTENT));
     if (content <= 0)
         return NULL; /* content off: the general path keeps the rest of the request */
-    long max_chars = get_long(eff, s_max_chars);
+    long max_chars = hot_long(sc, HOT_MAX_CHARS);
     if (max_chars == -1 && PyErr_Occurred())
         return NULL;
-    long limit = get_long(eff, s_record_limit);
+    long limit = hot_long(sc, HOT_RECORD_LIMIT);
     if (limit == -1 && PyErr_Occurred())
         return NULL;
 
@@ -265,13 +317,10 @@ error:     /* an exception set: an internal error */
 
 /* What capture.start() adds after the request: scope labels, the active span. */
 static int
-add_context(PyObject *eff, PyObject *draft, PyObject *span_ids)
+add_context(const Scope *sc, PyObject *draft, PyObject *span_ids)
 {
-    PyObject *labels = PyObject_GetAttr(eff, s_labels);
-    if (labels == NULL)
-        return -1;
+    PyObject *labels = HOT(sc, HOT_LABELS);
     int r = labels == Py_None ? 0 : PyDict_Update(draft, labels);
-    Py_DECREF(labels);
     if (r < 0)
         return -1;
     PyObject *trace = PyDict_GetItemWithError(PyImport_GetModuleDict(), s_otel_trace);
@@ -291,9 +340,9 @@ add_context(PyObject *eff, PyObject *draft, PyObject *span_ids)
 
 /* capture.finish_text(): the usual outcome of a FULL call, a str result. */
 static void
-finish_text(Recorder *self, PyObject *draft, PyObject *eff, PyObject *text)
+finish_text(Recorder *self, PyObject *draft, const Scope *sc, PyObject *text)
 {
-    PyObject *kept = NULL, *commit = NULL, *r = NULL;
+    PyObject *kept = NULL, *r = NULL;
     double now;
     PyObject *t0 = PyDict_GetItemWithError(draft, s_duration);
     if (t0 == NULL || PERF(&now) < 0)
@@ -309,20 +358,12 @@ finish_text(Recorder *self, PyObject *draft, PyObject *eff, PyObject *text)
     if (failed)
         goto error;
 
-    PyObject *content_on = PyObject_GetAttr(eff, s_content);
-    if (content_on == NULL)
-        goto error;
-    int content = PyObject_IsTrue(content_on);
-    Py_DECREF(content_on);
+    int content = PyObject_IsTrue(HOT(sc, HOT_CONTENT));
     if (content < 0)
         goto error;
     if (content) {
         if (PyUnicode_GET_LENGTH(text) > 1024) {
-            PyObject *max_chars = PyObject_GetAttr(eff, s_max_chars);
-            if (max_chars == NULL)
-                goto error;
-            kept = PyObject_CallFunctionObjArgs(self->clip, text, max_chars, NULL);
-            Py_DECREF(max_chars);
+            kept = PyObject_CallFunctionObjArgs(self->clip, text, HOT(sc, HOT_MAX_CHARS), NULL);
             if (kept == NULL)
                 goto error;
         }
@@ -344,10 +385,7 @@ finish_text(Recorder *self, PyObject *draft, PyObject *eff, PyObject *text)
         if (failed)
             goto error;
     }
-    commit = PyObject_GetAttr(eff, s_commit);
-    if (commit == NULL)
-        goto error;
-    r = PyObject_CallOneArg(commit, draft);
+    r = PyObject_CallOneArg(HOT(sc, HOT_COMMIT), draft);
     if (r == NULL)
         goto error;
     goto done;
@@ -356,7 +394,6 @@ error:
         internal_error(self);
 done:
     Py_XDECREF(kept);
-    Py_XDECREF(commit);
     Py_XDECREF(r);
 }
 
@@ -364,71 +401,40 @@ done:
 
 /* The head decision: MODE_SKIP or MODE_FULL, or another mode the general path handles. */
 static long
-decide(Recorder *self, PyObject *eff)
+decide(Recorder *self, const Scope *sc)
 {
-    long mode = get_long(eff, s_mode);
+    long mode = hot_long(sc, HOT_MODE);
     if (mode == MODE_SKIP || mode == MODE_FULL || mode < 0)
         return mode;
-    if (mode == MODE_SAMPLE) {
+    if (mode == MODE_SAMPLE && HOT(sc, HOT_KEEP_ERRORS) == Py_False) {
         PyObject *trace = PyDict_GetItemWithError(PyImport_GetModuleDict(), s_otel_trace);
-        long keep_errors = get_long(eff, s_keep_errors);
-        if (keep_errors == -1 || PyErr_Occurred())
+        if (trace == NULL && PyErr_Occurred())
             return -1;
-        if ((trace == NULL || trace == Py_None) && !keep_errors) {
+        if (trace == NULL || trace == Py_None) {
             /* No OpenTelemetry in this process: a coin toss, as head() tosses it. */
             PyObject *coin = PyObject_CallNoArgs(self->random);
             if (coin == NULL)
                 return -1;
             double toss = PyFloat_AsDouble(coin);
             Py_DECREF(coin);
-            PyObject *rate_obj = PyObject_GetAttr(eff, s_rate);
-            if (rate_obj == NULL)
-                return -1;
-            double rate = PyFloat_AsDouble(rate_obj);
-            Py_DECREF(rate_obj);
+            double rate = PyFloat_AsDouble(HOT(sc, HOT_RATE));
             if (PyErr_Occurred())
                 return -1;
             if (toss < rate)
                 return MODE_FULL;
-            PyObject *r = PyObject_CallMethodNoArgs(eff, s_count_sampled_out);
+            PyObject *r = PyObject_CallNoArgs(HOT(sc, HOT_COUNT_SAMPLED_OUT));
             if (r == NULL)
                 return -1;
             Py_DECREF(r);
             return MODE_SKIP;
         }
     }
-    PyObject *m = PyObject_CallOneArg(self->head, eff);
+    PyObject *m = PyObject_CallOneArg(self->head, sc->eff);
     if (m == NULL)
         return -1;
     mode = PyLong_AsLong(m);
     Py_DECREF(m);
     return mode;
-}
-
-static PyObject *
-current_effective(Recorder *self)
-{
-    PyObject *frame;
-    if (PyContextVar_Get(self->current, NULL, &frame) < 0)
-        return NULL;
-    if (frame == NULL) {
-        PyErr_SetString(PyExc_LookupError, "historymw scope ContextVar has no value");
-        return NULL;
-    }
-    PyObject *eff = PyObject_GetAttr(frame, s_eff);
-    if (eff == NULL)
-        goto done;
-    long gen = get_long(eff, s_gen);
-    long current = gen == -1 && PyErr_Occurred() ? -1 : get_long(self->state, s_gen);
-    if (PyErr_Occurred()) {
-        Py_CLEAR(eff);
-    }
-    else if (gen != current) {
-        Py_SETREF(eff, PyObject_CallMethodNoArgs(frame, s_refresh));
-    }
-done:
-    Py_DECREF(frame);
-    return eff;
 }
 
 /* The call's arguments as capture.py's functions take them: (args, kwargs). */
@@ -456,20 +462,20 @@ error:
 
 /* A recorded call: the draft, the call, the outcome. `mode` is FULL or TAIL. */
 static PyObject *
-record(Recorder *self, PyObject *eff, long mode, const Call *c)
+record(Recorder *self, const Scope *sc, long mode, const Call *c)
 {
     PyObject *args, *kwargs;
     if (pack_arguments(c, &args, &kwargs) < 0) {
         internal_error(self);
         return call_fn(self, c);
     }
-    PyObject *draft = mode == MODE_FULL ? fast_draft(self, eff, args, kwargs) : NULL;
-    if (draft != NULL && add_context(eff, draft, self->span_ids) < 0)
+    PyObject *draft = mode == MODE_FULL ? fast_draft(self, sc, args, kwargs) : NULL;
+    if (draft != NULL && add_context(sc, draft, self->span_ids) < 0)
         Py_CLEAR(draft);
     if (draft == NULL && !PyErr_Occurred()) { /* not the usual call: capture.start() takes it */
         PyObject *mode_obj = PyLong_FromLong(mode);
         if (mode_obj != NULL) {
-            draft = PyObject_CallFunctionObjArgs(self->start, eff, self->spec, mode_obj, args, kwargs, NULL);
+            draft = PyObject_CallFunctionObjArgs(self->start, sc->eff, self->spec, mode_obj, args, kwargs, NULL);
             Py_DECREF(mode_obj);
         }
         if (draft == Py_None) /* start() met an internal error, and counted it */
@@ -491,7 +497,7 @@ record(Recorder *self, PyObject *eff, long mode, const Call *c)
         PyErr_NormalizeException(&type, &value, &tb);
         if (tb != NULL && value != NULL)
             PyException_SetTraceback(value, tb);
-        PyObject *r = PyObject_CallFunctionObjArgs(self->finish, draft, self->spec, eff, Py_None,
+        PyObject *r = PyObject_CallFunctionObjArgs(self->finish, draft, self->spec, sc->eff, Py_None,
                                                    value ? value : Py_None, NULL);
         if (r == NULL)
             internal_error(self);
@@ -499,10 +505,11 @@ record(Recorder *self, PyObject *eff, long mode, const Call *c)
         PyErr_Restore(type, value, tb);
     }
     else if (PyUnicode_CheckExact(result) && mode == MODE_FULL && !self->has_extract) {
-        finish_text(self, draft, eff, result);
+        finish_text(self, draft, sc, result);
     }
     else { /* any other result, or a stream: capture._finish_result() */
-        Py_SETREF(result, PyObject_CallFunctionObjArgs(self->finish_result, draft, self->spec, eff, result, NULL));
+        Py_SETREF(result, PyObject_CallFunctionObjArgs(self->finish_result, draft, self->spec, sc->eff, result,
+                                                       NULL));
     }
     Py_DECREF(draft);
     return result;
@@ -514,8 +521,8 @@ recorder_vectorcall(PyObject *op, PyObject *const *argv, size_t nargsf, PyObject
 {
     Recorder *self = (Recorder *)op;
     Call c = {argv, nargsf, kwnames};
-    PyObject *eff = current_effective(self);
-    long mode = eff == NULL ? -1 : decide(self, eff);
+    Scope sc;
+    long mode = current_scope(self, &sc) < 0 ? -1 : decide(self, &sc);
     PyObject *result;
     if (mode == MODE_SKIP || mode < 0) {
         if (PyErr_Occurred())
@@ -523,9 +530,9 @@ recorder_vectorcall(PyObject *op, PyObject *const *argv, size_t nargsf, PyObject
         result = call_fn(self, &c);
     }
     else {
-        result = record(self, eff, mode, &c);
+        result = record(self, &sc, mode, &c);
     }
-    Py_XDECREF(eff);
+    release_scope(&sc);
     return result;
 }
 
@@ -721,17 +728,9 @@ PyMODINIT_FUNC
 PyInit__speedups(void)
 {
     INTERN(s_eff, "eff");
+    INTERN(s_hot, "hot");
     INTERN(s_gen, "gen");
     INTERN(s_refresh, "refresh");
-    INTERN(s_mode, "mode");
-    INTERN(s_keep_errors, "keep_errors");
-    INTERN(s_rate, "rate");
-    INTERN(s_count_sampled_out, "count_sampled_out");
-    INTERN(s_content, "content");
-    INTERN(s_max_chars, "max_chars");
-    INTERN(s_record_limit, "record_limit");
-    INTERN(s_labels, "labels");
-    INTERN(s_commit, "commit");
     INTERN(s_role, "role");
     INTERN(s_content_key, "content");
     INTERN(s_started, "started");
