@@ -171,19 +171,26 @@ call_fn(Recorder *self, const Call *c)
     return PyObject_Vectorcall(self->fn, c->argv, c->nargsf, c->kwnames);
 }
 
-/* Count the pending exception as an internal error and clear it: fail-open. */
-static void
+/* Count the pending exception as an internal error and clear it: fail-open, as the
+ * `except Exception` blocks of capture.py. Returns -1, leaving it set, for what
+ * those blocks let through too (KeyboardInterrupt, SystemExit): Ctrl-C still stops. */
+static int
 internal_error(Recorder *self)
 {
+    if (!PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
     PyObject *type, *value, *tb;
     PyErr_Fetch(&type, &value, &tb);
     PyErr_NormalizeException(&type, &value, &tb);
     PyObject *r = PyObject_CallOneArg(self->on_error, value ? value : Py_None);
     Py_XDECREF(r);
-    PyErr_Clear(); /* on_error failing too must not reach the call either */
     Py_XDECREF(type);
     Py_XDECREF(value);
     Py_XDECREF(tb);
+    if (r == NULL && !PyErr_ExceptionMatches(PyExc_Exception))
+        return -1;
+    PyErr_Clear(); /* on_error failing too must not reach the call either */
+    return 0;
 }
 
 static int
@@ -339,10 +346,11 @@ add_context(const Scope *sc, PyObject *draft, PyObject *span_ids)
 }
 
 /* capture.finish_text(): the usual outcome of a FULL call, a str result. */
-static void
+static int
 finish_text(Recorder *self, PyObject *draft, const Scope *sc, PyObject *text)
 {
     PyObject *kept = NULL, *r = NULL;
+    int status = 0;
     double now;
     PyObject *t0 = PyDict_GetItemWithError(draft, s_duration);
     if (t0 == NULL || PERF(&now) < 0)
@@ -390,11 +398,12 @@ finish_text(Recorder *self, PyObject *draft, const Scope *sc, PyObject *text)
         goto error;
     goto done;
 error:
-    if (PyErr_Occurred())
-        internal_error(self);
+    if (PyErr_Occurred() && internal_error(self) < 0)
+        status = -1;
 done:
     Py_XDECREF(kept);
     Py_XDECREF(r);
+    return status;
 }
 
 /* -- the call ------------------------------------------------------------------ */
@@ -465,10 +474,8 @@ static PyObject *
 record(Recorder *self, const Scope *sc, long mode, const Call *c)
 {
     PyObject *args, *kwargs;
-    if (pack_arguments(c, &args, &kwargs) < 0) {
-        internal_error(self);
-        return call_fn(self, c);
-    }
+    if (pack_arguments(c, &args, &kwargs) < 0)
+        return internal_error(self) < 0 ? NULL : call_fn(self, c);
     PyObject *draft = mode == MODE_FULL ? fast_draft(self, sc, args, kwargs) : NULL;
     if (draft != NULL && add_context(sc, draft, self->span_ids) < 0)
         Py_CLEAR(draft);
@@ -483,11 +490,8 @@ record(Recorder *self, const Scope *sc, long mode, const Call *c)
     }
     Py_DECREF(args);
     Py_DECREF(kwargs);
-    if (draft == NULL) { /* the call goes on, unrecorded */
-        if (PyErr_Occurred())
-            internal_error(self);
-        return call_fn(self, c);
-    }
+    if (draft == NULL) /* the call goes on, unrecorded */
+        return PyErr_Occurred() && internal_error(self) < 0 ? NULL : call_fn(self, c);
 
     PyObject *result = call_fn(self, c);
     if (result == NULL) {
@@ -499,13 +503,19 @@ record(Recorder *self, const Scope *sc, long mode, const Call *c)
             PyException_SetTraceback(value, tb);
         PyObject *r = PyObject_CallFunctionObjArgs(self->finish, draft, self->spec, sc->eff, Py_None,
                                                    value ? value : Py_None, NULL);
-        if (r == NULL)
-            internal_error(self);
         Py_XDECREF(r);
-        PyErr_Restore(type, value, tb);
+        if (r == NULL && internal_error(self) < 0) { /* Ctrl-C while recording: that propagates */
+            Py_XDECREF(type);
+            Py_XDECREF(value);
+            Py_XDECREF(tb);
+        }
+        else {
+            PyErr_Restore(type, value, tb);
+        }
     }
     else if (PyUnicode_CheckExact(result) && mode == MODE_FULL && !self->has_extract) {
-        finish_text(self, draft, sc, result);
+        if (finish_text(self, draft, sc, result) < 0)
+            Py_CLEAR(result);
     }
     else { /* any other result, or a stream: capture._finish_result() */
         Py_SETREF(result, PyObject_CallFunctionObjArgs(self->finish_result, draft, self->spec, sc->eff, result,
@@ -525,9 +535,7 @@ recorder_vectorcall(PyObject *op, PyObject *const *argv, size_t nargsf, PyObject
     long mode = current_scope(self, &sc) < 0 ? -1 : decide(self, &sc);
     PyObject *result;
     if (mode == MODE_SKIP || mode < 0) {
-        if (PyErr_Occurred())
-            internal_error(self);
-        result = call_fn(self, &c);
+        result = PyErr_Occurred() && internal_error(self) < 0 ? NULL : call_fn(self, &c);
     }
     else {
         result = record(self, &sc, mode, &c);

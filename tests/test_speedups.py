@@ -183,3 +183,30 @@ def test_the_c_path_keeps_no_reference_to_the_callers_objects() -> None:
         gc.enable()
     assert len(hm.ring()) == 101
 
+
+
+@needs_c
+def test_an_error_inside_the_c_path_is_counted_and_never_reaches_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
+    from historymw import scope
+
+    capture.SPEEDUPS = True
+    ask = hm.recorded(answer)
+    RESULT[0] = "fine"
+    # A bug inside historymw, simulated: the scope's decision is not what the C path expects.
+    real_init = scope.Effective.__init__
+
+    def broken_init(self: Any, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        self.hot = ()
+
+    monkeypatch.setattr(scope.Effective, "__init__", broken_init)
+    hm.configure()
+    assert [ask("m", [{"role": "user", "content": "hi"}]) for _ in range(3)] == ["fine"] * 3
+    assert hm.stats().errors == {"capture": 3}
+    assert len(hm.ring()) == 0
+
+    def interrupted(model: str, messages: Any) -> str:
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):  # what the call raises still passes through
+        hm.recorded(interrupted)("m", [])
