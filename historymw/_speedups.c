@@ -133,11 +133,15 @@ current_scope(Recorder *self, Scope *sc)
         PyObject *gen = PyObject_GetAttr(self->state, s_gen);
         r = gen == NULL ? -1 : PyObject_RichCompareBool(gen, HOT(sc, HOT_GEN), Py_EQ);
         Py_XDECREF(gen);
-        if (r == 0) { /* configure() ran since this scope decided: decide again */
-            Py_CLEAR(sc->hot);
-            Py_SETREF(sc->eff, PyObject_CallMethodNoArgs(frame, s_refresh));
-            r = sc->eff == NULL ? -1 : read_hot(sc);
-        }
+    }
+    else if (sc->eff != NULL) {
+        PyErr_Clear(); /* not a decision this code can read: decide again, as for a stale one */
+        r = 0;
+    }
+    if (r == 0) { /* configure() ran since this scope decided: decide again */
+        Py_CLEAR(sc->hot);
+        Py_SETREF(sc->eff, PyObject_CallMethodNoArgs(frame, s_refresh));
+        r = sc->eff == NULL ? -1 : read_hot(sc);
     }
     Py_DECREF(frame);
     return r < 0 ? -1 : 0;
