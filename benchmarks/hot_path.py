@@ -13,6 +13,8 @@ minus the bare call's in the same round ("added"); wall time is shown beside it
 - disabled: `@hm.recorded` under `hm.history(disable=True)`.
 - sampled out: `policy="sample", sample_rate=0` (a head decision that says no).
 - recorded (ring): the default configuration.
+- recorded (ring), pure Python: the same, on the pure-Python path a build without a C
+  compiler uses (shown when the C hot path, historymw/_speedups.c, is built).
 - recorded (ring + sql queue): with the SQL backend on, the caller pays the queue hand-off.
 - recorded (otel backend) and OpenTelemetry peers: rows from benchmarks/otel_overhead.py.
 - DSPy history path: DSPy's own `_record_response` + `record_history` at steady state
@@ -39,6 +41,7 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import historymw as hm
+from historymw import capture
 
 random.seed(7)
 PROMPT = "".join(random.choice(string.ascii_lowercase + "     ") for _ in range(4096))
@@ -50,7 +53,10 @@ def bare(model: str, messages: list[dict[str, str]], **params: Any) -> str:
     return ANSWER
 
 
-recorded = hm.recorded(provider="openai")(bare)
+recorded = hm.recorded(provider="openai")(bare)  # the C hot path when it is built (the default)
+capture.SPEEDUPS = False
+recorded_python = hm.recorded(provider="openai")(bare)  # the pure-Python reference path
+capture.SPEEDUPS = capture._speedups is not None
 
 
 class Contender:
@@ -133,6 +139,8 @@ def contenders(sql_url: str) -> list[Contender]:
         Contender("sampled out", recorded, configure={"policy": "sample", "sample_rate": 0.0}),
         Contender("recorded (ring)", recorded, configure={}),
     ]
+    if capture.SPEEDUPS:  # what a build without a C compiler pays
+        rows.append(Contender("recorded (ring), pure Python", recorded_python, configure={}))
     try:
         import sqlalchemy  # noqa: F401
 
@@ -191,7 +199,8 @@ def main() -> None:
     dspy_added = next((r["added_us"] for r in results if r["name"].startswith("DSPy")), None)
     print(f"historymw hot path — {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{platform.machine()}; {rounds} rounds x {n} calls, 4 KB prompt; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; hot path: "
+          f"{'C (historymw._speedups)' if capture.SPEEDUPS else 'pure Python (the C hot path is not built)'}")
     print("caller-thread CPU per call, median over rounds; 'added' is over the bare call in the same round")
     print(f"{'contender':34} {'per call':>10} {'added':>10} {'added min..max':>18} {'+wall':>9} {'vs DSPy':>9}")
     for r in results:

@@ -37,6 +37,16 @@ from .plain import clip
 from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
 from .scope import CURRENT, SAMPLE, Effective
 
+try:  # the optional C hot path (setup.py builds it when a compiler is there)
+    from . import _speedups
+except ImportError:  # pragma: no cover - a build without a C compiler
+    _speedups = None  # type: ignore[assignment]
+
+# Whether `recorded()` uses the C hot path for sync functions, read when a function
+# is decorated. The pure-Python wrapper below is the reference: same drafts, same
+# counters, same fail-open rules (tests run both); set False to rule the C path out.
+SPEEDUPS = _speedups is not None
+
 F = TypeVar("F", bound=Callable[..., Any])
 
 _perf = time.perf_counter
@@ -424,6 +434,9 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return _finish_result(draft, spec, eff, result)
         return async_wrapper
 
+    if SPEEDUPS and _speedups is not None:
+        return _c_wrapper(fn, spec)
+
     # The hot path, inline: a disabled call costs a ContextVar read and a branch;
     # a sampled-out one, a random number more (head() when OpenTelemetry is loaded).
     @functools.wraps(fn)
@@ -455,6 +468,29 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return result
         return _finish_result(draft, spec, eff, result)
     return wrapper
+
+
+def _count_capture_error(exc: BaseException) -> None:
+    counters.COUNTERS.error("capture", exc)
+
+
+def _c_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
+    """The sync wrapper on the C hot path: a `_speedups.Recorder` does what `wrapper` in
+    `recorded()` does for the usual call, and calls this module's functions for the rest."""
+    template = {"started": None, "duration": None, "provider": spec.provider, "model": None,
+                "operation": spec.operation, "source": spec.source, "_pairs": None, "params": None,
+                "size_bytes": 0, "output_text": None, "stream": False}  # start()'s inline draft, key for key
+    fast = _speedups.Recorder(
+        fn=fn, spec=spec, current=CURRENT, state=_STATE, start=start, finish=finish,
+        finish_result=_finish_result, head=head, span_ids=active_span_ids, random=_random, clip=clip,
+        str_bytes=str_bytes, on_error=_count_capture_error, common_params=COMMON_PARAMS, template=template,
+        model_pos=spec.model_pos, messages_pos=spec.messages_pos, simple_upto=spec.simple_upto,
+        has_extract=spec.extract is not None, base_bytes=RECORD_BASE_BYTES + DICT_BYTES + 56,
+        pair_bytes=PAIR_BYTES, param_bytes=PARAM_BYTES)
+
+    # Like functools.lru_cache's C wrapper: binds as a method, pickles by name, and
+    # update_wrapper() gives it the function's name, docstring and __wrapped__.
+    return functools.update_wrapper(fast, fn)
 
 
 # -- manual recording -----------------------------------------------------------
