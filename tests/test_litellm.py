@@ -34,6 +34,7 @@ MSGS = [{"role": "user", "content": "hello"}]
 def installed() -> Iterator[None]:
     hm_litellm.install()
     yield
+    hm_litellm.flush(5.0)  # this test's outcomes still on LiteLLM's threads must not reach the next test
     hm_litellm.uninstall()
 
 
