@@ -72,20 +72,16 @@ def sql_child(n: int, rounds: int, postgres: str | None) -> dict[str, Any]:
 
     import sql_throughput as st
 
-    from historymw.record import seal
     from historymw.sql import engine as sql_engine
     from historymw.sql import schema
-    from historymw.sql.rows import draft_rows
 
-    sealed = [seal(d) for d in st.make_drafts(n)]
-    ((columns, rows),) = draft_rows(sealed).items()
-    del sealed
+    (columns, rows), (pg_columns, pg_rows) = st.baseline_rows(n)
     gc.collect()
     runs: dict[str, list[float]] = {"sqlite": [], "sqlite_raw": [], "postgres": [], "postgres_raw": []}
 
     def raw_pg(url: str) -> float:
         schema.ensure_schema(sql_engine.make_engine(url, create=True))
-        return st.raw_postgres(url, columns, rows)
+        return st.raw_postgres(url, pg_columns, pg_rows)
 
     with tempfile.TemporaryDirectory() as tmp:
         for r in range(rounds):

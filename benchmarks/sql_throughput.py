@@ -65,6 +65,20 @@ def make_drafts(n: int) -> list[dict[str, Any]]:
     return drafts
 
 
+Rows = tuple[tuple[str, ...], list[tuple[Any, ...]]]
+
+
+def baseline_rows(n: int) -> tuple[Rows, Rows]:
+    """(columns, rows) the raw driver inserts, for SQLite and for PostgreSQL: the rows historymw
+    writes for n recorded calls, the columns these calls have (a hand-written insert would not bind
+    twenty NULLs either), in the order historymw binds them. PostgreSQL binds bools as bools;
+    SQLite's rows hold them as the 0/1 it stores. Same ids, same order."""
+    drafts = make_drafts(n)
+    ((columns, rows),) = build_rows(drafts).items()
+    ((pg_columns, pg_rows),) = build_rows(drafts, postgres=True).items()
+    return (columns, rows), (pg_columns, pg_rows)
+
+
 def end_to_end(url: str, n: int) -> float:
     """Records per second, first call to the last row committed."""
     hm.configure(backends=["sql"], sql_url=url, queue_size=n, queue_bytes=2**34, batch_size=BATCH,
@@ -207,12 +221,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         t_insert = min(insert_cost(f"{tmp}/stage-{i}.db", few_groups) for i in range(3))
     del few, few_groups
-    drafts = make_drafts(n)
-    # The same rows historymw writes: the columns these calls have (a hand-written insert would not
-    # bind twenty NULLs either), in the order historymw binds them.
-    ((columns, rows),) = build_rows(drafts).items()
-    # PostgreSQL binds bools as bools (SQLite's rows hold them as the 0/1 it stores); same ids, same order.
-    ((pg_columns, pg_rows),) = build_rows(drafts, postgres=True).items()
+    (columns, rows), (pg_columns, pg_rows) = baseline_rows(n)
 
     results: list[tuple[str, float, float, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -222,7 +231,7 @@ def main() -> None:
             schema.ensure_schema(sql_engine.make_engine(f"sqlite:///{raw_path}", create=True))
             raw = max(raw, raw_sqlite(raw_path, columns, rows))
         raw_pg = raw_postgres_best(args.postgres, pg_columns, pg_rows) if args.postgres else 0.0
-        del drafts, rows, pg_rows  # 100k live records would make every GC pass of the runs below slower
+        del rows, pg_rows  # 100k live rows would make every GC pass of the runs below slower
         gc.collect()
         e2e = max(end_to_end(f"sqlite:///{tmp}/e2e-{i}.db", n) for i in range(3))
         results.append(("SQLite (file, WAL)", e2e, raw, 50_000))
