@@ -261,11 +261,16 @@ fast_draft(Recorder *self, const Scope *sc, PyObject *args, PyObject *kwargs)
         return NULL;
 
     long size = self->base_bytes + (long)PyDict_GET_SIZE(kwargs) * self->param_bytes;
-    PyObject *pairs = PyList_New(0);
+    /* A tuple, not a list: once the collector has seen that it holds only str, it untracks
+     * it, and the draft with it, so queued drafts cost later collections nothing. */
+    Py_ssize_t count = PyList_GET_SIZE(messages);
+    PyObject *pairs = PyTuple_New(2 * count);
     if (pairs == NULL)
         return NULL;
     /* Items are re-read by index each turn: a dict key's __eq__ could run code. */
-    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(messages); i++) {
+    for (Py_ssize_t i = 0; i < count; i++) {
+        if (PyList_GET_SIZE(messages) != count)
+            goto not_usual;
         PyObject *m = PyList_GET_ITEM(messages, i);
         if (!PyDict_CheckExact(m) || PyDict_GET_SIZE(m) != 2)
             goto not_usual;
@@ -284,15 +289,17 @@ fast_draft(Recorder *self, const Scope *sc, PyObject *args, PyObject *kwargs)
             goto not_usual;
         }
         long text_size;
-        int failed = PyList_Append(pairs, role) < 0 || PyList_Append(pairs, text) < 0
-            || str_size(self, text, &text_size) < 0;
-        if (!failed)
-            size += self->pair_bytes + (long)PyUnicode_GET_LENGTH(role) + text_size;
-        Py_DECREF(role);
-        Py_DECREF(text);
-        if (failed)
+        if (str_size(self, text, &text_size) < 0) {
+            Py_DECREF(role);
+            Py_DECREF(text);
             goto error;
+        }
+        size += self->pair_bytes + (long)PyUnicode_GET_LENGTH(role) + text_size;
+        PyTuple_SET_ITEM(pairs, 2 * i, role); /* the references taken above */
+        PyTuple_SET_ITEM(pairs, 2 * i + 1, text);
     }
+    if (PyList_GET_SIZE(messages) != count)
+        goto not_usual;
     if (size > limit)
         goto not_usual;
 

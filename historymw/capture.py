@@ -27,6 +27,7 @@ from .draft import (
     PARAM_BYTES,
     RECORD_BASE_BYTES,
     SCALARS,
+    TUPLE_BYTES,
     CallSpec,
     outcome,
     request,
@@ -107,11 +108,13 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
             model = args[mp] if 0 <= mp < n else None
             messages = args[sp] if 0 <= sp < n else None
             if type(model) is str and type(messages) is list and len(model) <= 256:
-                # Messages as one flat [role, content, role, content, ...] list under "_pairs":
-                # one allocation, not one dict per message; seal() turns it into "messages".
+                # Messages as one flat (role, content, role, content, ...) tuple under "_pairs":
+                # not one dict per message; seal() turns it into "messages". A tuple of str is
+                # untracked by the garbage collector, and the draft with it once its params are
+                # scalars: queued drafts then cost later collections nothing.
                 pairs: list[Any] = []
                 append = pairs.append
-                size = RECORD_BASE_BYTES + DICT_BYTES + len(kwargs) * PARAM_BYTES + 56
+                size = RECORD_BASE_BYTES + DICT_BYTES + len(kwargs) * PARAM_BYTES + TUPLE_BYTES
                 max_chars = eff.max_chars
                 for m in messages:
                     if type(m) is not dict or len(m) != 2:
@@ -125,7 +128,7 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
                 else:
                     if size <= eff.record_limit:
                         draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
-                                 "operation": spec.operation, "source": spec.source, "_pairs": pairs,
+                                 "operation": spec.operation, "source": spec.source, "_pairs": tuple(pairs),
                                  "params": kwargs, "size_bytes": size, "output_text": None,
                                  "stream": kwargs.get("stream") is True}
         if draft is None:
@@ -485,7 +488,7 @@ def _c_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
         finish_result=_finish_result, head=head, span_ids=active_span_ids, random=_random, clip=clip,
         str_bytes=str_bytes, on_error=_count_capture_error, common_params=COMMON_PARAMS, template=template,
         model_pos=spec.model_pos, messages_pos=spec.messages_pos, simple_upto=spec.simple_upto,
-        has_extract=spec.extract is not None, base_bytes=RECORD_BASE_BYTES + DICT_BYTES + 56,
+        has_extract=spec.extract is not None, base_bytes=RECORD_BASE_BYTES + DICT_BYTES + TUPLE_BYTES,
         pair_bytes=PAIR_BYTES, param_bytes=PARAM_BYTES)
 
     # Like functools.lru_cache's C wrapper: binds as a method, pickles by name, and

@@ -37,7 +37,8 @@ if TYPE_CHECKING:
 RECORD_BASE_BYTES = 400
 # A message kept as a (role, content) pair: a list slot, the tuple, the role str's header.
 MSG_BYTES = 8 + 56 + 49
-PAIR_BYTES = 16 + 49  # a message in a flat [role, content, ...] list: two slots, the role's header
+PAIR_BYTES = 16 + 49  # a message in a flat (role, content, ...) tuple: two slots, the role's header
+TUPLE_BYTES = 40  # that tuple's own header
 DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
 PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
 SCALARS = frozenset({int, float, bool, type(None)})

@@ -197,7 +197,7 @@ def seal_held(draft: dict[str, Any], redactor: Any = None, scan_content: bool = 
     if not draft.get("_sealed"):
         if "id" not in draft:
             draft["id"] = new_id(draft.get("started", 0.0))
-        pairs = draft.pop("_pairs", None)  # capture.start's flat [role, content, ...] list
+        pairs = draft.pop("_pairs", None)  # capture.start's flat (role, content, ...) tuple
         if pairs is not None:
             draft["messages"] = [{"role": pairs[i], "content": pairs[i + 1]} for i in range(0, len(pairs), 2)]
         messages = draft.get("messages")

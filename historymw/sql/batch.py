@@ -3,7 +3,7 @@
 `seal()` then `draft_rows()` visits every field of a draft twice, builds a dict
 per message that the row only turns back into JSON, and scans each record's
 text on its own. For the drafts the hot path makes most (messages as the flat
-`_pairs` [role, content, ...] list, str and int fields, params of scalars) this
+`_pairs` (role, content, ...) tuple, str and int fields, params of scalars) this
 module reads each field once into the row, and checks the whole batch for what
 sealing would change with one scan of its joined text. A batch where that scan
 finds anything (a secret shape, a lone surrogate, a base64 blob, a non-finite
