@@ -39,7 +39,9 @@ _SHAPES: tuple[tuple[str, re.Pattern[str]], ...] = tuple(
         ("hf_", r"hf_[A-Za-z0-9]{20,}"),  # Hugging Face
         ("eyJ", r"eyJ[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]{8,}\.[A-Za-z0-9_\-]*"),  # JWT
         ("earer", r"[Bb]earer\s+(?=[A-Za-z._~+/=\-]*\d)[A-Za-z0-9._~+/=\-]{12,}"),  # Authorization: Bearer
-        ("asic ", r"[Bb]asic\s+[A-Za-z0-9+/]{12,}={0,2}"),  # Authorization: Basic
+        # Authorization: Basic. The credential (base64 of user:password) has a digit, + or /, or a
+        # capital past its first character: "a basic understanding" is prose, not a credential.
+        ("asic ", r"[Bb]asic\s+(?=[A-Za-z0-9+/]*[0-9+/]|[A-Za-z0-9+/][a-z]*[A-Z])[A-Za-z0-9+/]{12,}={0,2}"),
         ("://", r"://[^\s/:@]+:[^\s/@]+@"),  # a password inside a URL: scheme://user:password@host
     )
 )

@@ -83,7 +83,8 @@ def test_secrets_in_outputs_and_error_messages_are_redacted() -> None:
 
 
 def test_words_that_only_look_similar_are_kept() -> None:
-    text = "the task-management-system uses max_tokens and a token budget; bearer of news"
+    text = ("the task-management-system uses max_tokens and a token budget; bearer of news; "
+            "a basic understanding of Basic Authentication")
     ask("m", [{"role": "user", "content": text}], max_tokens=5, top_k=3)
     [rec] = hm.recent(1)
     assert rec.messages[0]["content"] == text
