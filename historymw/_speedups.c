@@ -262,7 +262,7 @@ fast_draft(Recorder *self, const Scope *sc, PyObject *args, PyObject *kwargs)
 
     long size = self->base_bytes + (long)PyDict_GET_SIZE(kwargs) * self->param_bytes;
     /* A tuple, not a list: once the collector has seen that it holds only str, it untracks
-     * it, and the draft with it, so queued drafts cost later collections nothing. */
+     * it, so a queued draft is one object for later collections to walk, not two. */
     Py_ssize_t count = PyList_GET_SIZE(messages);
     PyObject *pairs = PyTuple_New(2 * count);
     if (pairs == NULL)

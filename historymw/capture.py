@@ -109,9 +109,9 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
             messages = args[sp] if 0 <= sp < n else None
             if type(model) is str and type(messages) is list and len(model) <= 256:
                 # Messages as one flat (role, content, role, content, ...) tuple under "_pairs":
-                # not one dict per message; seal() turns it into "messages". A tuple of str is
-                # untracked by the garbage collector, and the draft with it once its params are
-                # scalars: queued drafts then cost later collections nothing.
+                # not one dict per message; seal() turns it into "messages". The collector
+                # untracks a tuple of str at its first pass: a queued draft is then one object
+                # for later collections to walk, not two.
                 pairs: list[Any] = []
                 append = pairs.append
                 size = RECORD_BASE_BYTES + DICT_BYTES + len(kwargs) * PARAM_BYTES + TUPLE_BYTES
