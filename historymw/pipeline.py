@@ -310,12 +310,7 @@ class ExportPipeline:
         if not self._io_held_for_fork:
             counters.COUNTERS.error(f"fork_during_export:{self.name}")
             return
-        hook = getattr(self.backend, "before_fork", None)
-        if callable(hook):
-            try:
-                hook()
-            except Exception as exc:  # noqa: BLE001
-                counters.COUNTERS.error(f"before_fork:{self.name}", exc)
+        self._backend_hook("before_fork")
 
     def _after_fork_in_parent(self) -> None:
         if self._io_held_for_fork:
@@ -325,12 +320,16 @@ class ExportPipeline:
     def _after_fork_in_child(self) -> None:
         # The parent's queue belongs to the parent: the child forgets it, so nothing is written twice.
         self._reset()
-        hook = getattr(self.backend, "after_fork", None)
+        self._backend_hook("after_fork")
+
+    def _backend_hook(self, name: str) -> None:
+        """Call the backend's optional fork hook `name`; a failing hook is counted, never raised."""
+        hook = getattr(self.backend, name, None)
         if callable(hook):
             try:
                 hook()
             except Exception as exc:  # noqa: BLE001
-                counters.COUNTERS.error(f"after_fork:{self.name}", exc)
+                counters.COUNTERS.error(f"{name}:{self.name}", exc)
 
 
 def _call_bounded(fn: Callable[[], Any], timeout: float, name: str) -> None:

@@ -33,6 +33,12 @@ def module_level_ask(model: str, messages: Any) -> str:
     return "ok"
 
 
+@pytest.fixture
+def c_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Functions the test decorates take the C path (restored after the test)."""
+    monkeypatch.setattr(capture, "SPEEDUPS", True)
+
+
 def test_the_c_hot_path_is_built_where_a_compiler_is() -> None:
     # setup.py builds it with optional=True, so a broken build would only warn; this fails instead.
     compiler = (sysconfig.get_config_var("CC") or "cc").split()[0]
@@ -116,8 +122,8 @@ def test_c_and_python_paths_agree_on_every_policy(policy: str) -> None:
 
 
 @needs_c
+@pytest.mark.usefixtures("c_path")
 def test_the_c_wrapper_behaves_like_the_function_it_wraps() -> None:
-    capture.SPEEDUPS = True
 
     class Client:
         @hm.recorded(provider="p")
@@ -157,8 +163,8 @@ def test_a_module_level_c_wrapper_pickles_by_name() -> None:
 
 
 @needs_c
+@pytest.mark.usefixtures("c_path")
 def test_the_c_path_keeps_no_reference_to_the_callers_objects() -> None:
-    capture.SPEEDUPS = True
 
     class Message(dict[str, str]):
         pass
@@ -186,10 +192,10 @@ def test_the_c_path_keeps_no_reference_to_the_callers_objects() -> None:
 
 
 @needs_c
+@pytest.mark.usefixtures("c_path")
 def test_an_error_inside_the_c_path_is_counted_and_never_reaches_the_call(monkeypatch: pytest.MonkeyPatch) -> None:
     from historymw import scope
 
-    capture.SPEEDUPS = True
     ask = hm.recorded(answer)
     RESULT[0] = "fine"
     # A bug inside historymw, simulated: the scope's decision is not what the C path expects.
