@@ -48,7 +48,13 @@ SETTABLE_FIELDS = frozenset({
     "output_text", "outputs", "finish_reason", "input_tokens", "output_tokens", "total_tokens",
     "cost", "response_id", "response_model", "cache_hit", "server_address", "metadata", "model",
     "provider", "session", "tags", "operation", "stream", "time_to_first_token_s",
+    "system_instructions", "tool_definitions", "cache_read_input_tokens", "cache_creation_input_tokens",
+    "reasoning_tokens", "server_port",
 })
+_INT_FIELDS = frozenset({"input_tokens", "output_tokens", "total_tokens", "cache_read_input_tokens",
+                         "cache_creation_input_tokens", "reasoning_tokens", "server_port"})
+# Prompt-like content: dropped with capture_content=False, like messages and outputs.
+_CONTENT_SETTABLE = frozenset({"output_text", "outputs", "system_instructions", "tool_definitions"})
 
 
 class CallSpec:
@@ -238,9 +244,9 @@ def _apply_extract(draft: dict[str, Any], extract: Callable[[Any], dict[str, Any
 def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, content: bool) -> None:
     """Set LMCall fields given by code (extract=, call.output, call.set) as bounded plain data."""
     for name, value in fields.items():
-        if name not in SETTABLE_FIELDS or (not content and name in ("output_text", "outputs")):
+        if name not in SETTABLE_FIELDS or (not content and name in _CONTENT_SETTABLE):
             continue
-        if name in ("input_tokens", "output_tokens", "total_tokens"):
+        if name in _INT_FIELDS:
             draft[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
         elif name == "cost" or name == "time_to_first_token_s":
             draft[name] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
@@ -253,7 +259,9 @@ def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, 
             copied = plain(value, scanned)
             draft[name] = copied if isinstance(copied, dict) else {"value": copied}
             budget.take(scanned.used)
-        elif name == "outputs":
+        elif name == "outputs" or name == "system_instructions" or name == "tool_definitions":
+            if isinstance(value, str):  # a plain system prompt
+                value = [value]
             copied = plain(value, budget)
             draft[name] = copied if isinstance(copied, list) else [copied]
         else:

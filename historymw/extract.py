@@ -50,6 +50,28 @@ def usage_fields(usage: Any, draft: dict[str, Any]) -> None:
     if total is None and inp is not None and out is not None:
         total = inp + out
     draft["input_tokens"], draft["output_tokens"], draft["total_tokens"] = inp, out, total
+    # Prompt-cache and reasoning details: OpenAI chat (prompt/completion_tokens_details),
+    # OpenAI Responses (input/output_tokens_details), Anthropic (cache_*_input_tokens).
+    # Counts are kept as the provider reports them; only non-zero or given values are set.
+    details_in = get(usage, "prompt_tokens_details")
+    if details_in is None:
+        details_in = get(usage, "input_tokens_details")
+    cached = _int(get(details_in, "cached_tokens")) if details_in is not None else None
+    if cached is None:
+        cached = _int(get(usage, "cache_read_input_tokens"))
+    created = _int(get(usage, "cache_creation_input_tokens"))
+    if created is None and details_in is not None:
+        created = _int(get(details_in, "cache_creation_tokens"))
+    details_out = get(usage, "completion_tokens_details")
+    if details_out is None:
+        details_out = get(usage, "output_tokens_details")
+    reasoning = _int(get(details_out, "reasoning_tokens")) if details_out is not None else None
+    if cached is not None:
+        draft["cache_read_input_tokens"] = cached
+    if created is not None:
+        draft["cache_creation_input_tokens"] = created
+    if reasoning is not None:
+        draft["reasoning_tokens"] = reasoning
 
 
 def _text_of(content: Any) -> str | None:

@@ -61,6 +61,14 @@ class LMCall(BaseModel):
     cache_hit: bool | None = None
     server_address: str | None = None
     metadata: dict[str, Any] = Field(default_factory=dict)
+    # Added for the GenAI conventions' usage and request details (the SQL store keeps them
+    # in `extra` until a schema version gives them columns).
+    system_instructions: list[Any] = Field(default_factory=list)  # a system prompt given beside the messages
+    tool_definitions: list[Any] = Field(default_factory=list)  # the tools offered to the model
+    cache_read_input_tokens: int | None = None  # input tokens served from the provider's prompt cache
+    cache_creation_input_tokens: int | None = None  # input tokens written to the provider's prompt cache
+    reasoning_tokens: int | None = None  # output tokens spent on reasoning
+    server_port: int | None = None
 
 
 _seal_lock = threading.Lock()
@@ -181,7 +189,7 @@ def text_needs_clean(blob: str, strings: Collection[str], scan: bool = True) -> 
 
 # Prompts and outputs: scanned for secret shapes unless redact_content is off.
 # Every other field is always scanned (they are small).
-_CONTENT_FIELDS = frozenset({"messages", "outputs", "output_text"})
+_CONTENT_FIELDS = frozenset({"messages", "outputs", "output_text", "system_instructions", "tool_definitions"})
 
 
 def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True) -> dict[str, Any]:
@@ -262,7 +270,8 @@ def materialize(draft: dict[str, Any], redactor: Any = None, scan_content: bool 
     d = seal(draft, redactor, scan_content)
     started = d.get("started", 0.0)
     duration = d.get("duration", 0.0)
-    fields = {**_SCALAR_DEFAULTS, "tags": {}, "messages": [], "params": {}, "outputs": [], "metadata": {}}
+    fields = {**_SCALAR_DEFAULTS, "tags": {}, "messages": [], "params": {}, "outputs": [], "metadata": {},
+              "system_instructions": [], "tool_definitions": []}
     fields.update((k, v) for k, v in d.items() if k[0] != "_" and k != "started" and k != "duration")
     trace_id, span_id = fields.pop("trace_id", None), fields.pop("span_id", None)
     fields["started_at"] = _dt.datetime.fromtimestamp(started, _UTC)
