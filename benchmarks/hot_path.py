@@ -12,9 +12,9 @@ minus the bare call's in the same round ("added"); wall time is shown beside it
 - bare: the function itself.
 - disabled: `@hm.recorded` under `hm.history(disable=True)`.
 - sampled out: `policy="sample", sample_rate=0` (a head decision that says no).
-- recorded (ring): the default configuration.
-- recorded (ring), pure Python: the same, on the pure-Python path a build without a C
-  compiler uses (shown when the C hot path, historymw/_speedups.c, is built).
+- recorded (ring): the default configuration, model and messages by position.
+- recorded (ring), keyword call: the same, called as `ask(model=..., messages=...)`
+  (its "added" is over the bare function called the same way).
 - recorded (ring + sql queue): with the SQL backend on, the caller pays the queue hand-off.
 - recorded (otel backend) and OpenTelemetry peers: rows from benchmarks/otel_overhead.py.
 - DSPy history path: DSPy's own `_record_response` + `record_history` at steady state
@@ -41,7 +41,6 @@ from typing import Any
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
 
 import historymw as hm
-from historymw import capture
 
 random.seed(7)
 PROMPT = "".join(random.choice(string.ascii_lowercase + "     ") for _ in range(4096))
@@ -53,10 +52,7 @@ def bare(model: str, messages: list[dict[str, str]], **params: Any) -> str:
     return ANSWER
 
 
-recorded = hm.recorded(provider="openai")(bare)  # the C hot path when it is built (the default)
-capture.SPEEDUPS = False
-recorded_python = hm.recorded(provider="openai")(bare)  # the pure-Python reference path
-capture.SPEEDUPS = capture._speedups is not None
+recorded = hm.recorded(provider="openai")(bare)
 
 
 class Contender:
@@ -64,8 +60,9 @@ class Contender:
 
     def __init__(self, name: str, fn: Callable[..., Any],
                  scope: Callable[[], AbstractContextManager[Any]] = nullcontext,
-                 configure: dict[str, Any] | None = None) -> None:
+                 configure: dict[str, Any] | None = None, keyword: bool = False) -> None:
         self.name, self.fn, self.scope, self.configure = name, fn, scope, configure
+        self.keyword = keyword  # called as fn(model=..., messages=...), else by position
         self.samples: list[float] = []  # the calling thread's CPU µs per call
         self.wall: list[float] = []  # elapsed µs per call
 
@@ -79,8 +76,12 @@ class Contender:
         fn, msgs = self.fn, MESSAGES
         with self.scope():
             c0, t0 = time.thread_time(), time.perf_counter()
-            for _ in range(n):
-                fn("gpt-4o-mini", msgs, temperature=0.0)
+            if self.keyword:
+                for _ in range(n):
+                    fn(model="gpt-4o-mini", messages=msgs, temperature=0.0)
+            else:
+                for _ in range(n):
+                    fn("gpt-4o-mini", msgs, temperature=0.0)
             return (time.thread_time() - c0) / n * 1e6, (time.perf_counter() - t0) / n * 1e6
 
 
@@ -138,9 +139,9 @@ def contenders(sql_url: str) -> list[Contender]:
         Contender("disabled", recorded, scope=lambda: hm.history(disable=True), configure={}),
         Contender("sampled out", recorded, configure={"policy": "sample", "sample_rate": 0.0}),
         Contender("recorded (ring)", recorded, configure={}),
+        Contender("bare, keyword call", bare, configure={}, keyword=True),
+        Contender("recorded (ring), keyword call", recorded, configure={}, keyword=True),
     ]
-    if capture.SPEEDUPS:  # what a build without a C compiler pays
-        rows.append(Contender("recorded (ring), pure Python", recorded_python, configure={}))
     try:
         import sqlalchemy  # noqa: F401
 
@@ -187,9 +188,11 @@ def main() -> None:
         except ImportError:
             pass
 
-    base, base_wall = rows[0].samples, rows[0].wall
     results = []
     for row in rows:
+        # Each shape over the bare function called the same way, in the same round.
+        base_row = next(r for r in rows if r.fn is bare and r.keyword == row.keyword)
+        base, base_wall = base_row.samples, base_row.wall
         added = [s - b for s, b in zip(row.samples, base, strict=True)]
         added_wall = [s - b for s, b in zip(row.wall, base_wall, strict=True)]
         results.append({"name": row.name, "per_call_us": statistics.median(row.samples),
@@ -199,8 +202,7 @@ def main() -> None:
     dspy_added = next((r["added_us"] for r in results if r["name"].startswith("DSPy")), None)
     print(f"historymw hot path — {os.cpu_count()} cores, Python {platform.python_version()}, "
           f"{platform.machine()}; {rounds} rounds x {n} calls, 4 KB prompt; load average "
-          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}; hot path: "
-          f"{'C (historymw._speedups)' if capture.SPEEDUPS else 'pure Python (the C hot path is not built)'}")
+          f"{' '.join(f'{x:.2f}' for x in os.getloadavg())}")
     print("caller-thread CPU per call, median over rounds; 'added' is over the bare call in the same round")
     print(f"{'contender':34} {'per call':>10} {'added':>10} {'added min..max':>18} {'+wall':>9} {'vs DSPy':>9}")
     for r in results:

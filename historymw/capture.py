@@ -20,33 +20,11 @@ from collections.abc import AsyncIterator, Callable, Generator, Iterator
 from typing import Any, TypeVar
 
 from . import counters, runtime
-from .draft import (
-    COMMON_PARAMS,
-    DICT_BYTES,
-    PAIR_BYTES,
-    PARAM_BYTES,
-    RECORD_BASE_BYTES,
-    SCALARS,
-    TUPLE_BYTES,
-    CallSpec,
-    outcome,
-    request,
-    str_bytes,
-)
+from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes, usual_draft
 from .extract import chunk_fields, usage_fields
 from .plain import clip
 from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
 from .scope import CURRENT, SAMPLE, Effective
-
-try:  # the optional C hot path (setup.py builds it when a compiler is there)
-    from . import _speedups
-except ImportError:  # pragma: no cover - a build without a C compiler
-    _speedups = None  # type: ignore[assignment]
-
-# Whether `recorded()` uses the C hot path for sync functions, read when a function
-# is decorated. The pure-Python wrapper below is the reference: same drafts, same
-# counters, same fail-open rules (tests run both); set False to rule the C path out.
-SPEEDUPS = _speedups is not None
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -95,42 +73,12 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
     try:
         t0 = _perf()
         wall = _now() if started is None else started
-        draft: dict[str, Any] | None = None
         if mode != FULL:  # TAIL: keep only the references the call holds anyway, copy if it fails
-            draft = {"started": wall, "duration": t0, "provider": spec.provider,
-                     "operation": spec.operation, "source": spec.source, "_args": args, "_kwargs": kwargs}
-        elif (len(args) <= spec.simple_upto and eff.content
-              and (not kwargs or (kwargs.keys() <= COMMON_PARAMS and SCALARS.issuperset(map(type, kwargs.values()))))):
-            # The usual call, inline (each function call here costs ~0.1 µs): model and
-            # messages by position, scalar params, messages as {"role": str, "content": str}.
-            # `kwargs` is the wrapper's own dict (Python builds one per call): kept as is.
-            mp, sp, n = spec.model_pos, spec.messages_pos, len(args)
-            model = args[mp] if 0 <= mp < n else None
-            messages = args[sp] if 0 <= sp < n else None
-            if type(model) is str and type(messages) is list and len(model) <= 256:
-                # Messages as one flat (role, content, role, content, ...) tuple under "_pairs":
-                # not one dict per message; seal() turns it into "messages". The collector
-                # untracks a tuple of str at its first pass: a queued draft is then one object
-                # for later collections to walk, not two.
-                pairs: list[Any] = []
-                append = pairs.append
-                size = RECORD_BASE_BYTES + DICT_BYTES + len(kwargs) * PARAM_BYTES + TUPLE_BYTES
-                max_chars = eff.max_chars
-                for m in messages:
-                    if type(m) is not dict or len(m) != 2:
-                        break
-                    role, content = m.get("role"), m.get("content")
-                    if type(role) is not str or type(content) is not str or len(content) > max_chars:
-                        break
-                    append(role)
-                    append(content)
-                    size += PAIR_BYTES + len(role) + (len(content) + 49 if content.isascii() else str_bytes(content))
-                else:
-                    if size <= eff.record_limit:
-                        draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
-                                 "operation": spec.operation, "source": spec.source, "_pairs": tuple(pairs),
-                                 "params": kwargs, "size_bytes": size, "output_text": None,
-                                 "stream": kwargs.get("stream") is True}
+            draft: dict[str, Any] | None = {
+                "started": wall, "duration": t0, "provider": spec.provider, "operation": spec.operation,
+                "source": spec.source, "_args": args, "_kwargs": kwargs}
+        else:
+            draft = usual_draft(spec, eff, args, kwargs, wall, t0) if eff.content else None
         if draft is None:
             model, messages, params, size = request(spec, eff, args, kwargs)
             # "duration" holds the start's perf_counter until finish() turns it into the duration.
@@ -158,7 +106,7 @@ def finish_text(draft: dict[str, Any], eff: Effective, text: str) -> None:
             if len(text) > 1024:
                 text = clip(text, eff.max_chars)
             draft["output_text"] = text
-            draft["size_bytes"] += len(text) + 49 if text.isascii() else str_bytes(text)
+            draft["size_bytes"] += str_bytes(text)
         eff.commit(draft)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("capture", exc)
@@ -437,9 +385,6 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return _finish_result(draft, spec, eff, result)
         return async_wrapper
 
-    if SPEEDUPS and _speedups is not None:
-        return _c_wrapper(fn, spec)
-
     # The hot path, inline: a disabled call costs a ContextVar read and a branch;
     # a sampled-out one, a random number more (head() when OpenTelemetry is loaded).
     @functools.wraps(fn)
@@ -471,29 +416,6 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return result
         return _finish_result(draft, spec, eff, result)
     return wrapper
-
-
-def _count_capture_error(exc: BaseException) -> None:
-    counters.COUNTERS.error("capture", exc)
-
-
-def _c_wrapper(fn: Callable[..., Any], spec: CallSpec) -> Callable[..., Any]:
-    """The sync wrapper on the C hot path: a `_speedups.Recorder` does what `wrapper` in
-    `recorded()` does for the usual call, and calls this module's functions for the rest."""
-    template = {"started": None, "duration": None, "provider": spec.provider, "model": None,
-                "operation": spec.operation, "source": spec.source, "_pairs": None, "params": None,
-                "size_bytes": 0, "output_text": None, "stream": False}  # start()'s inline draft, key for key
-    fast = _speedups.Recorder(
-        fn=fn, spec=spec, current=CURRENT, state=_STATE, start=start, finish=finish,
-        finish_result=_finish_result, head=head, span_ids=active_span_ids, random=_random, clip=clip,
-        str_bytes=str_bytes, on_error=_count_capture_error, common_params=COMMON_PARAMS, template=template,
-        model_pos=spec.model_pos, messages_pos=spec.messages_pos, simple_upto=spec.simple_upto,
-        has_extract=spec.extract is not None, base_bytes=RECORD_BASE_BYTES + DICT_BYTES + TUPLE_BYTES,
-        pair_bytes=PAIR_BYTES, param_bytes=PARAM_BYTES)
-
-    # Like functools.lru_cache's C wrapper: binds as a method, pickles by name, and
-    # update_wrapper() gives it the function's name, docstring and __wrapped__.
-    return functools.update_wrapper(fast, fn)
 
 
 # -- manual recording -----------------------------------------------------------

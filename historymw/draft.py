@@ -35,13 +35,22 @@ if TYPE_CHECKING:
 # What a draft dict and its fixed fields take beyond the strings and containers
 # it holds (calibrated with tracemalloc: tests/test_ring.py checks the factor).
 RECORD_BASE_BYTES = 400
+STR_HEADER = 49  # sys.getsizeof("") for an ASCII str: its size is this plus one byte a char
 # A message kept as a (role, content) pair: a list slot, the tuple, the role str's header.
-MSG_BYTES = 8 + 56 + 49
-PAIR_BYTES = 16 + 49  # a message in a flat (role, content, ...) tuple: two slots, the role's header
+MSG_BYTES = 8 + 56 + STR_HEADER
+PAIR_BYTES = 16 + STR_HEADER  # a message in a flat (role, content, ...) tuple: two slots, the role's header
 TUPLE_BYTES = 40  # that tuple's own header
 DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
 PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
 SCALARS = frozenset({int, float, bool, type(None)})
+
+# Request parameters that name no credential: a call whose params all come from
+# here (with scalar values) skips the per-key check.
+COMMON_PARAMS = frozenset({
+    "temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "n", "stream", "seed",
+    "frequency_penalty", "presence_penalty", "stop", "timeout", "num_retries", "logprobs",
+    "top_logprobs", "user", "parallel_tool_calls", "reasoning_effort", "cache", "rollout_id",
+})
 
 # LMCall fields that extract=, call.output() and call.set() may set.
 SETTABLE_FIELDS = frozenset({
@@ -91,7 +100,59 @@ class CallSpec:
 
 def str_bytes(s: str) -> int:
     """A str's exact size: 49 + 1 byte a char when ASCII (the common, cheap case), else asked."""
-    return len(s) + 49 if s.isascii() else sys.getsizeof(s)
+    return len(s) + STR_HEADER if s.isascii() else sys.getsizeof(s)
+
+
+def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: dict[str, Any],
+                started: float, t0: float) -> dict[str, Any] | None:
+    """The draft of the usual call, or None to send the call to `request()`.
+
+    The usual call: `model` a str, `messages` a list of {"role": str, "content": str}
+    within the field and record limits, other arguments scalar and named in
+    COMMON_PARAMS; model and messages passed by position (`ask("m", msgs)`) or by
+    name (`ask(model="m", messages=msgs)`). One pass over the messages, no copy of
+    a message: they are kept as one flat (role, content, role, content, ...) tuple
+    under "_pairs", which `record.seal` turns into "messages". The collector
+    untracks a tuple of str at its first pass, so a queued draft is one object for
+    later collections to walk, not one per message.
+    """
+    n = len(args)
+    if n > spec.simple_upto:
+        return None
+    if n:  # by position (a method's self is skipped by model_pos/messages_pos)
+        mp, sp = spec.model_pos, spec.messages_pos
+        model = args[mp] if 0 <= mp < n else kwargs.get("model")
+        messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
+    else:
+        model, messages = kwargs.get("model"), kwargs.get("messages")
+    if type(model) is not str or type(messages) is not list or len(model) > 256:
+        return None
+    if "model" in kwargs or "messages" in kwargs:  # by name: the params are the other arguments
+        params = kwargs.copy()
+        params.pop("model", None)
+        params.pop("messages", None)
+    else:  # the wrapper's own **kwargs dict (Python builds one per call): kept as is
+        params = kwargs
+    if params and not (params.keys() <= COMMON_PARAMS and SCALARS.issuperset(map(type, params.values()))):
+        return None
+    pairs: list[Any] = []
+    append = pairs.append
+    size = RECORD_BASE_BYTES + DICT_BYTES + len(params) * PARAM_BYTES + TUPLE_BYTES
+    max_chars = eff.max_chars
+    for m in messages:
+        if type(m) is not dict or len(m) != 2:
+            return None
+        role, content = m.get("role"), m.get("content")
+        if type(role) is not str or type(content) is not str or len(content) > max_chars:
+            return None
+        append(role)
+        append(content)
+        size += PAIR_BYTES + len(role) + (len(content) + STR_HEADER if content.isascii() else str_bytes(content))
+    if size > eff.record_limit:
+        return None
+    return {"started": started, "duration": t0, "provider": spec.provider, "model": model,
+            "operation": spec.operation, "source": spec.source, "_pairs": tuple(pairs),
+            "params": params, "size_bytes": size, "output_text": None, "stream": params.get("stream") is True}
 
 
 def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any], int] | None:
@@ -115,15 +176,6 @@ def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any],
     return (out, used) if used <= limit else None
 
 
-# Request parameters that name no credential: a call whose params all come from
-# here (with scalar values) skips the per-key check.
-COMMON_PARAMS = frozenset({
-    "temperature", "max_tokens", "max_completion_tokens", "top_p", "top_k", "n", "stream", "seed",
-    "frequency_penalty", "presence_penalty", "stop", "timeout", "num_retries", "logprobs",
-    "top_logprobs", "user", "parallel_tool_calls", "reasoning_effort", "cache", "rollout_id",
-})
-
-
 def fast_params(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
     """Copy keyword params of scalars and short strings, leaving model and messages out;
     None sends them to the slow path (credential-named keys, containers, objects)."""
@@ -131,13 +183,22 @@ def fast_params(kwargs: dict[str, Any]) -> tuple[dict[str, Any], int] | None:
         return dict(kwargs), DICT_OVERHEAD + len(kwargs) * (DICT_PER_ITEM + SCALAR_SIZE)
     secret = KEY_CACHE.get  # None for a key never seen: the slow path classifies it
     out: dict[str, Any] = {}
+    used = DICT_OVERHEAD
     for k, v in kwargs.items():
         if k == "model" or k == "messages":
             continue
-        if secret(k) is not False or (type(v) not in SCALARS and (type(v) is not str or len(v) >= 10)):
-            return None  # 10: shorter than any secret shape, nothing to scan
+        if secret(k) is not False:
+            return None
+        if type(v) is str:
+            if len(v) >= 10:  # 10: shorter than any secret shape, nothing to scan
+                return None
+            used += DICT_PER_ITEM + str_bytes(v)  # as plain() counts it: the record is the same either way
+        elif type(v) in SCALARS:
+            used += DICT_PER_ITEM + SCALAR_SIZE
+        else:
+            return None
         out[k] = v
-    return out, DICT_OVERHEAD + len(out) * (DICT_PER_ITEM + SCALAR_SIZE)
+    return out, used
 
 
 def copy_messages(messages: Any, budget: Budget) -> list[Any]:

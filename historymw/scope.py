@@ -31,8 +31,7 @@ class Effective:
     """What a scope decides under one configuration generation (read on the hot path)."""
 
     __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "labels", "content",
-                 "max_chars", "record_limit", "runtime", "commit", "count_sampled_out", "count_filtered_out",
-                 "hot")
+                 "max_chars", "record_limit", "runtime", "commit", "count_sampled_out", "count_filtered_out")
 
     def __init__(self, gen: int, mode: int, keep_errors: bool, rate: float, session: str | None,
                  tags: dict[str, Any], content: bool, max_chars: int, record_limit: int,
@@ -59,10 +58,6 @@ class Effective:
         c = counters.COUNTERS
         self.count_sampled_out = c.sampled_out.add
         self.count_filtered_out = c.filtered_out.add
-        # The fields the C hot path reads, as one tuple: one attribute lookup for all of
-        # them. historymw/_speedups.c reads it by index (its HOT_* names): keep the order.
-        self.hot = (gen, mode, bool(keep_errors), float(rate), bool(content), max_chars, record_limit, self.labels,
-                    self.commit, self.count_sampled_out)
 
 
 def _discard(draft: dict[str, Any]) -> None:

@@ -34,18 +34,6 @@ def fresh_historymw(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     hm.configure()
 
 
-@pytest.fixture(params=["c", "python"])
-def hot_path(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
-    """Run a test once on the C hot path and once on the pure-Python one: functions the
-    test decorates with @hm.recorded take the path chosen here (it is read at decoration)."""
-    from historymw import capture
-
-    if request.param == "c" and capture._speedups is None:
-        pytest.skip("the C hot path is not built here (no C compiler at install); the python run covers it")
-    monkeypatch.setattr(capture, "SPEEDUPS", request.param == "c")
-    return str(request.param)
-
-
 @pytest.fixture
 def postgres_url() -> str:
     """The real PostgreSQL server's URL; tests that use it skip (saying how to enable) without it."""

@@ -13,9 +13,6 @@ import structlog
 
 import historymw as hm
 
-# Every test here runs on the C hot path and on the pure-Python one (conftest.hot_path).
-pytestmark = pytest.mark.usefixtures("hot_path")
-
 
 class Opaque:
     """A caller's object historymw knows nothing about (a client, a response, a module...)."""

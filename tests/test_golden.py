@@ -68,6 +68,10 @@ def _calls() -> list[tuple[str, Any]]:
             with pytest.raises(TimeoutError):
                 failing(model="m", messages=MSGS, temperature=0.0)
 
+    def fail() -> None:
+        with pytest.raises(TimeoutError):
+            failing("m", MSGS)
+
     def consume(gen: Iterator[str]) -> None:
         assert "".join(gen) == "Four."
 
@@ -94,7 +98,7 @@ def _calls() -> list[tuple[str, Any]]:
         ("async", lambda: asyncio.run(ask_async(model="claude", messages=MSGS))),
         ("stream", lambda: consume(stream("m", MSGS, stream=True))),
         ("async_stream", lambda: asyncio.run(aconsume())),
-        ("error", lambda: pytest.raises(TimeoutError, failing, "m", MSGS)),
+        ("error", fail),
         ("errors_only", errors_only),
         ("secrets", lambda: recorded("m", [{"role": "user", "content": "my key is sk-proj-abcdefghijklmnopqrstuv1234"}],
                                      api_key="sk-live-0123456789abcdefghij",
@@ -136,4 +140,7 @@ def test_the_records_of_a_fixed_set_of_calls_are_unchanged() -> None:
     golden = json.loads(GOLDEN.read_text())
     assert set(now) == set(golden)
     for name in golden:
-        assert now[name] == golden[name], f"the records of the {name!r} call changed"
+        assert len(now[name]) == len(golden[name]), f"the {name!r} calls made {len(now[name])} records"
+        for got, want in zip(now[name], golden[name], strict=True):
+            changed = {k: (want.get(k), got.get(k)) for k in set(got) | set(want) if got.get(k) != want.get(k)}
+            assert not changed, f"the record of the {name!r} call changed (field: (golden, now)): {changed}"

@@ -8,12 +8,7 @@ import sys
 import textwrap
 from typing import Any
 
-import pytest
-
 import historymw as hm
-
-# Every test here runs on the C hot path and on the pure-Python one (conftest.hot_path).
-pytestmark = pytest.mark.usefixtures("hot_path")
 
 
 @hm.recorded(provider="openai")

@@ -13,9 +13,6 @@ import pytest
 
 import historymw as hm
 
-# Every test here runs on the C hot path and on the pure-Python one (conftest.hot_path).
-pytestmark = pytest.mark.usefixtures("hot_path")
-
 
 @hm.recorded
 def ask(model: str, messages: Any, **params: Any) -> str:

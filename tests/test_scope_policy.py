@@ -13,9 +13,6 @@ from _threads import run_in_threads
 
 import historymw as hm
 
-# Every test here runs on the C hot path and on the pure-Python one (conftest.hot_path).
-pytestmark = pytest.mark.usefixtures("hot_path")
-
 MSGS = [{"role": "user", "content": "hi"}]
 
 

@@ -24,9 +24,6 @@ from historymw.backends.sql import SQLBackend
 from historymw.sql.rows import JSON_COLUMNS
 from historymw.store import Store
 
-# Every test here runs on the C hot path and on the pure-Python one (conftest.hot_path).
-pytestmark = pytest.mark.usefixtures("hot_path")
-
 MAX_FIELD_CHARS = 200
 MAX_BYTES = 1 << 20
 

@@ -20,9 +20,6 @@ import structlog
 
 import historymw as hm
 
-# Every test here runs on the C hot path and on the pure-Python one (conftest.hot_path).
-pytestmark = pytest.mark.usefixtures("hot_path")
-
 # Shaped like the real thing (caught by shape anywhere) ...
 OPENAI_KEY = "sk-proj-R3l1ab1l1tyKey0123456789abcdefXYZ"
 ANTHROPIC_KEY = "sk-ant-api03-DsPyReliabilityKey9876543210zyxw"
