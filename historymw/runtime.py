@@ -76,12 +76,14 @@ class Runtime:
                 continue
             try:
                 backend = factory(item)(settings) if isinstance(item, str) else item
-            except Exception as exc:
+            except Exception as raw:
+                exc = _without_password(raw)
                 if strict:  # configure(): the boundary, where a bad setup is an error
                     if isinstance(exc, (ConfigError, ImportError)):
-                        raise
-                    raise ConfigError(f"backend {name!r} could not start: {type(exc).__name__}: "
-                                      f"{mask_url(exc)}") from exc
+                        if exc is raw:
+                            raise
+                        raise exc from None  # the original's text holds a database password
+                    raise ConfigError(f"backend {name!r} could not start: {type(exc).__name__}: {exc}") from None
                 # Lazy start from the environment, inside an LM call: fail open, loudly, and count
                 # what this backend would have received.
                 self.counters.error(f"backend_start:{name}", exc)
@@ -153,6 +155,19 @@ class Runtime:
         pipelines, self.pipelines = self.pipelines, []
         self._stopped += pipelines
         return _combine([p.shutdown(_remaining(deadline) or 0.0) for p in pipelines])
+
+
+def _without_password(exc: Exception) -> Exception:
+    """`exc`, or a copy of it whose message has every URL's password masked (a URL SQLAlchemy could not
+    parse is quoted whole in its error)."""
+    text = str(exc)
+    masked = mask_url(text)
+    if masked == text:
+        return exc
+    try:
+        return type(exc)(masked)
+    except Exception:  # noqa: BLE001 - an exception type with another constructor
+        return RuntimeError(f"{type(exc).__name__}: {masked}")
 
 
 def _remaining(deadline: float | None) -> float | None:

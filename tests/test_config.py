@@ -215,6 +215,9 @@ def test_the_database_password_never_shows_in_repr_str_or_errors() -> None:
     with pytest.raises(hm.ConfigError) as info:
         hm.configure(sql_url="mysql://alice:s3cr3t-pw@db.example/history")
     assert "s3cr3t-pw" not in str(info.value) and "mysql://alice:***@db.example/history" in str(info.value)
+    with pytest.raises(hm.ConfigError) as info:  # a URL SQLAlchemy cannot parse is quoted in its error
+        hm.configure(backends=["ring", "sql"], sql_url="postgresql+psycopg://alice:s3cr3t-pw@db:notaport/h")
+    assert "s3cr3t-pw" not in str(info.value) and "alice:***@db:notaport" in str(info.value)
 
 
 def test_the_database_password_never_shows_in_the_import_log_nor_in_flush() -> None:
@@ -226,3 +229,11 @@ def test_the_database_password_never_shows_in_the_import_log_nor_in_flush() -> N
     assert proc.returncode == 0, proc.stderr
     assert "s3cr3t-pw" not in proc.stdout + proc.stderr
     assert "mysql://alice:***@db.example/history" in proc.stdout
+    # A URL that passes the import's check but that SQLAlchemy cannot parse: found when the runtime starts.
+    proc = _run("""
+        import historymw as hm
+        print("FLUSH", hm.flush(1))
+    """, HISTORYMW_BACKENDS="ring,sql", HISTORYMW_SQL_URL="postgresql+psycopg://alice:s3cr3t-pw@db:notaport/h")
+    assert proc.returncode == 0, proc.stderr
+    assert "s3cr3t-pw" not in proc.stdout + proc.stderr
+    assert "alice:***@db:notaport" in proc.stdout and "backend_start:sql" in proc.stdout
