@@ -14,12 +14,13 @@
 litellm, dspy): each is imported when its backend or integration is used.
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from .api import configure, flush, recent, ring, settings, shutdown, stats
 from .backends import Backend
 from .backends.ring import RingBuffer
 from .capture import StreamAbandoned, call, recorded
-from .config import Settings
 from .counters import Stats
 from .errors import ConfigError, MissingDependencyError
 from .inspect import inspect_history
@@ -28,11 +29,15 @@ from .policy import Policy
 from .record import LMCall
 from .scope import ContextExecutor, history, wrap
 
-_LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store"}
+if TYPE_CHECKING:
+    from .config_model import Settings
+
+_LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store", "Settings": "config_model"}
 
 
 def __getattr__(name: str) -> object:
-    # The SQL read API is imported on first use: most processes only record.
+    # The SQL read API is imported on first use (most processes only record), and so is the
+    # Settings model (defining a pydantic model is most of what an import would cost).
     if name in _LAZY:
         import importlib
 

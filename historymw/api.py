@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, overload
 
 from . import counters as _stats
 from . import runtime
 from .backends.ring import RingBuffer
-from .config import Settings
 from .pipeline import FlushResult
 from .record import LMCall
+
+if TYPE_CHECKING:
+    from .config_model import Settings
 
 
 def configure(**settings: Any) -> Settings:
@@ -19,7 +21,10 @@ def configure(**settings: Any) -> Settings:
     sample_rate, backends, sql_url, capture_content, max_field_chars, ...) plus
     `redactor=`. Settings not named fall back to HISTORYMW_* variables, then to
     defaults. Starts a new ring and new counters; export workers of the previous
-    configuration are flushed and stopped. A bad value raises `ConfigError`.
+    configuration are flushed and stopped; what they still deliver or drop is
+    counted in that configuration's final tally, `stats(previous=True)`, never in
+    the new one. A bad keyword, or a bad HISTORYMW_* value it reads, raises
+    `ConfigError` naming it, the value and what is allowed.
     """
     return runtime.configure(**settings)
 
@@ -50,25 +55,25 @@ def recent(n: int = 10, *, session: str | None = None,
     return [r._model(d) for d in drafts[-n:]] if n > 0 else []
 
 
-def stats() -> _stats.Stats:
-    """Exact counters since the last `configure()`."""
-    rt = runtime.current()
-    c = _stats.COUNTERS
-    dropped = {k: v.value for k, v in c.dropped.items()}
-    return _stats.Stats(
-        recorded=rt.recorded(),
-        sampled_out=c.sampled_out.value,
-        filtered_out=c.filtered_out.value,
-        dropped=sum(dropped.values()),
-        dropped_by_reason=dropped,
-        evicted=c.evicted.value + (rt.ring.evicted if rt.ring is not None else 0),
-        records_held=len(rt.ring) if rt.ring is not None else 0,
-        bytes_held=rt.ring.bytes_held if rt.ring is not None else 0,
-        max_bytes=rt.settings.max_bytes,
-        queued=sum(p.queued() for p in rt.pipelines),
-        exported=sum(p.exported for p in rt.pipelines),
-        errors={k: v.value for k, v in c.errors.items()},
-    )
+@overload
+def stats() -> _stats.Stats: ...
+@overload
+def stats(*, previous: Literal[True]) -> _stats.Stats | None: ...
+@overload
+def stats(*, previous: bool) -> _stats.Stats | None: ...
+
+
+def stats(*, previous: bool = False) -> _stats.Stats | None:
+    """Exact counters since the last `configure()`.
+
+    `previous=True`: the final tally of the configuration the last `configure()`
+    replaced (after its export workers stopped), or None when there was none.
+    Within each configuration, exported + dropped + queued = recorded for every
+    I/O backend.
+    """
+    if previous:
+        return runtime.previous_stats()
+    return runtime.current().stats()
 
 
 def flush(timeout: float | None = 5.0) -> FlushResult:

@@ -1,9 +1,17 @@
-"""One settings model, filled from `configure(...)` keywords, then HISTORYMW_* variables,
-then defaults.
+"""The configuration: `configure(...)` keywords, then HISTORYMW_* variables, then defaults.
 
 Every value is parsed here, at the boundary, so that the hot path never meets a
-bad setting. A bad value raises `ConfigError` naming where it came from (the
-variable or the keyword), the value, and what is allowed.
+bad setting. The parsers are plain functions: `import historymw` checks the
+environment with them and builds no pydantic model (the `Settings` model, in
+`config_model`, is built on first use).
+
+Two ways to meet a bad value, as the OpenTelemetry SDK does it:
+- `configure()` is strict: a bad keyword or a bad variable it reads raises
+  `ConfigError` naming the variable or keyword, the value and what is allowed.
+- The environment read at import (for the configuration built lazily on first
+  use) is lenient: a library that records through historymw must not break the
+  application that imports it. Each bad value is reported as a `Problem`, which
+  `runtime` logs once and counts; the default is used instead.
 """
 
 from __future__ import annotations
@@ -11,12 +19,14 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from typing import Any
-
-from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .policy import Policy, parse_policy
+
+if TYPE_CHECKING:
+    from .config_model import Settings as Settings  # re-exported: `config.Settings` is the public home
 
 ENV_PREFIX = "HISTORYMW_"
 
@@ -31,7 +41,13 @@ _DURATION_UNITS = {"": 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "min": 60.0, "h": 
 _DURATION_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*$")
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off"}
-BUILTIN_BACKENDS = ("ring", "sql", "otel", "log")
+_URL_RE = re.compile(r"^([a-zA-Z][a-zA-Z0-9+]*)://")
+# user:password@ in a URL's authority (the password may hold anything but '@' and '/').
+_URL_PASSWORD_RE = re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)([^@/\s]+)(@)")
+# The dialects the SQL store supports, as `engine.parse_url` accepts them.
+_SQL_SCHEMES = {"sqlite", "sqlite+pysqlite", "postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg"}
+_SQL_URL_ALLOWED = ("expected a SQLAlchemy URL such as sqlite:///historymw.db "
+                    "or postgresql+psycopg://user@host/db")
 
 
 def parse_size(value: object) -> int:
@@ -62,7 +78,13 @@ def parse_duration(value: object) -> float:
     raise ValueError("expected a duration such as 500ms, 10s, 15m, 12h, 30d or a number of seconds")
 
 
-def _parse_bool(value: object) -> bool:
+def mask_url(url: object) -> str:
+    """The text with every URL's password replaced by `***` (as SQLAlchemy renders it), for messages
+    and repr."""
+    return _URL_PASSWORD_RE.sub(r"\1***\3", str(url))
+
+
+def _bool(value: object) -> bool:
     if isinstance(value, bool):
         return value
     if isinstance(value, str) and value.strip().lower() in _TRUE | _FALSE:
@@ -70,148 +92,136 @@ def _parse_bool(value: object) -> bool:
     raise ValueError("expected true or false (also 1/0, yes/no, on/off)")
 
 
-def _parse_int(value: object, minimum: int) -> int:
+def _optional_bool(value: object) -> bool | None:
+    return None if value is None else _bool(value)
+
+
+def _int(value: object, minimum: int, extra: str = "") -> int:
     if isinstance(value, bool):
-        raise ValueError(f"expected a whole number >= {minimum}")
+        raise ValueError(f"expected a whole number >= {minimum}{extra}")
     if isinstance(value, str) and value.strip().lstrip("-").isdigit():
         value = int(value.strip())
     if not isinstance(value, int) or value < minimum:
-        raise ValueError(f"expected a whole number >= {minimum}")
+        raise ValueError(f"expected a whole number >= {minimum}{extra}")
     return value
 
 
-class Settings(BaseModel):
-    """The whole configuration. Field names are the lower-case variable names."""
-
-    model_config = ConfigDict(frozen=True, arbitrary_types_allowed=True)
-
-    policy: Policy = parse_policy("bounded")
-    maxlen: int = 1000
-    max_bytes: int = 16 * 2**20
-    sample_rate: float = 1.0
-    backends: tuple[Any, ...] = ("ring",)
-    sql_url: str = "sqlite:///historymw.db"
-    capture_content: bool = True
-    # Scan prompts and outputs for secret-shaped text when a record is sealed
-    # (params, headers, metadata and error messages are always scanned).
-    redact_content: bool = True
-    max_field_chars: int = 20000
-    redactor: Callable[[dict[str, Any]], dict[str, Any] | None] | None = None
-    # Export pipeline (I/O backends): bounded by records and by bytes.
-    queue_size: int = 10000
-    queue_bytes: int = 16 * 2**20
-    batch_size: int = 512
-    flush_interval: float = 1.0
-    shutdown_timeout: float = 5.0
-    # SQL retention, applied by the export worker.
-    sql_max_rows: int | None = None
-    sql_max_age: float | None = None
-    # OpenTelemetry content opt-in; None follows OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
-    otel_capture_content: bool | None = None
-
-    @field_validator("policy", mode="before")
-    @classmethod
-    def _v_policy(cls, v: object) -> Policy:
-        return v if isinstance(v, Policy) else parse_policy(v)
-
-    @field_validator("maxlen", "queue_size", mode="before")
-    @classmethod
-    def _v_count(cls, v: object) -> int:
-        return _parse_int(v, 0)
-
-    @field_validator("batch_size", mode="before")
-    @classmethod
-    def _v_batch(cls, v: object) -> int:
-        return _parse_int(v, 1)
-
-    @field_validator("max_field_chars", mode="before")
-    @classmethod
-    def _v_field_chars(cls, v: object) -> int:
-        return _parse_int(v, 16)
-
-    @field_validator("max_bytes", "queue_bytes", mode="before")
-    @classmethod
-    def _v_size(cls, v: object) -> int:
-        return parse_size(v)
-
-    @field_validator("sample_rate", mode="before")
-    @classmethod
-    def _v_rate(cls, v: object) -> float:
-        try:
-            rate = float(v) if isinstance(v, (str, int, float)) and not isinstance(v, bool) else None
-        except ValueError:
-            rate = None
-        if rate is None or not 0.0 <= rate <= 1.0:
-            raise ValueError("expected a number from 0.0 to 1.0")
-        return rate
-
-    @field_validator("backends", mode="before")
-    @classmethod
-    def _v_backends(cls, v: object) -> tuple[Any, ...]:
-        items: list[Any]
-        if isinstance(v, str):
-            items = [p.strip() for p in v.split(",") if p.strip()]
-        elif isinstance(v, (list, tuple)):
-            items = list(v)
-        else:
-            raise ValueError("expected a comma-separated list of ring, sql, otel, log")
-        from .backends import is_known, known_backend_names
-
-        for item in items:
-            if isinstance(item, str):
-                if not is_known(item):  # built-in names first: entry points are scanned only for others
-                    raise ValueError(f"unknown backend {item!r}; expected names from "
-                                     f"{', '.join(known_backend_names())}")
-            elif not all(callable(getattr(item, m, None)) for m in ("export", "flush", "shutdown")):
-                raise ValueError(
-                    f"backend {item!r} has no export/flush/shutdown methods (the historymw.Backend protocol)"
-                )
-        if len([i for i in items if isinstance(i, str)]) != len({i for i in items if isinstance(i, str)}):
-            raise ValueError("a backend name is listed twice")
-        return tuple(items)
-
-    @field_validator("sql_url", mode="before")
-    @classmethod
-    def _v_url(cls, v: object) -> str:
-        if not isinstance(v, str) or not re.match(r"^[a-zA-Z][a-zA-Z0-9+]*://", v):
-            raise ValueError("expected a SQLAlchemy URL such as sqlite:///historymw.db "
-                             "or postgresql+psycopg://user@host/db")
-        return v
-
-    @field_validator("capture_content", "redact_content", mode="before")
-    @classmethod
-    def _v_bool(cls, v: object) -> bool:
-        return _parse_bool(v)
-
-    @field_validator("otel_capture_content", mode="before")
-    @classmethod
-    def _v_opt_bool(cls, v: object) -> bool | None:
-        return None if v is None else _parse_bool(v)
-
-    @field_validator("flush_interval", "shutdown_timeout", mode="before")
-    @classmethod
-    def _v_duration(cls, v: object) -> float:
-        return parse_duration(v)
-
-    @field_validator("sql_max_age", mode="before")
-    @classmethod
-    def _v_opt_duration(cls, v: object) -> float | None:
-        return None if v is None or v == "" else parse_duration(v)
-
-    @field_validator("sql_max_rows", mode="before")
-    @classmethod
-    def _v_opt_count(cls, v: object) -> int | None:
-        return None if v is None or v == "" else _parse_int(v, 1)
-
-    @field_validator("redactor", mode="before")
-    @classmethod
-    def _v_redactor(cls, v: object) -> object:
-        if v is not None and not callable(v):
-            raise ValueError("expected a callable taking the record as a dict and returning a dict")
-        return v
+def _count(value: object) -> int:
+    return _int(value, 0)
 
 
-SETTING_NAMES: tuple[str, ...] = tuple(Settings.model_fields)
+def _batch(value: object) -> int:
+    return _int(value, 1)
+
+
+def _field_chars(value: object) -> int:
+    return _int(value, 16)
+
+
+def _rate(value: object) -> float:
+    try:
+        rate = float(value) if isinstance(value, (str, int, float)) and not isinstance(value, bool) else None
+    except ValueError:
+        rate = None
+    if rate is None or not 0.0 <= rate <= 1.0:
+        raise ValueError("expected a number from 0.0 to 1.0")
+    return rate
+
+
+def _policy(value: object) -> Policy:
+    return value if isinstance(value, Policy) else parse_policy(value)
+
+
+def _backends(value: object) -> tuple[Any, ...]:
+    items: list[Any]
+    if isinstance(value, str):
+        items = [p.strip() for p in value.split(",") if p.strip()]
+    elif isinstance(value, (list, tuple)):
+        items = list(value)
+    else:
+        raise ValueError("expected a comma-separated list of ring, sql, otel, log")
+    from .backends import is_known, known_backend_names
+
+    for item in items:
+        if isinstance(item, str):
+            if not is_known(item):  # built-in names first: entry points are scanned only for others
+                raise ValueError(f"unknown backend {item!r}; expected names from "
+                                 f"{', '.join(known_backend_names())}")
+        elif not all(callable(getattr(item, m, None)) for m in ("export", "flush", "shutdown")):
+            raise ValueError(
+                f"backend {item!r} has no export/flush/shutdown methods (the historymw.Backend protocol)"
+            )
+    names = [i for i in items if isinstance(i, str)]
+    if len(names) != len(set(names)):
+        raise ValueError("a backend name is listed twice")
+    return tuple(items)
+
+
+def _sql_url(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(_SQL_URL_ALLOWED)
+    m = _URL_RE.match(value)
+    if m is None:
+        raise ValueError(_SQL_URL_ALLOWED)
+    if m.group(1).lower() not in _SQL_SCHEMES:
+        raise ValueError(f"unsupported database URL scheme {m.group(1)!r}; expected sqlite:///path/to/history.db "
+                         "or postgresql+psycopg://user@host:5432/dbname")
+    return value
+
+
+def _positive_duration_or_unset(value: object) -> float | None:
+    if value is None or value == "":
+        return None
+    allowed = "expected a duration such as 12h or 30d (more than 0), or unset for no age limit"
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError(allowed) from None
+    if seconds <= 0:  # 0 would delete every call at the next export, not switch retention off
+        raise ValueError(allowed)
+    return seconds
+
+
+def _positive_count_or_unset(value: object) -> int | None:
+    if value is None or value == "":
+        return None
+    return _int(value, 1, ", or unset for no row limit")
+
+
+def _redactor(value: object) -> object:
+    if value is not None and not callable(value):
+        raise ValueError("expected a callable taking the record as a dict and returning a dict")
+    return value
+
+
+def _duration(value: object) -> float:
+    return parse_duration(value)
+
+
+# name -> (default, parser). The parser takes what a user may give (a keyword's value or a variable's
+# text) and returns the setting's value, or raises ValueError saying what is allowed. The defaults are
+# values the parsers return.
+SPEC: dict[str, tuple[Any, Callable[[object], Any]]] = {
+    "policy": (parse_policy("bounded"), _policy),
+    "maxlen": (1000, _count),
+    "max_bytes": (16 * 2**20, parse_size),
+    "sample_rate": (1.0, _rate),
+    "backends": (("ring",), _backends),
+    "sql_url": ("sqlite:///historymw.db", _sql_url),
+    "capture_content": (True, _bool),
+    "redact_content": (True, _bool),
+    "max_field_chars": (20000, _field_chars),
+    "redactor": (None, _redactor),
+    "queue_size": (10000, _count),
+    "queue_bytes": (16 * 2**20, parse_size),
+    "batch_size": (512, _batch),
+    "flush_interval": (1.0, _duration),
+    "shutdown_timeout": (5.0, _duration),
+    "sql_max_rows": (None, _positive_count_or_unset),
+    "sql_max_age": (None, _positive_duration_or_unset),
+    "otel_capture_content": (None, _optional_bool),
+}
+SETTING_NAMES: tuple[str, ...] = tuple(SPEC)
 # Settings that only code can give (a callable has no environment spelling).
 _CODE_ONLY = {"redactor"}
 
@@ -220,9 +230,39 @@ def env_name(setting: str) -> str:
     return ENV_PREFIX + setting.upper()
 
 
-def load_settings(overrides: Mapping[str, Any] | None = None,
-                  environ: Mapping[str, str] | None = None) -> Settings:
-    """Build settings: keyword overrides win over the environment, which wins over defaults."""
+def shown(name: str, value: object) -> str:
+    """A value as messages show it: repr'd, a URL's password masked."""
+    return repr(mask_url(value)) if name == "sql_url" and isinstance(value, str) else repr(value)
+
+
+def _invalid(where: str, name: str, value: object, exc: ValueError) -> ConfigError:
+    return ConfigError(f"{where}={shown(name, value)} is not valid: {exc}")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A bad environment value met by the lenient read: what was wrong and what is used instead."""
+
+    setting: str
+    variable: str
+    value: str
+    allowed: str
+    default: Any
+
+    @property
+    def message(self) -> str:
+        return f"{self.variable}={shown(self.setting, self.value)} is not valid: {self.allowed}"
+
+
+def parse_values(overrides: Mapping[str, Any] | None = None, environ: Mapping[str, str] | None = None,
+                 *, strict: bool = True) -> tuple[dict[str, Any], list[Problem]]:
+    """Every setting's value: keyword overrides win over the environment, which wins over defaults.
+
+    Strict (configure()): a bad keyword or variable raises ConfigError. Lenient (the environment read at
+    import): a bad variable is returned as a Problem and its default is used -- except `sql_url`, whose
+    bad text is kept so that the 'sql' backend reports itself unavailable instead of silently writing to
+    a default file the user never named.
+    """
     overrides = dict(overrides or {})
     environ = os.environ if environ is None else environ
     unknown = sorted(set(overrides) - set(SETTING_NAMES))
@@ -232,20 +272,45 @@ def load_settings(overrides: Mapping[str, Any] | None = None,
             f"allowed: {', '.join(SETTING_NAMES)}"
         )
     values: dict[str, Any] = {}
-    sources: dict[str, str] = {}
-    for name in SETTING_NAMES:
+    problems: list[Problem] = []
+    for name, (default, parse) in SPEC.items():
         if name in overrides:
-            values[name] = overrides[name]
-            sources[name] = f"configure({name}=...)"
+            try:
+                values[name] = parse(overrides[name])
+            except ValueError as exc:
+                raise _invalid(f"configure({name}=...)", name, overrides[name], exc) from None
         elif name not in _CODE_ONLY and env_name(name) in environ:
-            values[name] = environ[env_name(name)]
-            sources[name] = env_name(name)
-    try:
-        return Settings(**values)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        name = str(err["loc"][0]) if err["loc"] else "?"
-        ctx_error = (err.get("ctx") or {}).get("error")
-        allowed = str(ctx_error) if ctx_error is not None else err["msg"]
-        where = sources.get(name, name)
-        raise ConfigError(f"{where}={values.get(name)!r} is not valid: {allowed}") from None
+            text = environ[env_name(name)]
+            try:
+                values[name] = parse(text)
+            except ValueError as exc:
+                if strict:
+                    raise _invalid(env_name(name), name, text, exc) from None
+                problems.append(Problem(name, env_name(name), text, str(exc), default))
+                values[name] = text if name == "sql_url" else default
+        else:
+            values[name] = default
+    return values, problems
+
+
+def build_settings(values: Mapping[str, Any]) -> Settings:
+    """The `Settings` model for values `parse_values` returned (already parsed: not checked again)."""
+    from .config_model import Settings
+
+    return Settings.model_construct(**values)
+
+
+def load_settings(overrides: Mapping[str, Any] | None = None,
+                  environ: Mapping[str, str] | None = None) -> Settings:
+    """Strictly parsed settings (what `configure()` uses): a bad value raises ConfigError."""
+    values, _ = parse_values(overrides, environ, strict=True)
+    return build_settings(values)
+
+
+def __getattr__(name: str) -> Any:
+    # `config.Settings` stays importable; the pydantic model is defined only when first asked for.
+    if name == "Settings":
+        from .config_model import Settings
+
+        return Settings
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -114,7 +114,7 @@ class Stats(BaseModel):
 
     @property
     def kept(self) -> int:
-        """DESIGN.md's name for `recorded`."""
+        """Another name for `recorded`: the calls the policy kept."""
         return self.recorded
 
     def __getitem__(self, key: str) -> Any:

@@ -1,7 +1,7 @@
 """The export pipeline: the caller hands a draft to a bounded queue; a background
 worker batches, materializes and exports it.
 
-Rules (DESIGN.md, "hot path"): `submit()` never blocks and never raises; when the
+The hot-path rules: `submit()` never blocks and never raises; when the
 queue is full (by records or by bytes) the record is dropped and counted. The
 worker retries a failing batch with backoff, for up to `retry_timeout` seconds,
 then drops it and counts it. After `fork()` the child starts with an empty queue
@@ -82,6 +82,9 @@ class ExportPipeline:
         self.retry_timeout = retry_timeout
         self._redactor = redactor
         self._redact_content = redact_content
+        # The configuration's own counters: after configure() replaced it, what this pipeline still
+        # delivers or drops at shutdown belongs to its tally, not to the new configuration's.
+        self._counters = counters.COUNTERS
         # The worker reports errors through structlog: import it here, not on the worker's first error.
         # A fork() while a thread is importing leaves that module's import lock held in the child forever.
         from . import _log  # noqa: F401
@@ -115,10 +118,10 @@ class ExportPipeline:
         size = draft["size_bytes"]
         with self._lock:
             if self._stopping:
-                counters.COUNTERS.drop("shut_down")
+                self._counters.drop("shut_down")
                 return
             if len(self._queue) >= self.queue_size or self._bytes + size > self.queue_bytes:
-                counters.COUNTERS.drop("queue_full")
+                self._counters.drop("queue_full")
                 return
             self._queue.append(draft)
             self._bytes += size
@@ -165,7 +168,7 @@ class ExportPipeline:
         try:
             self._deliver_batch(drafts, seq)
         except Exception as exc:  # noqa: BLE001 - a bug here must not stop the worker, nor lose count of the batch
-            counters.COUNTERS.error(f"worker:{self.name}", exc)
+            self._counters.error(f"worker:{self.name}", exc)
         finally:
             with self._lock:
                 left = self._inflight if self._abandoned != seq else 0
@@ -185,7 +188,7 @@ class ExportPipeline:
     def _prepare(self, drafts: list[dict[str, Any]], seq: int) -> tuple[Any, Callable[[Any], Any]]:
         """Seal (fast path) or materialize each draft; a record that fails is dropped alone."""
         def invalid(exc: BaseException) -> None:
-            counters.COUNTERS.error("materialize", exc)
+            self._counters.error("materialize", exc)
             if self._claim(seq, 1):
                 self._count_dropped("invalid_record", 1)
 
@@ -214,7 +217,7 @@ class ExportPipeline:
                 with self._io:
                     refused = export(records)
             except Exception as exc:  # noqa: BLE001 - backends fail; the worker must not
-                counters.COUNTERS.error(f"export:{self.name}", exc)
+                self._counters.error(f"export:{self.name}", exc)
                 now = time.monotonic()
                 first_failure = first_failure or now
                 give_up = self._give_up_at
@@ -242,7 +245,7 @@ class ExportPipeline:
             return
 
     def _count_dropped(self, reason: str, n: int) -> None:
-        counters.COUNTERS.drop(reason, n)
+        self._counters.drop(reason, n)
         with self._progress:
             self.dropped += n
             self._progress.notify_all()
@@ -270,7 +273,7 @@ class ExportPipeline:
         try:
             ok = self.backend.flush(remaining)
         except Exception as exc:  # noqa: BLE001
-            counters.COUNTERS.error(f"flush:{self.name}", exc)
+            self._counters.error(f"flush:{self.name}", exc)
             return FlushResult(False, 0, f"{self.name}: backend flush failed: {exc}")
         if ok is False:
             return FlushResult(False, 0, f"{self.name}: backend did not flush in time")
@@ -308,7 +311,7 @@ class ExportPipeline:
         inherit: a connection in use by another thread, an open SQLite file (its locks are per process)."""
         self._io_held_for_fork = self._io.acquire(timeout=FORK_WAIT_S)
         if not self._io_held_for_fork:
-            counters.COUNTERS.error(f"fork_during_export:{self.name}")
+            self._counters.error(f"fork_during_export:{self.name}")
             return
         self._backend_hook("before_fork")
 
@@ -329,7 +332,7 @@ class ExportPipeline:
             try:
                 hook()
             except Exception as exc:  # noqa: BLE001
-                counters.COUNTERS.error(f"{name}:{self.name}", exc)
+                self._counters.error(f"{name}:{self.name}", exc)
 
 
 def _call_bounded(fn: Callable[[], Any], timeout: float, name: str) -> None:

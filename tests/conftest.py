@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -34,15 +36,43 @@ def fresh_historymw(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
     hm.configure()
 
 
+# The server the project's machines run (trust auth, a database named "test").
+DEFAULT_POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+
+
+@functools.lru_cache(maxsize=1)
+def _postgres() -> tuple[str | None, str]:
+    """(URL, why): HISTORYMW_TEST_POSTGRES_URL if set; otherwise the default server when it accepts a
+    connection (so `pytest` on a machine running PostgreSQL runs those tests); otherwise (None, why not)."""
+    url = os.environ.get("HISTORYMW_TEST_POSTGRES_URL")
+    if url:
+        return url, "HISTORYMW_TEST_POSTGRES_URL"
+    how = "start one on 127.0.0.1:5432 (trust auth, a database named test) or set HISTORYMW_TEST_POSTGRES_URL"
+    try:
+        socket.create_connection(("127.0.0.1", 5432), timeout=1.0).close()
+    except OSError:
+        return None, f"PostgreSQL tests need a server: {how}"
+    try:
+        import psycopg
+
+        psycopg.connect(DEFAULT_POSTGRES_URL.replace("+psycopg", ""), connect_timeout=5).close()
+    except Exception as exc:  # noqa: BLE001 - any failure means: not usable as is
+        return None, (f"a server answers on 127.0.0.1:5432 but {DEFAULT_POSTGRES_URL} does not connect "
+                      f"({type(exc).__name__}); set HISTORYMW_TEST_POSTGRES_URL")
+    return DEFAULT_POSTGRES_URL, "found on 127.0.0.1:5432"
+
+
+def pytest_report_header() -> str:
+    url, why = _postgres()
+    return f"historymw: PostgreSQL tests run against {url} ({why})" if url else f"historymw: {why}"
+
+
 @pytest.fixture
 def postgres_url() -> str:
     """The real PostgreSQL server's URL; tests that use it skip (saying how to enable) without it."""
-    url = os.environ.get("HISTORYMW_TEST_POSTGRES_URL")
+    url, why = _postgres()
     if not url:
-        pytest.skip(
-            "PostgreSQL tests need a server: set HISTORYMW_TEST_POSTGRES_URL, e.g. "
-            "postgresql+psycopg://postgres@127.0.0.1:5432/test (.ci/run sets it)"
-        )
+        pytest.skip(why)
     return url
 
 
