@@ -28,7 +28,7 @@ from .policy import Policy
 from .record import LMCall
 from .scope import ContextExecutor, history, wrap
 
-_LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store"}
+_LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store", "AmbiguousIdError": "store"}
 
 
 def __getattr__(name: str) -> object:
@@ -41,6 +41,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AmbiguousIdError",
     "Backend",
     "CallStats",
     "ConfigError",
