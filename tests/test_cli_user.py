@@ -393,3 +393,22 @@ def test_export_does_not_write_through_a_symlink(sqlite_url: str, tmp_path: Path
     dangling.symlink_to(tmp_path / "nowhere" / "x.jsonl")
     _one_line_error(run("--db", sqlite_url, "export", "--format", "jsonl", "-o", str(dangling)), 2)
     assert not (tmp_path / "nowhere").exists()
+
+
+# -- docs/CLI.md ----------------------------------------------------------------------------------------
+
+
+def test_the_synopsis_in_docs_is_what_help_prints() -> None:
+    from historymw.cli import build_parser
+
+    doc = (Path(__file__).resolve().parent.parent / "docs" / "CLI.md").read_text()
+    synopsis = doc.split("```text\n", 1)[1].split("```", 1)[0].splitlines()
+    parser = build_parser()
+    commands = next(a for a in parser._actions if a.dest == "command").choices  # type: ignore[union-attr]
+    expected = []
+    for argv in [[], *([name] for name in commands)]:
+        p = run(*argv, "--help", env={"COLUMNS": "200"})
+        expected.append(" ".join(p.stdout.split("\n\n")[0].split()))
+    missing = [line for line in expected if line not in synopsis]
+    assert not missing, f"docs/CLI.md's synopsis lacks (or differs from) these --help lines: {missing}"
+    assert len(synopsis) == len(expected)
