@@ -32,7 +32,8 @@ from .scope import ContextExecutor, history, wrap
 if TYPE_CHECKING:
     from .config_model import Settings
 
-_LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store", "Settings": "config_model"}
+_LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store", "AmbiguousIdError": "store",
+         "Settings": "config_model"}
 
 
 def __getattr__(name: str) -> object:
@@ -46,6 +47,7 @@ def __getattr__(name: str) -> object:
 
 
 __all__ = [
+    "AmbiguousIdError",
     "Backend",
     "CallStats",
     "ConfigError",

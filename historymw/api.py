@@ -46,6 +46,10 @@ def ring() -> RingBuffer:
 def recent(n: int = 10, *, session: str | None = None,
            status: Literal["ok", "error"] | None = None) -> list[LMCall]:
     """The newest `n` records from the ring, newest last, optionally filtered."""
+    if status not in (None, "ok", "error"):
+        raise ValueError(f"recent(status=...): expected 'ok', 'error' or None, not {status!r}")
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"recent(n): n must be a whole number of records, not {n!r}")
     r = ring()
     drafts = r.drafts()
     if session is not None or status is not None:

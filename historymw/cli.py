@@ -6,8 +6,11 @@
     historymw export --format jsonl|csv     every call, for other tools
     historymw prune --older-than 30d        delete old calls (or --keep N)
 
-The store is `--db URL`, else HISTORYMW_SQL_URL, else sqlite:///historymw.db.
-Errors are one line on stderr and an exit code scripts can rely on (see EXIT_*).
+The store is `--db URL` (before or after the command; a bare path is a SQLite
+file), else HISTORYMW_SQL_URL, else sqlite:///historymw.db. The CLI reads no
+other setting. Readers never write to the database. Recorded text is printed
+with control characters escaped. Errors are one line on stderr and an exit
+code scripts can rely on (see EXIT_*). docs/CLI.md is the reference.
 """
 
 from __future__ import annotations
@@ -16,8 +19,11 @@ import argparse
 import csv
 import datetime as _dt
 import json
+import math
 import os
+import re
 import sys
+import tempfile
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
@@ -25,17 +31,24 @@ from typing import Any, NoReturn, TextIO
 
 from .config import Settings, parse_duration
 from .errors import ConfigError, MissingDependencyError
-from .inspect import format_cost, format_duration, render
+from .inspect import format_cost, format_duration, render, safe_text
 from .record import LMCall
-from .sql import StoreError
-from .sql.ids import AmbiguousIdError
+from .sql import GROUPS, StoreError
+from .sql.ids import AmbiguousIdError, short_id
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
-GROUPS = ("model", "session", "status", "provider", "source")
 _DEFAULT_URL: str = Settings.model_fields["sql_url"].default
+# Ranges both databases hold: a 64-bit count; a moment after year 1 (PostgreSQL timestamps).
+_MAX_COUNT = 2**63 - 1
+_MAX_AGO_S = 60_000_000_000.0  # about 1,900 years
+_MAX_INTERVAL_S = 86400.0
 _EPILOG = f"""\
-database: --db URL, else $HISTORYMW_SQL_URL, else {_DEFAULT_URL}
-          (sqlite:///path/to/file.db or postgresql+psycopg://user@host:5432/db)
+database: --db URL (before or after the command), else $HISTORYMW_SQL_URL, else {_DEFAULT_URL}
+          (sqlite:///path/to/file.db, a bare path to a SQLite file,
+          or postgresql+psycopg://user@host:5432/db); read-only except for prune
+
+ids: tail shows each call's 8-digit short id; show takes the full id, the short id, or a unique
+     prefix of either (4-8 hex digits: short ids, 9 or more: full ids), in any case
 
 exit codes:
   0  success
@@ -60,19 +73,36 @@ class _Parser(argparse.ArgumentParser):
 
 
 def _duration(text: str) -> float:
+    if text.strip().startswith("-"):
+        raise argparse.ArgumentTypeError(f"bad duration {text!r}: a duration cannot be negative")
     try:
-        return parse_duration(text)
+        seconds = parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"bad duration {text!r}: expected e.g. 90s, 15m, 12h, 30d, 2w") from None
+    if not math.isfinite(seconds) or seconds > _MAX_AGO_S:
+        raise argparse.ArgumentTypeError(f"duration {text!r} is out of range (at most {_MAX_AGO_S / 86400:,.0f}d)")
+    return seconds
+
+
+def _interval(text: str) -> float:
+    seconds = _duration(text)
+    if not 0.01 <= seconds <= _MAX_INTERVAL_S:
+        raise argparse.ArgumentTypeError(f"interval {text!r} is out of range (10ms to 1d)")
+    return seconds
 
 
 def _when(text: str) -> float:
     """A point in time: a duration ago (`24h`) or an ISO date/time (`2026-05-01`, `2026-05-01T12:00Z`)."""
     try:
-        return time.time() - parse_duration(text)
+        ago = parse_duration(text)
     except ValueError:
         pass
+    else:
+        if not math.isfinite(ago) or ago > _MAX_AGO_S:
+            raise argparse.ArgumentTypeError(
+                f"time {text!r} is out of range (at most {_MAX_AGO_S / 86400:,.0f}d ago)")
+        return time.time() - ago
     try:
         moment = _dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00").replace("z", "+00:00"))
     except ValueError:
@@ -81,13 +111,19 @@ def _when(text: str) -> float:
             "2026-05-01T12:00Z)") from None
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=_dt.timezone.utc)
-    return moment.timestamp()
+    try:
+        return moment.timestamp()
+    except (OverflowError, ValueError):
+        raise argparse.ArgumentTypeError(f"time {text!r} is out of range") from None
 
 
 def _count(text: str) -> int:
     if not text.strip().isdigit():
         raise argparse.ArgumentTypeError(f"expected a whole number >= 0, got {text!r}")
-    return int(text)
+    n = int(text)
+    if n > _MAX_COUNT:
+        raise argparse.ArgumentTypeError(f"{text.strip()} is out of range (at most {_MAX_COUNT})")
+    return n
 
 
 # -- formatting -------------------------------------------------------------------
@@ -106,8 +142,18 @@ def _preview(call: LMCall, width: int = 48) -> str:
         text = f"{call.error_type or 'error'}: {call.error_message or ''}"
     else:
         text = call.output_text or ""
-    text = " ".join(text.split())
-    return text if len(text) <= width else text[: width - 1] + "…"
+    text = safe_text(" ".join(text.split()), one_line=True)
+    if len(text) <= width:
+        return text
+    cut = text[: width - 1]
+    if text[width - 1] != " ":  # mid-word: back to the last space, unless that leaves less than half
+        space = cut.rfind(" ")
+        cut = cut[:space] if space >= width // 2 else cut
+    return cut.rstrip() + "…"
+
+
+def _cell(value: str | None) -> str:
+    return "-" if not value else safe_text(value, one_line=True)
 
 
 def _table(header: Sequence[str], rows: Iterable[Sequence[str]], right: set[int], out: TextIO,
@@ -128,12 +174,21 @@ _TAIL_RIGHT = {4, 5, 6}
 
 
 def _tail_row(c: LMCall) -> list[str]:
-    return [_time(c.started_at), c.id, c.model or "-", c.status, format_duration(c.duration_s),
-            _int(c.total_tokens), format_cost(c.cost), c.session or "-", _preview(c)]
+    return [_time(c.started_at), short_id(c.id), _cell(c.model), _cell(c.status), format_duration(c.duration_s),
+            _int(c.total_tokens), format_cost(c.cost), _cell(c.session), _preview(c)]
+
+
+# JSON escapes C0 controls itself; DEL and the C1 controls (U+009B is a CSI) only inside strings, where
+# these are the only place they can be: \u escapes parse back to the same text.
+_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _json_safe(text: str) -> str:
+    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
 
 
 def _json_line(c: LMCall) -> str:
-    return c.model_dump_json()
+    return _json_safe(c.model_dump_json())
 
 
 # -- commands -----------------------------------------------------------------------
@@ -144,11 +199,13 @@ def _filters(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_tail(store: Any, args: argparse.Namespace, out: TextIO) -> int:
-    calls = store.recent(args.n, **_filters(args))
+    calls = store.recent(args.n, **_filters(args)) if args.n else []
     widths: list[int] | None = None
     if args.json:
         for c in calls:
             out.write(_json_line(c) + "\n")
+    elif args.n == 0:
+        pass  # like tail -n 0: nothing (with --follow, only what comes next)
     elif calls or not args.follow:
         if calls:
             widths = _table(_TAIL_HEADER, [_tail_row(c) for c in calls], _TAIL_RIGHT, out)
@@ -199,17 +256,20 @@ def _follow(store: Any, args: argparse.Namespace, out: TextIO, seen_calls: list[
 
 
 def _follow_widths() -> list[int]:
-    return [19, 32, 16, 6, 8, 8, 10, 12, 48]
+    return [19, 8, 16, 6, 8, 8, 10, 12, 48]
 
 
 def cmd_show(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     try:
         call = store.get(args.id)
-    except AmbiguousIdError:
-        return _fail(EXIT_USAGE, f"id prefix {args.id!r} matches several calls: give more of the id")
+    except AmbiguousIdError as exc:
+        shown = ", ".join(short_id(i) for i in exc.candidates)
+        more = " (and more)" if len(exc.candidates) >= 10 else ""
+        return _fail(EXIT_USAGE, f"id {safe_text(args.id, one_line=True)!r} matches several calls: "
+                                 f"{shown}{more}; give more digits")
     if call is None:
-        return _fail(EXIT_NOT_FOUND, f"no call with id {args.id!r} in {store.display_url}")
-    out.write(call.model_dump_json(indent=2) + "\n" if args.json else render([call]))
+        return _fail(EXIT_NOT_FOUND, f"no call with id {safe_text(args.id, one_line=True)!r} in {store.display_url}")
+    out.write(_json_safe(call.model_dump_json(indent=2)) + "\n" if args.json else render([call]))
     return EXIT_OK
 
 
@@ -221,13 +281,16 @@ def cmd_stats(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     if not groups:
         out.write("no calls recorded\n")
         return EXIT_OK
-    rows = [[g.group if args.by else "all", _int(g.calls), _int(g.errors), f"{100 * g.error_rate:.1f}%",
-             _int(g.total_tokens), format_cost(g.cost), format_duration(g.latency_mean_s),
-             format_duration(g.latency_p50_s), format_duration(g.latency_p95_s)] for g in groups]
-    for r in rows:
-        r[0] = "-" if r[0] is None else str(r[0])
-    header = [(args.by or "calls").upper(), "CALLS", "ERRORS", "ERR%", "TOKENS", "COST", "MEAN", "P50", "P95"]
-    _table(header, rows, {1, 2, 3, 4, 5, 6, 7, 8}, out)
+    rows = [[_int(g.calls), _int(g.errors), f"{100 * g.error_rate:.1f}%", _int(g.total_tokens),
+             format_cost(g.cost), format_duration(g.latency_mean_s), format_duration(g.latency_p50_s),
+             format_duration(g.latency_p95_s)] for g in groups]
+    header = ["CALLS", "ERRORS", "ERR%", "TOKENS", "COST", "MEAN", "P50", "P95"]
+    right = {0, 1, 2, 3, 4, 5, 6, 7}
+    if args.by:  # a first column naming each group
+        rows = [[_cell(None if g.group is None else str(g.group)), *r] for g, r in zip(groups, rows, strict=True)]
+        header = [args.by.upper(), *header]
+        right = {i + 1 for i in right}
+    _table(header, rows, right, out)
     first = min(g.first_call for g in groups if g.first_call is not None)
     last = max(g.last_call for g in groups if g.last_call is not None)
     out.write(f"\n{sum(g.calls for g in groups):,} calls from {_time(first)} to {_time(last)} UTC "
@@ -239,34 +302,89 @@ _CSV_FIELDS = tuple(LMCall.model_fields)
 
 
 def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> int:
-    target = out if args.output in (None, "-") else open(args.output, "w", encoding="utf-8", newline="")
-    try:
-        n = 0
-        if args.format == "jsonl":
-            for c in store.calls(**_filters(args)):
-                target.write(_json_line(c) + "\n")
-                n += 1
-        else:
-            writer = csv.writer(target)
-            writer.writerow(_CSV_FIELDS)
-            for c in store.calls(**_filters(args)):
-                d = c.model_dump(mode="json")
-                writer.writerow([json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else
-                                 ("" if v is None else v) for v in (d[f] for f in _CSV_FIELDS)])
-                n += 1
-    finally:
-        if target is not out:
-            target.close()
-    if target is not out:
+    if args.output in (None, "-"):
+        n = _write_export(store, args, out)
+    else:
+        n = _export_to_file(store, args)
         print(f"exported {n:,} calls to {args.output}", file=sys.stderr)
     return EXIT_OK
 
 
+def _write_export(store: Any, args: argparse.Namespace, target: TextIO) -> int:
+    n = 0
+    if args.format == "jsonl":
+        for c in store.calls(**_filters(args)):
+            target.write(_json_line(c) + "\n")
+            n += 1
+    else:
+        writer = csv.writer(target)
+        writer.writerow(_CSV_FIELDS)
+        for c in store.calls(**_filters(args)):
+            d = c.model_dump(mode="json")
+            writer.writerow([json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else
+                             ("" if v is None else v) for v in (d[f] for f in _CSV_FIELDS)])
+            n += 1
+    return n
+
+
+def _export_to_file(store: Any, args: argparse.Namespace) -> int:
+    """Write to a new owner-only file beside the target, then rename it over the target: a reader
+    never sees half a file, a failed export leaves the target as it was, and a symlink at the target
+    is replaced, never written through."""
+    path = os.path.abspath(args.output)
+    for db_file in store.files():
+        if os.path.realpath(path) == os.path.realpath(db_file) or (
+                os.path.exists(path) and os.path.exists(db_file) and os.path.samefile(path, db_file)):
+            raise _UsageError(f"refusing to export to {args.output}: it is the history database itself")
+    if os.path.lexists(path):
+        if os.path.isdir(path):
+            raise _UsageError(f"{args.output} is a directory")
+        if not args.force:
+            kind = "a symlink" if os.path.islink(path) else "a file"
+            raise _UsageError(f"{args.output} exists ({kind}); use --force to replace it")
+    directory = os.path.dirname(path)
+    fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")  # 0600
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
+            n = _write_export(store, args, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+    return n
+
+
 def cmd_prune(store: Any, args: argparse.Namespace, out: TextIO) -> int:
-    n = store.prune(older_than=args.older_than, keep=args.keep)
     why = f"older than {args.older_than_text}" if args.older_than is not None else f"beyond the newest {args.keep:,}"
+    if args.dry_run or not args.yes:
+        n = store.prune_count(older_than=args.older_than, keep=args.keep)
+        if args.dry_run:
+            out.write(f"would delete {n:,} calls {why} (dry run: nothing deleted)\n")
+            return EXIT_OK
+        if n == 0:
+            out.write(f"deleted 0 calls {why}\n")
+            return EXIT_OK
+        if not _confirm(f"delete {n:,} calls {why} from {store.display_url}? [y/N] "):
+            return _fail(EXIT_USAGE, "nothing deleted")
+    n = store.prune(older_than=args.older_than, keep=args.keep)
     out.write(f"deleted {n:,} calls {why}\n")
     return EXIT_OK
+
+
+def _confirm(question: str) -> bool:
+    """Ask on the terminal; without one (a script, cron), refuse: deleting needs --yes there."""
+    if not (sys.stdin.isatty() and sys.stderr.isatty()):
+        raise _UsageError("prune deletes calls: pass --yes to confirm (standard input is not a terminal), "
+                          "or --dry-run to count them")
+    sys.stderr.write(question)
+    sys.stderr.flush()
+    answer = sys.stdin.readline()
+    return answer.strip().lower() in ("y", "yes")
 
 
 # -- the parser and main --------------------------------------------------------------
@@ -282,11 +400,16 @@ def _add_filters(p: argparse.ArgumentParser, since: bool = True) -> None:
         p.add_argument("--until", type=_when, metavar="WHEN", help="only calls before this (same forms)")
 
 
+def _db_option(p: argparse.ArgumentParser, default: Any) -> None:
+    p.add_argument("--db", metavar="URL", default=default,
+                   help=f"the history database: a URL or a SQLite file (default: $HISTORYMW_SQL_URL, else "
+                        f"{_DEFAULT_URL})")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="historymw", description="Read and prune the LLM call history stored by historymw.",
                      epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--db", metavar="URL", help="the history database (default: $HISTORYMW_SQL_URL, "
-                        f"else {_DEFAULT_URL})")
+    _db_option(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -294,18 +417,21 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(fn=fn)
+        # After the command too; SUPPRESS: absent there, the value given before the command stands.
+        _db_option(p, argparse.SUPPRESS)
         return p
 
     p = command("tail", "the newest calls, one line each (newest last)", cmd_tail)
     p.add_argument("-n", type=_count, default=20, metavar="N", help="how many calls (default 20)")
     p.add_argument("-f", "--follow", action="store_true", help="keep printing new calls until Ctrl-C")
-    p.add_argument("--interval", type=_duration, default=1.0, metavar="DURATION",
+    p.add_argument("--interval", type=_interval, default=1.0, metavar="DURATION",
                    help="how often --follow looks for new calls (default 1s)")
     p.add_argument("--json", action="store_true", help="one JSON record per line")
     _add_filters(p)
 
     p = command("show", "one call in full: messages, output, usage", cmd_show)
-    p.add_argument("id", metavar="ID", help="the call's id (or a unique prefix of it)")
+    p.add_argument("id", metavar="ID", help="the call's short id (as tail shows it), its full id, "
+                   "or a unique prefix of either; any case")
     p.add_argument("--json", action="store_true", help="the record as JSON")
 
     p = command("stats", "calls, errors, tokens, cost and latency (p50, p95)", cmd_stats)
@@ -315,7 +441,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = command("export", "every matching call, oldest first, as JSON lines or CSV", cmd_export)
     p.add_argument("--format", choices=("jsonl", "csv"), required=True)
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE instead of standard output")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created owner-only, replaced "
+                   "atomically) instead of standard output")
+    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
     _add_filters(p)
 
     p = command("prune", "delete old calls", cmd_prune)
@@ -323,7 +451,29 @@ def build_parser() -> argparse.ArgumentParser:
     group.add_argument("--older-than", metavar="DURATION", dest="older_than_text",
                        help="delete calls that started longer ago than this (e.g. 30d, 12h)")
     group.add_argument("--keep", type=_count, metavar="N", help="delete all but the newest N calls")
+    p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+    p.add_argument("-y", "--yes", action="store_true",
+                   help="do not ask for confirmation (required when standard input is not a terminal)")
     return parser
+
+
+def _db_url(given: str | None) -> str:
+    """The store's URL: --db (a bare path is a SQLite file), else HISTORYMW_SQL_URL, else the default.
+    Only this setting is read: a bad value of another HISTORYMW_* variable concerns recording, not the CLI."""
+    from .sql.engine import parse_url
+
+    if given is not None:
+        url = given if "://" in given else "sqlite:///" + os.path.expanduser(given)
+        parse_url(url)
+        return url
+    env = os.environ.get("HISTORYMW_SQL_URL", "").strip()
+    if not env:
+        return _DEFAULT_URL
+    try:
+        parse_url(env)
+    except ConfigError as exc:
+        raise ConfigError(f"HISTORYMW_SQL_URL={env!r} is not valid: {exc}") from None
+    return env
 
 
 def _fail(code: int, message: str) -> int:
@@ -338,13 +488,15 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         args = build_parser().parse_args(argv)
         if getattr(args, "older_than_text", None) is not None:
             try:
-                args.older_than = parse_duration(args.older_than_text)
-            except ValueError:
-                raise _UsageError(f"bad duration {args.older_than_text!r} for --older-than: "
-                                  "expected e.g. 90s, 15m, 12h, 30d, 2w") from None
+                args.older_than = _duration(args.older_than_text)
+            except argparse.ArgumentTypeError as exc:
+                raise _UsageError(f"argument --older-than: {exc}") from None
         else:
             args.older_than = None
-        url = args.db or os.environ.get("HISTORYMW_SQL_URL") or _DEFAULT_URL
+        url = _db_url(args.db)
+        from .errors import require
+
+        require("sqlalchemy", what="The historymw command line", extra="sql")
         from .store import Store
 
         with Store(url) as store:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import sys
 from typing import Any, TextIO
 
@@ -11,6 +12,25 @@ from .record import LMCall
 
 _RESET, _BOLD, _DIM, _GREEN, _RED, _BLUE, _YELLOW = (
     "\033[0m", "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[34m", "\033[33m")
+
+
+# Characters a terminal may act on instead of printing: C0 controls (ESC starts CSI/OSC sequences:
+# window title, OSC 52 clipboard, screen clear; CR rewrites the line), DEL, the C1 controls (U+009B
+# is a one-character CSI on some terminals) and the bidirectional overrides that reorder what is
+# shown. Tab and newline are kept where text spans lines.
+_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def _escape(m: re.Match[str]) -> str:
+    o = ord(m.group())
+    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+
+
+def safe_text(text: str, *, one_line: bool = False) -> str:
+    """Recorded text made inert for a terminal: control characters shown as `\\x1b`-style escapes
+    (model output can carry escape sequences: it must be read, never executed)."""
+    return (_UNSAFE_IN_LINE if one_line else _UNSAFE).sub(_escape, text)
 
 
 def _use_colour(out: TextIO) -> bool:
@@ -52,49 +72,54 @@ def format_cost(cost: float | None) -> str:
 
 
 def render(records: list[LMCall], colour: bool = False) -> str:
+    """The records as text for a person; recorded text is passed through `safe_text`."""
     def c(code: str, text: str) -> str:
         return f"{code}{text}{_RESET}" if colour else text
 
+    def one(value: object) -> str:
+        return safe_text(str(value), one_line=True)
+
     lines: list[str] = []
     for r in records:
-        status = c(_GREEN, "ok") if r.status == "ok" else c(_RED, f"error {r.error_type or ''}".strip())
-        who = "/".join(p for p in (r.provider, r.model) if p) or "?"
-        head = [c(_BOLD, f"[{r.started_at:%Y-%m-%d %H:%M:%S} UTC]"), who, r.operation, status,
+        status = c(_GREEN, "ok") if r.status == "ok" else c(_RED, one(f"error {r.error_type or ''}".strip()))
+        who = one("/".join(p for p in (r.provider, r.model) if p) or "?")
+        head = [c(_BOLD, f"[{r.started_at:%Y-%m-%d %H:%M:%S} UTC]"), who, one(r.operation), status,
                 format_duration(r.duration_s)]
         if r.stream:
             head.append(f"stream (first token {format_duration(r.time_to_first_token_s)})")
         if r.session:
-            head.append(f"session={r.session}")
+            head.append(f"session={one(r.session)}")
         if r.tags:
-            head.append(" ".join(f"{k}={v}" for k, v in r.tags.items()))
+            head.append(one(" ".join(f"{k}={v}" for k, v in r.tags.items())))
         lines.append("  ".join(head))
-        lines.append(c(_DIM, f"id {r.id}  source {r.source}" + (f"  trace {r.trace_id}" if r.trace_id else "")))
+        lines.append(c(_DIM, one(f"id {r.id}  source {r.source}" + (f"  trace {r.trace_id}" if r.trace_id else ""))))
         lines.append("")
         for m in r.messages:
             role = m.get("role", "message") if isinstance(m, dict) else "message"
             content = m.get("content") if isinstance(m, dict) else m
-            lines.append(c(_BLUE, f"{str(role).capitalize()} message:"))
+            lines.append(c(_BLUE, f"{one(str(role).capitalize())} message:"))
             lines.append("")
-            lines.append(_content_text(content))
+            lines.append(safe_text(_content_text(content)))
             lines.append("")
         if r.status == "error":
             lines.append(c(_RED, "Error:"))
             lines.append("")
-            lines.append(f"{r.error_type}: {r.error_message}")
+            lines.append(safe_text(f"{r.error_type}: {r.error_message}"))
         else:
             lines.append(c(_GREEN, "Response:"))
             lines.append("")
-            lines.append(r.output_text if r.output_text is not None else c(_DIM, "(no text)"))
+            lines.append(safe_text(r.output_text) if r.output_text is not None else c(_DIM, "(no text)"))
             for out in r.outputs:
                 if isinstance(out, dict) and out.get("tool_calls"):
-                    lines.append(c(_YELLOW, "Tool calls: ") + json.dumps(out["tool_calls"], ensure_ascii=False))
+                    lines.append(c(_YELLOW, "Tool calls: ") + one(json.dumps(out["tool_calls"], ensure_ascii=False,
+                                                                          default=str)))
         lines.append("")
         usage = (f"tokens in {r.input_tokens if r.input_tokens is not None else '-'}"
                  f" / out {r.output_tokens if r.output_tokens is not None else '-'}"
                  f" / total {r.total_tokens if r.total_tokens is not None else '-'}")
         extra = [usage, f"cost {format_cost(r.cost)}"]
         if r.finish_reason:
-            extra.append(f"finish {r.finish_reason}")
+            extra.append(f"finish {one(r.finish_reason)}")
         if r.cache_hit:
             extra.append("cache hit")
         lines.append(c(_DIM, "  ".join(extra)))
@@ -106,6 +131,11 @@ def render(records: list[LMCall], colour: bool = False) -> str:
 def inspect_history(n: int = 1, *, file: TextIO | None = None, records: list[LMCall] | None = None) -> str:
     """Print the last `n` recorded calls (oldest first) and return the text printed."""
     from .api import recent
+
+    if isinstance(n, bool) or not isinstance(n, int):
+        raise TypeError(f"inspect_history(n): n must be a whole number of calls, not {n!r}")
+    if n < 0:
+        raise ValueError(f"inspect_history(n): n must be >= 0, not {n}")
 
     out = sys.stdout if file is None else file
     records = recent(n) if records is None else records

@@ -4,13 +4,15 @@
 
     with Store("sqlite:///historymw.db") as store:
         store.recent(20, status="error")           # newest last, as LMCall
-        store.get("01a1fc9a...")                    # one call, by id or a unique id prefix
+        store.get("3f9a0c2e")                       # one call, by id, short id or a unique prefix
         for s in store.stats(by="model"):           # calls, errors, tokens, cost, p50/p95
             print(s.group, s.calls, s.latency_p95_s)
 
 The URL defaults to the configured `sql_url` (HISTORYMW_SQL_URL). Opening a
 store never creates a database: a missing SQLite file or a database without
 historymw tables is a `StoreError`, and so is a server that cannot be reached.
+Reading never writes: SQLite is opened read-only (`mode=ro`), an older schema is
+read as it is; only `prune()` opens the database for writing.
 """
 
 from __future__ import annotations
@@ -22,12 +24,16 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, Field
 
 from .record import LMCall
-from .sql import StoreError
-from .sql.ids import AmbiguousIdError
+from .sql import GROUPS, StoreError
+from .sql.ids import AmbiguousIdError, short_id
 
-__all__ = ["AmbiguousIdError", "CallStats", "Store", "StoreError"]
+__all__ = ["GROUPS", "AmbiguousIdError", "CallStats", "Store", "StoreError", "short_id"]
+_STATUSES = ("ok", "error")
 
 T = TypeVar("T")
+# The range a count or an age can have in either database: a 64-bit integer; a time after year 1.
+_MAX_INT = 2**63 - 1
+_MAX_AGE_S = 60_000_000_000.0  # about 1,900 years
 TimeLike = _dt.datetime | float | int | None
 
 
@@ -69,13 +75,20 @@ class Store:
         from .errors import require
 
         require("sqlalchemy", what="historymw.store", extra="sql")
-        from .runtime import STATE
         from .sql import engine, schema
 
-        self.url = url if url is not None else STATE.settings.sql_url
-        self._engine: Any = engine.make_engine(self.url, create=create)
-        self.display_url = engine.describe(self._engine.url)
-        self._run(lambda: schema.ensure_schema(self._engine, create=create))
+        if url is None:
+            from .runtime import STATE
+
+            url = STATE.settings.sql_url
+        self.url = url
+        self.display_url = engine.describe(engine.parse_url(url))
+        self._writer: Any = None
+        if create:  # a writer's store: creates the file and the tables, migrates an older schema
+            self._writer = engine.make_engine(url, create=True)
+            self._run(lambda: schema.ensure_schema(self._writer, create=True))
+        self._engine: Any = engine.make_engine(url, create=False, read_only=True)
+        self._cols: list[Any] = self._run(lambda: self._read(schema.readable_columns))
 
     def _run(self, fn: Callable[[], T]) -> T:
         import sqlalchemy as sa
@@ -91,6 +104,9 @@ class Store:
                  since: TimeLike, until: TimeLike) -> Any:
         from .sql.query import Filters
 
+        if status is not None and status not in _STATUSES:
+            raise ValueError(f"status must be 'ok', 'error' or None, not {status!r}")
+
         return Filters(session=session, model=model, status=status, provider=provider,
                        since=_epoch(since), until=_epoch(until))
 
@@ -101,14 +117,17 @@ class Store:
         from .sql import query
 
         f = self._filters(session, model, status, provider, since, until)
-        return self._run(lambda: self._read(lambda conn: query.recent(conn, n, f)))
+        return self._run(lambda: self._read(lambda conn: query.recent(conn, self._cols, n, f)))
 
     def get(self, call_id: str) -> LMCall | None:
-        """One call by id (or a unique prefix of it); None when there is none.
-        Raises `LookupError` when a prefix matches several calls."""
+        """One call by its id, its short id (`short_id(id)`, what `historymw tail` shows) or a unique
+        prefix of either, in any case: 4 to 8 hex digits match short ids, 9 or more full ids.
+        None when nothing matches; `AmbiguousIdError` (its `candidates` listed) when several do."""
         from .sql import query
 
-        return self._run(lambda: self._read(lambda conn: query.get(conn, call_id)))
+        if not isinstance(call_id, str):
+            raise TypeError(f"call_id must be a str, not {type(call_id).__name__}")
+        return self._run(lambda: self._read(lambda conn: query.get(conn, self._cols, call_id)))
 
     def calls(self, *, session: str | None = None, model: str | None = None, status: str | None = None,
               provider: str | None = None, since: TimeLike = None, until: TimeLike = None) -> Iterator[LMCall]:
@@ -117,7 +136,7 @@ class Store:
 
         f = self._filters(session, model, status, provider, since, until)
         with self._engine.connect() as conn:
-            it = query.iterate(conn, f)
+            it = query.iterate(conn, self._cols, f)
             while True:
                 item = self._run(lambda: next(it, None))
                 if item is None:
@@ -139,6 +158,8 @@ class Store:
         from .sql import query
         from .sql.rows import to_datetime
 
+        if by is not None and by not in GROUPS:
+            raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUPS)}")
         f = self._filters(session, model, status, provider, since, until)
         rows = self._run(lambda: self._read(lambda conn: query.aggregate(conn, f, by)))
         out = []
@@ -152,9 +173,45 @@ class Store:
 
     def prune(self, *, older_than: float | None = None, keep: int | None = None) -> int:
         """Delete calls older than `older_than` seconds and/or all but the newest `keep`; returns how many."""
-        from .sql import write
+        from .sql import engine, write
 
-        return self._run(lambda: write.prune(self._engine, older_than=older_than, keep=keep))
+        self._check_prune(older_than, keep)
+        if self._writer is None:  # opened on first use: reading never needs a writable connection
+            self._writer = engine.make_engine(self.url, create=False)
+        return self._run(lambda: write.prune(self._writer, older_than=older_than, keep=keep))
+
+    def prune_count(self, *, older_than: float | None = None, keep: int | None = None,
+                    now: float | None = None) -> int:
+        """How many calls `prune(older_than=..., keep=...)` would delete now (nothing is deleted)."""
+        import time
+
+        self._check_prune(older_than, keep)
+        cutoff = None if older_than is None else (time.time() if now is None else now) - older_than
+        if keep is None:
+            return self.count(until=cutoff)
+        total = self.count()
+        # Kept: the calls that are among the newest `keep` and (with older_than) newer than the cutoff.
+        kept = min(keep, total if cutoff is None else self.count(since=cutoff))
+        return total - kept
+
+    @staticmethod
+    def _check_prune(older_than: float | None, keep: int | None) -> None:
+        import math
+
+        if older_than is not None and not (isinstance(older_than, (int, float)) and math.isfinite(older_than)
+                                           and 0 <= older_than <= _MAX_AGE_S):
+            raise ValueError(f"older_than must be seconds from 0 to {_MAX_AGE_S:.0f}, not {older_than!r}")
+        if keep is not None and not (isinstance(keep, int) and 0 <= keep <= _MAX_INT):
+            raise ValueError(f"keep must be a whole number from 0 to {_MAX_INT}, not {keep!r}")
+
+    def files(self) -> list[str]:
+        """The files of a SQLite store (the database and its journals); [] for a server."""
+        from .sql import engine
+
+        path = engine.sqlite_path(engine.parse_url(self.url))
+        if path is None:
+            return []
+        return [str(path)] + [f"{path}{suffix}" for suffix in ("-wal", "-shm", "-journal")]
 
     def _read(self, fn: Callable[[Any], T]) -> T:
         with self._engine.connect() as conn:
@@ -162,6 +219,8 @@ class Store:
 
     def close(self) -> None:
         self._engine.dispose()
+        if self._writer is not None:
+            self._writer.dispose()
 
     def __enter__(self) -> Store:
         return self

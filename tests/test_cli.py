@@ -130,16 +130,16 @@ def test_export_jsonl_and_csv(db: str, tmp_path: Path) -> None:
 def test_prune_by_age_then_by_count(db: str) -> None:
     p = run("--db", db, "prune", "--older-than", "2h")  # the calls are an hour old
     assert p.returncode == 0 and p.stdout.strip() == "deleted 0 calls older than 2h"
-    p = run("--db", db, "prune", "--keep", "2")
+    p = run("--db", db, "prune", "--keep", "2", "--yes")
     assert p.returncode == 0 and p.stdout.strip() == "deleted 4 calls beyond the newest 2"
     assert len(_ids(db)) == 2
-    p = run("--db", db, "prune", "--older-than", "1s")
+    p = run("--db", db, "prune", "--older-than", "1s", "--yes")
     assert p.returncode == 0 and p.stdout.strip() == "deleted 2 calls older than 1s"
 
 
 @pytest.mark.parametrize(("argv", "code", "message"), [
     (["--db", "mysql://u@h/db", "stats"], 2, "unsupported database URL scheme 'mysql'"),
-    (["--db", "not a url", "stats"], 2, "not a database URL"),
+    (["--db", "sqlite+nosuch:///x.db", "stats"], 2, "unsupported SQLite driver"),
     (["prune", "--older-than", "3 fortnights"], 2, "bad duration '3 fortnights'"),
     (["prune"], 2, "one of the arguments --older-than --keep is required"),
     (["prune", "--older-than", "1d", "--keep", "3"], 2, "not allowed with argument"),

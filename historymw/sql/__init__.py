@@ -13,3 +13,7 @@ class StoreError(Exception):
 
     The message is one line a person can act on (it never holds a password).
     """
+
+
+# What `Store.stats(by=...)` and `historymw stats --by` group by.
+GROUPS = ("model", "session", "status", "provider", "source")

@@ -29,6 +29,7 @@ from typing import Any, NamedTuple
 
 from ..record import id_source, seal_held, sealing, text_needs_clean
 from ..redact import has_secret_anchor
+from .ids import offset_of, short_from, short_id
 from .rows import draft_rows, strip_nul
 
 Row = tuple[Any, ...]
@@ -120,7 +121,8 @@ def _plan(keys: tuple[str, ...]) -> _Plan | None:
         unread = {k for k in present if k[0] == "_"} - {"_pairs"}  # the plan ignores these
         plan = _Plan(_tuple_getter(texts), _tuple_getter(numbers), _tuple_getter(flags), _rest(json_keys, hex_keys),
                      consts, tuple(int(v) if type(v) is bool else v for v in consts),
-                     ("id", "started_at", "ended_at", "duration_s", "messages", "params", *texts, *numbers,
+                     ("id", "short_id", "started_at", "ended_at", "duration_s", "messages", "params", *texts,
+                      *numbers,
                       *flags, *json_keys, *(k for k, _ in hex_keys), *(k for k, _ in _DEFAULTS if k not in present)),
                      -1 if unread else len(keys))
     if len(_plans) < 1024:  # drafts come in a few shapes; odd ones must not grow this without bound
@@ -263,6 +265,7 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
     # An id is ID_FORMAT's 128 bits: milliseconds, the process's prefix, a sequence number.
     # The first two are the same for the records of one millisecond: `high` is made once for them.
     low = int(prefix, 16) << 32
+    offset = offset_of(prefix)  # short ids: see historymw.sql.ids
     high, ms_from, ms_to = 0, 1.0, 0.0  # `high` holds for started * 1000 in [ms_from, ms_to)
     last_keys: tuple[str, ...] = ()
     last_names: tuple[str, ...] = ()  # the last params' names, values and JSON
@@ -302,13 +305,16 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             ends += ended
             if given_id:  # sealed before (a ring's reader): it keeps its id
                 rid = d["id"]
+                short = short_id(rid)
             else:
                 ms = started * 1000
                 if not ms_from <= ms < ms_to:
                     ms_from = float(int(ms))
                     ms_to = ms_from + 1
                     high = (int(ms) << 80) | low
-                rid = (high | (next(seq) & 0xFFFFFFFF)).to_bytes(16, "big").hex()
+                number = next(seq) & 0xFFFFFFFF
+                rid = (high | number).to_bytes(16, "big").hex()
+                short = short_from(number, offset)
             pairs = d["_pairs"]
             strs += pairs
             texts = texts_of(d)
@@ -346,10 +352,10 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
             else:
                 messages = None
             if rest is None:
-                row = (rid, started, ended, duration, messages, params, *texts, *nums, *flags, *consts)
+                row = (rid, short, started, ended, duration, messages, params, *texts, *nums, *flags, *consts)
             else:
-                row = (rid, started, ended, duration, messages, params, *texts, *nums, *flags, *rest(d, jtexts),
-                       *consts)
+                row = (rid, short, started, ended, duration, messages, params, *texts, *nums, *flags,
+                       *rest(d, jtexts), *consts)
             # Stored last, once every key of the plan was there: a draft of another shape (found out
             # by a KeyError above) must not lose the id it may have.
             d["id"] = rid
@@ -390,10 +396,10 @@ def _recheck(drafts: list[dict[str, Any]], rows: list[Any], plans: list[_Plan],
     for d, row, plan in zip(drafts, rows, plans, strict=True):
         texts_of, rest = plan.texts, plan.rest
         strs: list[Any] = [*d["_pairs"], *texts_of(d)]
-        jtexts = [v for v in row[5:6] if v is not None]
+        jtexts = [v for v in row[6:7] if v is not None]  # params
         if rest is not None:
             rest(d, jtexts)
-        if math.isfinite(row[2]) and _clean(strs, [*plan.numbers(d), *plan.flags(d)], jtexts)[0]:
+        if math.isfinite(row[3]) and _clean(strs, [*plan.numbers(d), *plan.flags(d)], jtexts)[0]:
             out.append(row)
         else:
             general.append(d)

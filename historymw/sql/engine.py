@@ -8,11 +8,14 @@ work for writers (a deferred transaction that upgrades to write can fail
 with SQLITE_BUSY at once instead of waiting).
 PostgreSQL: psycopg 3, a connect timeout (a dead server must not hang the
 export worker), pre-ping so that connections broken by a restart are replaced.
+Readers (`read_only=True`) open SQLite with a `mode=ro` URI and PostgreSQL in
+read-only transactions: reading a file never creates, converts (WAL) or migrates it.
 """
 
 from __future__ import annotations
 
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -44,6 +47,10 @@ def parse_url(url: str) -> Any:
     if backend == "sqlite":
         if driver not in ("", "pysqlite"):
             raise ConfigError(f"unsupported SQLite driver in {u.drivername!r}; use sqlite:///path/to/history.db")
+        db = u.database
+        if db and db.startswith("~"):
+            # Expanded here, once: what SQLite opens and what historymw creates and chmods are one file.
+            u = u.set(database=os.path.expanduser(db))
         return u
     if backend in ("postgresql", "postgres"):
         if driver not in ("", "psycopg"):
@@ -64,7 +71,7 @@ def sqlite_path(url: Any) -> Path | None:
     db = url.database
     if not db or db == ":memory:" or db.startswith("file:"):
         return None
-    return Path(db).expanduser()
+    return Path(db)
 
 
 def _create_private_file(path: Path) -> None:
@@ -79,18 +86,45 @@ def _create_private_file(path: Path) -> None:
     os.close(fd)
 
 
-def make_engine(url: str, *, create: bool) -> Any:
+def make_engine(url: str, *, create: bool, read_only: bool = False) -> Any:
     """An engine for the store at `url`. With `create`, a missing SQLite file is created (mode 0600);
-    without it, a missing file is a StoreError (readers must not leave empty databases behind)."""
+    without it, a missing file is a StoreError (readers must not leave empty databases behind).
+    With `read_only`, nothing is ever written: SQLite is opened `mode=ro`, PostgreSQL read-only."""
     sa = _sqlalchemy("The SQL store")
     u = parse_url(url)
     if u.get_backend_name() == "sqlite":
+        if read_only:
+            return _sqlite_reader(sa, u)
         return _sqlite_engine(sa, u, create)
     require("psycopg", what="The PostgreSQL store", extra="postgres")
     connect_args = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     # "format" (%s) lets the export path bind plain tuples instead of a dict per row.
-    return sa.create_engine(u, pool_pre_ping=True, paramstyle="format", connect_args=connect_args,
-                            pool_size=2, max_overflow=4)
+    engine = sa.create_engine(u, pool_pre_ping=True, paramstyle="format", connect_args=connect_args,
+                              pool_size=2, max_overflow=4)
+    return engine.execution_options(postgresql_readonly=True) if read_only else engine
+
+
+def _sqlite_reader(sa: Any, u: Any) -> Any:
+    """A read-only engine: SQLite's `mode=ro` cannot create the file, change its journal mode or
+    write a page, whatever the code above it does."""
+    import sqlite3
+
+    path = sqlite_path(u)
+    if path is None:
+        raise StoreError("an in-memory SQLite database has no history to read")
+    if not path.exists():
+        raise StoreError(f"no history database at {path}")
+    if path.is_dir():
+        raise StoreError(f"{path} is a directory, not a history database")
+    uri = f"file:{urllib.parse.quote(str(path))}?mode=ro"
+
+    def connect() -> Any:
+        conn = sqlite3.connect(uri, uri=True, check_same_thread=False)
+        conn.isolation_level = None
+        conn.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        return conn
+
+    return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
 
 
 def _sqlite_engine(sa: Any, u: Any, create: bool) -> Any:
@@ -100,10 +134,15 @@ def _sqlite_engine(sa: Any, u: Any, create: bool) -> Any:
         # One shared connection: otherwise every thread would see its own empty database.
         kwargs["poolclass"] = sa.pool.StaticPool
         kwargs["connect_args"] = {"check_same_thread": False}
-    elif not path.exists():
-        if not create:
-            raise StoreError(f"no history database at {path}")
-        _create_private_file(path)
+    else:
+        # One file however the path is spelled: through a symlink (even a dangling one) the target
+        # is what SQLite writes, so the target is what is created owner-only.
+        path = Path(os.path.realpath(path))
+        u = u.set(database=str(path))
+        if not path.exists():
+            if not create:
+                raise StoreError(f"no history database at {path}")
+            _create_private_file(path)
     engine = sa.create_engine(u, **kwargs)
 
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:

@@ -3,6 +3,8 @@
 Every statement is a SQLAlchemy Core construct with bound parameters.
 Latency percentiles use window functions (nearest rank), which SQLite (3.25+)
 and PostgreSQL both run, so both stores give the same numbers.
+Readers select `cols`, the columns the database has (`schema.readable_columns`):
+an older database is read as it is, never migrated by a reader.
 """
 
 from __future__ import annotations
@@ -15,12 +17,14 @@ from typing import Any
 import sqlalchemy as sa
 
 from ..record import LMCall
-from .ids import AmbiguousIdError
+from . import GROUPS
+from .ids import MIN_PREFIX, SHORT_LEN, AmbiguousIdError, short_id
 from .rows import row_to_call, to_stored_time
 from .schema import calls
 
-GROUPS = ("model", "session", "status", "provider", "source")
-_HEX = re.compile(r"^[0-9a-f]{6,64}$")
+Cols = list[Any]  # the columns to select (see the module's docstring)
+_HEX = re.compile(r"^[0-9a-f]+$")
+_CANDIDATES = 10  # ids listed when a prefix is ambiguous
 
 
 @dataclass(frozen=True)
@@ -48,42 +52,66 @@ class Filters:
         return clauses
 
 
-def recent(conn: sa.Connection, n: int, filters: Filters) -> list[LMCall]:
+def _select(cols: Cols) -> Any:
+    return sa.select(*(c for c in cols if c.name != "short_id"))
+
+
+def recent(conn: sa.Connection, cols: Cols, n: int, filters: Filters) -> list[LMCall]:
     """The newest `n` calls, newest last (like `historymw.recent`)."""
-    stmt = (sa.select(calls).where(*filters.where(conn.dialect.name))
+    stmt = (_select(cols).where(*filters.where(conn.dialect.name))
             .order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(max(n, 0)))
     rows = [row_to_call(r) for r in conn.execute(stmt).mappings()]
     rows.reverse()
     return rows
 
 
-def after(conn: sa.Connection, since: float, filters: Filters, limit: int = 1000) -> list[LMCall]:
-    """Calls that started at or after `since`, oldest first (for `tail --follow`)."""
-    f = Filters(**{**filters.__dict__, "since": since})
-    stmt = (sa.select(calls).where(*f.where(conn.dialect.name))
-            .order_by(calls.c.started_at, calls.c.id).limit(limit))
-    return [row_to_call(r) for r in conn.execute(stmt).mappings()]
-
-
-def get(conn: sa.Connection, call_id: str) -> LMCall | None:
-    """One call by its id, or by a unique prefix of at least 6 hex digits."""
-    row = conn.execute(sa.select(calls).where(calls.c.id == call_id)).mappings().first()
-    if row is None and _HEX.match(call_id):
+def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
+    """One call by its full id, its short id, or a unique prefix of either (the rule in `ids`)."""
+    row = conn.execute(_select(cols).where(calls.c.id == call_id)).mappings().first()
+    if row is not None:
+        return row_to_call(row)
+    key = call_id.strip().lower()
+    if key != call_id:
+        row = conn.execute(_select(cols).where(calls.c.id == key)).mappings().first()
+        if row is not None:
+            return row_to_call(row)
+    if len(key) < MIN_PREFIX or not _HEX.match(key):
+        return None
+    if len(key) <= SHORT_LEN:
+        ids = _short_matches(conn, cols, key)
+    else:
         # Ids are hex: the prefix range [p, p + "g") uses the primary-key index, unlike LIKE.
-        rows = conn.execute(sa.select(calls).where(calls.c.id >= call_id, calls.c.id < call_id + "g")
-                            .limit(2)).mappings().all()
-        if len(rows) > 1:
-            raise AmbiguousIdError(call_id)
-        row = rows[0] if rows else None
+        ids = list(conn.execute(sa.select(calls.c.id).where(calls.c.id >= key, calls.c.id < key + "g")
+                                .order_by(calls.c.id).limit(_CANDIDATES)).scalars())
+    if len(ids) > 1:
+        raise AmbiguousIdError(call_id, ids)
+    if not ids:
+        return None
+    row = conn.execute(_select(cols).where(calls.c.id == ids[0])).mappings().first()
     return None if row is None else row_to_call(row)
 
 
-def iterate(conn: sa.Connection, filters: Filters, chunk: int = 1000) -> Iterator[LMCall]:
+def _short_matches(conn: sa.Connection, cols: Cols, prefix: str) -> list[str]:
+    if any(c.name == "short_id" for c in cols):
+        c = calls.c
+        return list(conn.execute(sa.select(c.id).where(c.short_id >= prefix, c.short_id < prefix + "g")
+                                 .order_by(c.id).limit(_CANDIDATES)).scalars())
+    # A database written before short ids had a column (read as it is, see above): compute them.
+    found: list[str] = []
+    for (i,) in conn.execute(sa.select(calls.c.id).order_by(calls.c.id)).yield_per(5000):
+        if short_id(i).startswith(prefix):
+            found.append(i)
+            if len(found) == _CANDIDATES:
+                break
+    return found
+
+
+def iterate(conn: sa.Connection, cols: Cols, filters: Filters, chunk: int = 1000) -> Iterator[LMCall]:
     """Every matching call, oldest first, read in chunks (keyset pagination: constant memory)."""
     last: tuple[Any, str] | None = None
     c = calls.c
     while True:
-        stmt = sa.select(calls).where(*filters.where(conn.dialect.name))
+        stmt = _select(cols).where(*filters.where(conn.dialect.name))
         if last is not None:
             stmt = stmt.where(sa.or_(c.started_at > last[0], sa.and_(c.started_at == last[0], c.id > last[1])))
         rows = conn.execute(stmt.order_by(c.started_at, c.id).limit(chunk)).mappings().all()

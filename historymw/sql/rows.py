@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..record import LMCall
+from .ids import short_id
 from .schema import calls
 
 COLUMNS: tuple[str, ...] = tuple(c.name for c in calls.columns)
@@ -81,7 +82,8 @@ _DRAFT_DEFAULTS: dict[str, Any] = {
 }
 # Columns every draft row binds; the others only when the draft has the key (a NULL column
 # need not be bound: binding costs about as much per parameter as SQLite spends per row).
-_ALWAYS = ("id", "started_at", "ended_at", "duration_s", "operation", "status", "stream", "source", "size_bytes")
+_ALWAYS = ("id", "short_id", "started_at", "ended_at", "duration_s", "operation", "status", "stream", "source",
+           "size_bytes")
 _DRAFT_KEY = {"started_at": "started"}
 # frozenset of a draft's keys -> (the columns its row binds, the getter building the row)
 _shapes: dict[frozenset[str], tuple[tuple[str, ...], Any]] = {}
@@ -112,6 +114,7 @@ def draft_rows(drafts: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], lis
 
 def _draft_values(d: Mapping[str, Any]) -> dict[str, Any]:
     m = {**_DRAFT_DEFAULTS, **d}
+    m["short_id"] = short_id(m["id"])
     started = m["started"]
     duration = m["duration_s"] = m["duration"]
     m["ended_at"] = started + duration
@@ -148,7 +151,8 @@ def record_row(r: LMCall) -> tuple[Any, ...]:
     f = r.__dict__
     started = r.started_at.timestamp()
     extra = {k: f[k] for k in EXTRA_FIELDS if f.get(k) is not None} if EXTRA_FIELDS else None
-    values = {**f, "started_at": started, "ended_at": r.ended_at.timestamp(), "extra": extra}
+    values = {**f, "short_id": short_id(r.id), "started_at": started, "ended_at": r.ended_at.timestamp(),
+              "extra": extra}
     return tuple(_json(values[c]) if c in JSON_COLUMNS else values[c] for c in COLUMNS)
 
 

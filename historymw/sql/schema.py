@@ -19,7 +19,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from . import StoreError
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 CALLS = "historymw_calls"
 VERSIONS = "historymw_schema"
 # pg_advisory_xact_lock key: "hmw" + schema, so migrations of one database never run twice at once.
@@ -33,6 +33,8 @@ metadata = sa.MetaData()
 calls = sa.Table(
     CALLS, metadata,
     sa.Column("id", sa.String(64), primary_key=True),
+    # The 8 hex digits people type (see historymw.sql.ids): a function of `id`.
+    sa.Column("short_id", sa.String(8)),
     sa.Column("started_at", Timestamp, nullable=False),
     sa.Column("ended_at", Timestamp, nullable=False),
     sa.Column("duration_s", sa.Float, nullable=False),
@@ -77,6 +79,7 @@ sa.Index("ix_historymw_calls_session", calls.c.session,
          sqlite_where=calls.c.session.isnot(None), postgresql_where=calls.c.session.isnot(None))
 sa.Index("ix_historymw_calls_errors", calls.c.status, calls.c.started_at,
          sqlite_where=calls.c.status == "error", postgresql_where=calls.c.status == "error")
+short_index = sa.Index("ix_historymw_calls_short_id", calls.c.short_id)
 trace_index = sa.Index("ix_historymw_calls_trace_id", calls.c.trace_id,
                        sqlite_where=calls.c.trace_id.isnot(None), postgresql_where=calls.c.trace_id.isnot(None))
 
@@ -104,8 +107,26 @@ def _v1_to_v2(conn: sa.Connection) -> None:
     trace_index.create(conn)
 
 
+def _v2_to_v3(conn: sa.Connection) -> None:
+    """v3: `short_id`, filled in for the rows already there (in chunks: constant memory), indexed."""
+    from .ids import short_id
+
+    _add_columns(conn, ("short_id",))
+    c = calls.c
+    update = (calls.update().where(c.id == sa.bindparam("b_id"))
+              .values(short_id=sa.bindparam("b_short")))
+    last = ""
+    while True:
+        ids = conn.execute(sa.select(c.id).where(c.id > last).order_by(c.id).limit(5000)).scalars().all()
+        if not ids:
+            break
+        conn.execute(update, [{"b_id": i, "b_short": short_id(i)} for i in ids])
+        last = ids[-1]
+    short_index.create(conn)
+
+
 # version N -> the step that turns a version-N database into version N+1.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
 
 
 def stored_version(conn: sa.Connection) -> int | None:
@@ -117,6 +138,23 @@ def stored_version(conn: sa.Connection) -> int | None:
         return None
     row = conn.execute(sa.select(versions.c.version).where(versions.c.name == "calls")).first()
     return None if row is None else int(row[0])
+
+
+def readable_columns(conn: sa.Connection) -> list[sa.Column[Any]]:
+    """The columns of `historymw_calls` a reader can select, checked without writing anything.
+
+    A database of an older version is read as it is (its missing columns read as NULL, which
+    `row_to_call` leaves at the field's default): readers never migrate; the next writer does."""
+    version = stored_version(conn)
+    if version is None:
+        raise StoreError("the database has no historymw tables (nothing has been recorded into it)")
+    if version > SCHEMA_VERSION:
+        raise StoreError(f"the history database has schema version {version}, newer than this historymw "
+                         f"understands ({SCHEMA_VERSION}): upgrade historymw")
+    if version == SCHEMA_VERSION:
+        return list(calls.columns)
+    present = {col["name"] for col in sa.inspect(conn).get_columns(CALLS)}
+    return [col for col in calls.columns if col.name in present]
 
 
 def ensure_schema(engine: Any, *, create: bool = True) -> int:
