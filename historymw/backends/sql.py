@@ -46,28 +46,33 @@ FORK_WAIT_S = 20.0
 
 
 class _ForkGate:
-    """Counts SQLite work in progress in this process, and holds new work back while fork() runs."""
+    """Counts SQLite work in progress in this process, and holds new work back while fork() runs.
+
+    A fork first drains: export workers wait before they take their batch's I/O lock (which the
+    pipeline's own fork hook waits for), work already past that point still gets in and is waited
+    for. Then the gate closes, the idle connections are closed, and nothing starts until the fork
+    is done."""
 
     def __init__(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._active = 0
-        self._forking = False
+        self._draining = False
+        self._closed = False
         self.in_use_at_fork = 0  # work that was still in progress when fork() gave up waiting
         self.engines: weakref.WeakSet[Any] = weakref.WeakSet()  # this process's SQLite engines
         self._kept: list[Any] = []  # pools a child inherited in use: never closed (see after_fork_in_child)
 
     def wait_open(self) -> None:
-        """Wait while a fork is under way (the export worker calls it before it takes its I/O lock,
-        which the fork also waits for)."""
-        if self._forking:
+        """Wait while a fork is under way (called by the export worker before its I/O lock)."""
+        if self._draining or self._closed:
             with self._cond:
-                while self._forking:
+                while self._draining or self._closed:
                     self._cond.wait()
 
     @contextmanager
     def using(self) -> Iterator[None]:
         with self._cond:
-            while self._forking:
+            while self._closed:
                 self._cond.wait()
             self._active += 1
         try:
@@ -80,10 +85,12 @@ class _ForkGate:
 
     def before_fork(self) -> None:
         with self._cond:
-            self._forking = True
+            self._draining = True
             deadline = time.monotonic() + FORK_WAIT_S
             while self._active and self._cond.wait(max(0.0, deadline - time.monotonic())):
                 pass
+            self._closed = True
+            self._draining = False
             self.in_use_at_fork = self._active
         if self.in_use_at_fork:
             counters.COUNTERS.error("fork_during_sqlite_write")
@@ -96,13 +103,13 @@ class _ForkGate:
 
     def after_fork_in_parent(self) -> None:
         with self._cond:
-            self._forking = False
+            self._closed = False
             self._cond.notify_all()
 
     def after_fork_in_child(self) -> None:
         self._cond = threading.Condition(threading.Lock())
         self._active = 0
-        self._forking = False
+        self._draining = self._closed = False
         for engine in list(self.engines):
             if self.in_use_at_fork:
                 # Closing a connection the parent was using would roll back the parent's transaction
@@ -203,9 +210,10 @@ class SQLBackend:
         `export_prepared` is retried."""
         from ..sql.batch import build_rows
 
+        rows = PreparedRows(build_rows(drafts, scan_content=scan_content, postgres=self._postgres, invalid=invalid))
         if self._sqlite:
-            _FORK_GATE.wait_open()
-        return PreparedRows(build_rows(drafts, scan_content=scan_content, postgres=self._postgres, invalid=invalid))
+            _FORK_GATE.wait_open()  # last, so that little runs between it and the export
+        return rows
 
     def export_prepared(self, rows: PreparedRows) -> int:
         """Step two: insert what `prepare_drafts` built. Returns the number of rows refused."""

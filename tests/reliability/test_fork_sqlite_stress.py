@@ -36,6 +36,7 @@ def ask(model: str, messages: list[dict[str, str]]) -> str:
 
 def _child_main(k: int) -> int:
     """The child's whole life; its exit status says what went wrong (0: nothing)."""
+    before = hm.stats()  # the parent's counts, inherited: the child answers for its own only
     with hm.history(session=f"child-{k}"):
         for _ in range(CHILD_CALLS):
             ask("m", MSGS)
@@ -43,7 +44,7 @@ def _child_main(k: int) -> int:
     s = hm.stats()
     if not flushed:
         return 2
-    if s.dropped or s.errors:
+    if s.dropped > before.dropped or sum(s.errors.values()) > sum(before.errors.values()):
         return 3
     return 0
 
@@ -96,8 +97,9 @@ def _stress(url: str, configure_loop: bool) -> dict[str, Any]:
             t.join()
         _reap(children, status, block=True)
     hm.flush(timeout=30)
+    errors = hm.stats().errors
     hm.shutdown(timeout=10)
-    return {"forks": k, "status": status}
+    return {"forks": k, "status": status, "parent_errors": errors}
 
 
 def _reap(children: dict[int, tuple[int, float]], status: dict[int, int | None], block: bool) -> None:
@@ -128,7 +130,7 @@ def _check(url: str, result: dict[str, Any], figures: Any) -> None:
     failed = {k: code for k, code in status.items() if code != 0}
     lost = {k: stored.get(f"child-{k}", 0) for k in status if stored.get(f"child-{k}", 0) != CHILD_CALLS}
     figures(faults=f"{result['forks']} forks while {THREADS} threads record", failed_children=len(failed),
-            children_missing_records=len(lost))
+            children_missing_records=len(lost), parent_errors=result["parent_errors"])
     assert integrity == "ok"
     assert dupes == 0
     assert not failed, f"children that failed (k: exit status, None = stuck and killed): {failed}"
