@@ -34,6 +34,7 @@ _modules_get = sys.modules.get
 _random = random.random
 _OTEL_TRACE = "opentelemetry.trace"
 _STATE = runtime.STATE
+LOOKUP: Any = object()  # start(span=...): look the active span up now
 
 
 def effective_now() -> Effective:
@@ -68,8 +69,11 @@ def head(eff: Effective) -> int:
 
 
 def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwargs: dict[str, Any],
-          started: float | None = None) -> dict[str, Any] | None:
-    """The draft of a call the head decision kept (FULL or TAIL); None on an internal error."""
+          started: float | None = None, span: Any = LOOKUP) -> dict[str, Any] | None:
+    """The draft of a call the head decision kept (FULL or TAIL); None on an internal error.
+
+    `span`: the (trace_id, span_id, trace_flags) the call belongs to, when it was taken
+    earlier on the caller's context (None: no span); by default, the span active now."""
     try:
         t0 = _perf()
         wall = _now() if started is None else started
@@ -80,18 +84,20 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
         else:
             draft = usual_draft(spec, eff, args, kwargs, wall, t0) if eff.content else None
         if draft is None:
-            model, messages, params, size = request(spec, eff, args, kwargs)
+            model, messages, params, size, system = request(spec, eff, args, kwargs)
             # "duration" holds the start's perf_counter until finish() turns it into the duration.
             draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
                      "operation": spec.operation, "source": spec.source, "messages": messages,
                      "params": params, "size_bytes": RECORD_BASE_BYTES + size, "output_text": None,
                      "stream": type(params) is dict and params.get("stream") is True}
+            if system is not None:
+                draft["system_instructions"] = system
         if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
             draft.update(eff.labels)
-        if _modules_get(_OTEL_TRACE) is not None:
-            span = active_span_ids()
-            if span is not None:
-                draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
+        if span is LOOKUP:
+            span = active_span_ids() if _modules_get(_OTEL_TRACE) is not None else None
+        if span is not None:
+            draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
         return draft
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("capture", exc)
@@ -127,9 +133,11 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
             if error is None:
                 eff.count_filtered_out()
                 return
-            model, messages, params, size = request(spec, eff, args, kwargs)
+            model, messages, params, size, system = request(spec, eff, args, kwargs)
             draft.update(model=model, messages=messages, params=params,
                          size_bytes=draft.get("size_bytes", 0) + RECORD_BASE_BYTES + size)
+            if system is not None:
+                draft["system_instructions"] = system
         if result is not None or error is not None or given or spec.extract is not None:
             outcome(draft, spec, eff, result, error, given)
         eff.commit(draft)

@@ -22,6 +22,7 @@ from .plain import (
     DICT_PER_ITEM,
     LIST_OVERHEAD,
     SCALAR_SIZE,
+    STR_OVERHEAD,
     Budget,
     plain,
     plain_str,
@@ -35,7 +36,7 @@ if TYPE_CHECKING:
 # What a draft dict and its fixed fields take beyond the strings and containers
 # it holds (calibrated with tracemalloc: tests/test_ring.py checks the factor).
 RECORD_BASE_BYTES = 400
-STR_HEADER = 49  # sys.getsizeof("") for an ASCII str: its size is this plus one byte a char
+STR_HEADER = STR_OVERHEAD  # sys.getsizeof("") for an ASCII str: its size is this plus one byte a char
 # A message kept as a (role, content) pair: a list slot, the tuple, the role str's header.
 MSG_BYTES = 8 + 56 + STR_HEADER
 PAIR_BYTES = 16 + STR_HEADER  # a message in a flat (role, content, ...) tuple: two slots, the role's header
@@ -98,8 +99,18 @@ class CallSpec:
         self.simple_upto = upto
 
 
+def held_bytes(value: Any) -> int:
+    """What a small plain value (ints, floats, str, tuples and lists of them) takes in memory."""
+    t = type(value)
+    if t is str:
+        return str_bytes(value)
+    if t is tuple or t is list:
+        return TUPLE_BYTES + 8 * len(value) + sum(held_bytes(v) for v in value)
+    return SCALAR_SIZE
+
+
 def str_bytes(s: str) -> int:
-    """A str's exact size: 49 + 1 byte a char when ASCII (the common, cheap case), else asked."""
+    """A str's exact size: its header + 1 byte a char when ASCII (the common, cheap case), else asked."""
     return len(s) + STR_HEADER if s.isascii() else sys.getsizeof(s)
 
 
@@ -245,11 +256,14 @@ def _bind(spec: CallSpec, args: tuple[Any, ...], kwargs: dict[str, Any]) -> tupl
 
 
 def request(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
-            kwargs: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any], int]:
-    """(model, messages, params, bytes kept) copied out of any call's arguments.
+            kwargs: dict[str, Any]) -> tuple[Any, list[Any], dict[str, Any], int, list[Any] | None]:
+    """(model, messages, params, bytes kept, system instructions or None) copied out of
+    any call's arguments. `usual_draft` takes the usual call shape; this is the rest.
 
-    `capture.start` has an inline fast path for the usual call shape; this is the rest."""
+    A `system=` argument (Anthropic's system prompt, given beside the messages) is
+    kept as the record's system instructions, as content, not among the params."""
     model, messages, raw = _bind(spec, args, kwargs)
+    system = raw.pop("system", None) if "system" in raw else None
     fast_p = fast_params(raw)
     if fast_p is not None:
         params, used = fast_p
@@ -261,11 +275,15 @@ def request(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
         model = None if model is None else model_name(model)
     elif len(model) > 256:
         model = model[:256]
-    if not eff.content or messages is None:
-        return model, [], params, used
+    if not eff.content:
+        return model, [], params, used, None
     budget = Budget(eff.max_chars, eff.record_limit - used)
-    copied = copy_messages(messages, budget)
-    return model, copied, params, used + budget.used
+    kept_system: list[Any] | None = None
+    if system is not None:
+        copied_system = plain(system if isinstance(system, list) else [system], budget)
+        kept_system = copied_system if type(copied_system) is list else [copied_system]
+    copied = copy_messages(messages, budget) if messages is not None else []
+    return model, copied, params, used + budget.used, kept_system
 
 
 def outcome(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any,
@@ -307,14 +325,22 @@ def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, 
     for name, value in fields.items():
         if name not in SETTABLE_FIELDS or (not content and name in _CONTENT_SETTABLE):
             continue
+        if name not in draft:
+            budget.take(DICT_PER_ITEM)  # the draft's slot for it
         if name in _INT_FIELDS:
             draft[name] = value if isinstance(value, int) and not isinstance(value, bool) else None
+            budget.take(SCALAR_SIZE)
         elif name == "cost" or name == "time_to_first_token_s":
             draft[name] = float(value) if isinstance(value, (int, float)) and not isinstance(value, bool) else None
+            budget.take(SCALAR_SIZE)
         elif name == "cache_hit" or name == "stream":
             draft[name] = value if isinstance(value, bool) else None
         elif name == "output_text":
-            draft[name] = None if value is None else plain_str(str(value), budget)
+            outputs = draft.get("outputs")
+            if type(value) is str and outputs and outputs[0] is value:
+                draft[name] = value  # the first output itself, counted there
+            else:
+                draft[name] = None if value is None else plain_str(str(value), budget)
         elif name in ("metadata", "tags"):  # free-form: may hold credentials, so redact like params
             scanned = Budget(budget.max_chars, budget.remaining, scan=True)
             copied = plain(value, scanned)

@@ -131,15 +131,6 @@ ROOT = Frame(None)
 CURRENT: contextvars.ContextVar[Frame] = contextvars.ContextVar("historymw_scope", default=ROOT)
 
 
-def effective() -> Effective:
-    """The current scope's decision (what the hot path inlines)."""
-    frame = CURRENT.get()
-    eff = frame.eff
-    if eff.gen != runtime.STATE.gen:
-        eff = frame.refresh()
-    return eff
-
-
 class history:  # noqa: N801 - used like a function: `with hm.history(...)`
     """Scope what is recorded: `with history(disable=True): ...` or `@history(session="u-42")`.
 

@@ -302,3 +302,21 @@ def test_prompt_string_becomes_a_user_message() -> None:
     complete("m", "Say hi")
     [rec] = hm.recent(1)
     assert rec.messages == [{"role": "user", "content": "Say hi"}]
+
+
+def test_a_system_keyword_is_kept_as_system_instructions_not_as_a_param() -> None:
+    @hm.recorded(provider="anthropic")
+    def create(model: str, messages: Any, **params: Any) -> str:
+        return "ok"
+
+    msgs = [{"role": "user", "content": "hi"}]
+    create(model="claude", messages=msgs, system="You are terse.", max_tokens=5)
+    create("claude", msgs, system=[{"type": "text", "text": "Block prompt."}])
+    first, second = hm.recent(2)
+    assert first.system_instructions == ["You are terse."] and first.params == {"max_tokens": 5}
+    assert second.system_instructions == [{"type": "text", "text": "Block prompt."}] and second.params == {}
+
+    hm.configure(capture_content=False)  # a system prompt is content: not kept without content capture
+    create(model="claude", messages=msgs, system="You are terse.")
+    (r,) = hm.recent(1)
+    assert r.system_instructions == [] and "system" not in r.params

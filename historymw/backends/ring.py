@@ -77,8 +77,11 @@ class RingBuffer(Sequence[LMCall]):
         """The raw drafts, oldest first (for code inside historymw)."""
         return self._snapshot()
 
-    def _model(self, draft: dict[str, Any]) -> LMCall:
+    def record(self, draft: dict[str, Any]) -> LMCall:
+        """The `LMCall` of one of `drafts()`, sealed under this ring's redaction settings."""
         return materialize(draft, self._redactor, self._redact_content)
+
+    _model = record  # the name code written before `record` used
 
     def __len__(self) -> int:
         return len(self._items)
@@ -89,14 +92,14 @@ class RingBuffer(Sequence[LMCall]):
     def __getitem__(self, index: slice) -> list[LMCall]: ...
     def __getitem__(self, index: int | slice) -> LMCall | list[LMCall]:
         if isinstance(index, slice):
-            return [self._model(d) for d in self._snapshot()[index]]
+            return [self.record(d) for d in self._snapshot()[index]]
         with self._lock:
             draft = self._items[index]
-        return self._model(draft)
+        return self.record(draft)
 
     def __iter__(self) -> Iterator[LMCall]:
         for draft in self._snapshot():
-            yield self._model(draft)
+            yield self.record(draft)
 
     def __repr__(self) -> str:
         return f"<RingBuffer {len(self)} records, {self._bytes} of {self.max_bytes} bytes, maxlen={self.maxlen}>"

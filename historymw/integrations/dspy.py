@@ -29,14 +29,12 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from .. import counters
-from ..capture import decide, finish, start
-from ..draft import CallSpec, str_bytes
-from ..extract import usage_fields
-from ..plain import LIST_OVERHEAD, LIST_PER_ITEM, Budget, clip, plain
-from ..policy import SKIP
+from ..draft import CallSpec
+from ..errors import require
 from ..record import LMCall
+from ..recording import Recording
 from ..scope import CURRENT
-from ._common import IN_DSPY_CALL, model_params, require_framework, split_model
+from ._common import IN_DSPY_CALL, model_params, split_model
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -70,7 +68,7 @@ class _CallState:
 
 
 def _dspy() -> Any:
-    return require_framework("dspy", "historymw.integrations.dspy", "dspy")
+    return require("dspy", what="historymw.integrations.dspy", extra="dspy")
 
 
 def installed() -> bool:
@@ -94,8 +92,8 @@ def install() -> None:
 
         _patch(BaseLM, "__call__", _wrap_call(BaseLM.__call__))
         _patch(BaseLM, "acall", _wrap_acall(BaseLM.acall))
-        # update_history is the method every LM uses; record_history is what DSPy >= 3.4's
-        # update_history and its TypeSafe LM call (the latter imported it by name).
+        # update_history is the method every LM uses. DSPy >= 3.4's update_history calls
+        # record_history, which its TypeSafe LM module also imports by name: patch both.
         _patch(BaseLM, "update_history", _route)
         if hasattr(base_lm, "record_history"):
             _patch(base_lm, "record_history", _route)
@@ -246,22 +244,25 @@ def _request(lm: Any, model: Any, messages: Any,
     return split[0], (split[1], messages), params
 
 
-def _commit(draft: dict[str, Any], eff: Any, lm: Any, mods: Any, provider: str | None,
-            state: _CallState | None, error: BaseException | None, text: str | None = None) -> None:
-    draft["provider"] = provider
-    # For lm.inspect_history and module.inspect_history; private keys never reach a record.
-    draft["_dspy"] = (id(lm), *[id(m) for m in mods])
-    if mods:
-        name = ".".join(type(m).__name__ for m in mods)
-        meta = draft.get("metadata")
-        if isinstance(meta, dict):
-            meta["dspy_module"] = name
-        else:
-            draft["metadata"] = {"dspy_module": name}
-        draft["size_bytes"] = draft.get("size_bytes", 0) + 300 + str_bytes(name)
-    ended = state.started + (_perf() - state.t0) if state is not None else None
-    # A str result takes finish()'s inline path, which sets output_text; None, its general one.
-    finish(draft, _SPEC, eff, text, error, ended)
+def _begin(lm: Any, model: Any, messages: Any, call_kwargs: Any, state: _CallState | None) -> Recording | None:
+    """A recording of the call with its request captured, or None when nothing is recorded."""
+    recording = Recording.begin(_SPEC, state.started if state is not None else None, where="dspy_integration")
+    if recording is None:
+        return None
+    if state is not None:
+        recording.t0 = state.t0
+    provider, (name, messages), params = _request(lm, model, messages, call_kwargs)
+    system = call_kwargs.get("system") if isinstance(call_kwargs, dict) else None
+    if not recording.request(name, messages, params, provider=provider, system=system):
+        return None
+    mods = _modules()
+    # For lm.inspect_history and module.inspect_history: never part of a record.
+    recording.note("dspy", (id(lm), *[id(m) for m in mods]))
+    return recording
+
+
+def _module_name(mods: Any) -> dict[str, Any] | None:
+    return {"dspy_module": ".".join(type(m).__name__ for m in mods)} if mods else None
 
 
 def _route(lm: Any, entry: Any) -> None:
@@ -270,23 +271,21 @@ def _route(lm: Any, entry: Any) -> None:
         state = IN_DSPY_CALL.get()
         if state is not None:
             state.done = True
-        eff, mode = decide()
-        if mode == SKIP or not isinstance(entry, dict):
+        if not isinstance(entry, dict):
             return
         messages = entry.get("messages")
         if not messages and entry.get("prompt") is not None:
             messages = entry.get("prompt")
-        provider, args, params = _request(lm, entry.get("model") or getattr(lm, "model", None), messages,
-                                          entry.get("kwargs"))
-        draft = start(eff, _SPEC, mode, args, params, state.started if state is not None else None)
-        if draft is None:
+        recording = _begin(lm, entry.get("model") or getattr(lm, "model", None), messages, entry.get("kwargs"),
+                           state)
+        if recording is None:
             return
-        text = None
-        if "_args" not in draft:  # not an errors-only draft, which keeps nothing of a success
-            cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
-            text = _outcome(draft, eff, entry.get("outputs"), entry.get("usage"), entry.get("cost"),
-                            entry.get("response"), entry.get("response_model"), cache_hit)
-        _commit(draft, eff, lm, _modules(), provider, state, None, text)
+        if not recording.keeps_success:  # errors-only: nothing of a success is read
+            recording.succeed()
+            return
+        cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
+        _succeed(recording, entry.get("outputs"), entry.get("usage"), entry.get("cost"), entry.get("response"),
+                 entry.get("response_model"), cache_hit)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
@@ -295,87 +294,49 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
     """The record of a DSPy call that went through `finalize`, read from DSPy's call and result."""
     try:
         state.done = True
-        eff, mode = decide()
-        if mode == SKIP:
-            return
         messages = call.messages
         if not messages:
             prompt = call.prompt
-            # lm("...") as the one user message it is: the core's inline path copies that shape.
+            # lm("...") as the one user message it is: the core's usual path copies that shape.
             messages = [{"role": "user", "content": prompt}] if type(prompt) is str else prompt
-        provider, args, params = _request(lm, lm.model, messages, call.kwargs)
-        draft = start(eff, _SPEC, mode, args, params, state.started)
-        if draft is None:
+        recording = _begin(lm, lm.model, messages, call.kwargs, state)
+        if recording is None:
             return
-        text = None
-        if "_args" not in draft:  # not an errors-only draft, which keeps nothing of a success
-            raw = result.raw
-            text = _outcome(draft, eff, result.outputs, result.usage, result.cost,
-                            raw if raw is not None else result.responses, result.response_model, result.cache_hit)
-        _commit(draft, eff, lm, _modules(), provider, state, None, text)
+        if not recording.keeps_success:  # errors-only: nothing of a success is read
+            recording.succeed()
+            return
+        raw = result.raw
+        _succeed(recording, result.outputs, result.usage, result.cost,
+                 raw if raw is not None else result.responses, result.response_model, result.cache_hit)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
 
-def _outcome(draft: dict[str, Any], eff: Any, outputs: Any, usage: Any, cost: Any, response: Any,
-             response_model: Any, cache_hit: Any) -> str | None:
-    """The result fields of a DSPy call, copied into the draft (the caller's thread).
-
-    Returns the output text for `finish()` to set (the usual short one), else None."""
-    # What the ~10 fields added here take in the draft beyond the strings counted below
-    # (the dict growing, the float, the private ids), calibrated with tracemalloc.
-    size = 420
-    text_out = None
-    if eff.content and type(outputs) is list and outputs:
+def _succeed(recording: Recording, outputs: Any, usage: Any, cost: Any, response: Any, response_model: Any,
+             cache_hit: Any) -> None:
+    """Finish with what DSPy already parsed: its outputs, usage, cost and response."""
+    text = None
+    if type(outputs) is list and outputs:
         first = outputs[0]
-        if len(outputs) == 1 and type(first) is str and len(first) <= 1024:  # the usual case
-            # outputs and output_text share the one str: finish() counts its bytes.
-            draft["outputs"] = [first]
-            size += LIST_OVERHEAD + LIST_PER_ITEM
-            text_out = first
-        elif len(outputs) == 1 and type(first) is str:  # one long completion
-            if len(first) > 1024:
-                first = clip(first, eff.max_chars)
-            draft["outputs"] = [first]
-            draft["output_text"] = first
-            size += LIST_OVERHEAD + LIST_PER_ITEM + str_bytes(first)
-        else:  # several completions, or dicts with text, tool_calls, reasoning_content
-            budget = Budget(eff.max_chars, eff.record_limit - draft["size_bytes"])
-            copied = plain(outputs, budget)
-            size += budget.used
-            kept = copied if type(copied) is list else [copied]
-            draft["outputs"] = kept
-            head_ = kept[0] if kept else None
-            text = head_.get("text") if type(head_) is dict else head_
-            draft["output_text"] = text if type(text) is str else None
-    if usage:
-        if type(usage) is dict and "prompt_tokens" in usage:
-            inp, out, total = usage.get("prompt_tokens"), usage.get("completion_tokens"), usage.get("total_tokens")
-            draft["input_tokens"] = inp if type(inp) is int else None
-            draft["output_tokens"] = out if type(out) is int else None
-            draft["total_tokens"] = total if type(total) is int else None
-        else:
-            usage_fields(usage, draft)
-    if type(cost) is float or (type(cost) is int):
-        draft["cost"] = float(cost)
+        head = first.get("text") if type(first) is dict else first
+        text = head if type(head) is str else None
+    else:
+        outputs = None
+    reason = rid = None
     if response is not None:  # a LiteLLM ModelResponse, or an lm15 Response (a tuple of them from finalize)
         if type(response) is tuple and len(response) == 1:
             response = response[0]
         choices = getattr(response, "choices", None)
         reason = getattr(choices[0], "finish_reason", None) if choices else getattr(response, "finish_reason", None)
-        if type(reason) is str:
-            draft["finish_reason"] = reason[:64]
         rid = getattr(response, "id", None)
-        if type(rid) is str:
-            draft["response_id"] = rid = rid[:256]
-            size += str_bytes(rid)
-    if type(response_model) is str:
-        draft["response_model"] = response_model = response_model[:256]
-        size += str_bytes(response_model)
-    if type(cache_hit) is bool:
-        draft["cache_hit"] = cache_hit
-    draft["size_bytes"] += size
-    return text_out
+    recording.succeed(
+        outputs=outputs, output_text=text, usage=usage or None,
+        cost=cost if type(cost) is float or type(cost) is int else None,
+        finish_reason=reason[:64] if type(reason) is str else None,
+        response_id=rid[:256] if type(rid) is str else None,
+        response_model=response_model[:256] if type(response_model) is str else None,
+        cache_hit=cache_hit if type(cache_hit) is bool else None,
+        metadata=_module_name(_modules()))
 
 
 def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: _CallState,
@@ -385,17 +346,13 @@ def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stat
         state.done = True
         if getattr(_settings, "disable_history", False):
             return
-        eff, mode = decide()
-        if mode == SKIP:
-            return
         messages = kwargs.get("messages")
         if messages is None:
             messages = args[0] if args and isinstance(args[0], (str, list)) else kwargs.get("prompt")
         call_kwargs = {k: v for k, v in kwargs.items() if k not in ("messages", "prompt")}
-        provider, call_args, params = _request(lm, getattr(lm, "model", None), messages, call_kwargs)
-        draft = start(eff, _SPEC, mode, call_args, params, state.started)
-        if draft is not None:
-            _commit(draft, eff, lm, _modules(), provider, state, exc)
+        recording = _begin(lm, getattr(lm, "model", None), messages, call_kwargs, state)
+        if recording is not None:
+            recording.fail(exc, metadata=_module_name(_modules()))
     except Exception as err:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", err)
 
@@ -419,7 +376,7 @@ def _records(owner: int | None, n: int) -> list[LMCall]:
         if len(picked) >= n:
             break
     picked.reverse()
-    return [r._model(d) for d in picked]
+    return [r.record(d) for d in picked]
 
 
 def _as_dspy_entry(record: LMCall) -> dict[str, Any]:

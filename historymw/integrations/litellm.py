@@ -27,10 +27,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import counters
-from ..capture import decide, finish, start
 from ..draft import CallSpec
-from ..policy import SKIP
-from ._common import IN_DSPY_CALL, model_params, require_framework
+from ..errors import require
+from ..recording import Recording
+from ._common import IN_DSPY_CALL, model_params
 
 __all__ = ["aflush", "flush", "install", "installed", "pending", "uninstall"]
 
@@ -68,6 +68,7 @@ class _Pending:
         self.max_items = max_items
         self.max_age = max_age
         self._items: dict[str, tuple[float, object | None]] = {}
+        self._building = 0  # popped, record not yet committed
         self._lock = threading.Lock()
 
     def put(self, key: str, value: object | None) -> None:
@@ -89,15 +90,27 @@ class _Pending:
         if expired:
             counters.COUNTERS.drop("integration_timeout", expired)
 
+    def parked(self, key: str) -> bool:
+        """Is a call that will become a record waiting under this id?"""
+        item = self._items.get(key)
+        return item is not None and item[1] is not None
+
     def pop(self, key: str) -> tuple[bool, object | None]:
+        """Take a parked call; one taken is counted as waiting until `built()` says its record is made."""
         with self._lock:
             item = self._items.pop(key, None)
+            if item is not None and item[1] is not None:
+                self._building += 1
         return (False, None) if item is None else (True, item[1])
 
-    def waiting(self) -> int:
-        """Calls that will become records once LiteLLM reports their outcome."""
+    def built(self) -> None:
         with self._lock:
-            return sum(1 for _, value in self._items.values() if value is not None)
+            self._building -= 1
+
+    def waiting(self) -> int:
+        """Calls that will become records once LiteLLM reports their outcome (or that are being built)."""
+        with self._lock:
+            return self._building + sum(1 for _, value in self._items.values() if value is not None)
 
     def clear(self) -> int:
         with self._lock:
@@ -110,7 +123,67 @@ _PENDING = _Pending()
 
 
 def _litellm() -> Any:
-    return require_framework("litellm", "historymw.integrations.litellm", "litellm")
+    return require("litellm", what="historymw.integrations.litellm", extra="litellm")
+
+
+class _Orphans:
+    """Async outcomes LiteLLM has in hand but reports from a task on the caller's event loop.
+
+    `asyncio.run(litellm.acompletion(...))` returns, and closes its loop, before that task
+    runs: the outcome would be lost. Each one is noted here when LiteLLM schedules its
+    report (in the caller's await), dropped when the report arrives, and recorded from
+    what was noted when `flush()` (or the exit) finds its loop closed. Either way once:
+    the parked call is popped by whichever comes first.
+    """
+
+    def __init__(self) -> None:
+        self._items: dict[str, tuple[Any, Any, Any]] = {}
+        self._lock = threading.Lock()
+
+    def put(self, key: str, loop: Any, details: Any, result: Any) -> None:
+        with self._lock:
+            if len(self._items) < PENDING_MAX_ITEMS:
+                self._items[key] = (loop, details, result)
+
+    def discard(self, key: Any) -> None:
+        if self._items:
+            with self._lock:
+                self._items.pop(key, None)
+
+    def deliver(self) -> None:
+        with self._lock:
+            closed = [(k, v) for k, v in self._items.items() if v[0].is_closed()]
+            for key, _ in closed:
+                del self._items[key]
+        for _, (_, details, result) in closed:
+            _on_end(details, result, False)
+
+
+_ORPHANS = _Orphans()
+
+
+def _wrap_schedule(orig: Any) -> Any:
+    """LiteLLM's `_schedule_async_success_logging`, noting the outcome of a parked call."""
+    import functools
+
+    @functools.wraps(orig)
+    def schedule(*args: Any, **kwargs: Any) -> Any:
+        done = orig(*args, **kwargs)
+        try:
+            details = getattr(kwargs.get("logging_obj"), "model_call_details", None)
+            key = details.get("litellm_call_id") if isinstance(details, dict) else None
+            if (isinstance(key, str) and isinstance(details, dict) and _PENDING.parked(key)
+                    and details.get("stream") is not True):
+                _ORPHANS.put(key, asyncio.get_running_loop(), details, kwargs.get("result"))
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error("litellm_integration", exc)
+        return done
+    schedule.historymw_wrapped = orig  # type: ignore[attr-defined]
+    return schedule
+
+
+def _deliver_orphans() -> None:
+    _ORPHANS.deliver()
 
 
 def install() -> None:
@@ -120,6 +193,7 @@ def install() -> None:
     with _lock:
         if _logger is None:
             _logger = _make_logger_class(litellm)()
+            _install_orphan_watch()
         if any(cb is _logger for cb in litellm.callbacks):
             return
         manager = getattr(litellm, "logging_callback_manager", None)
@@ -128,6 +202,22 @@ def install() -> None:
             add(_logger)
         if not any(cb is _logger for cb in litellm.callbacks):
             litellm.callbacks.append(_logger)
+
+
+def _install_orphan_watch() -> None:
+    import atexit
+    import sys
+
+    from ..api import BEFORE_FLUSH
+
+    utils = sys.modules.get("litellm.utils")
+    schedule = getattr(utils, "_schedule_async_success_logging", None)
+    if callable(schedule) and not hasattr(schedule, "historymw_wrapped"):
+        utils._schedule_async_success_logging = _wrap_schedule(schedule)  # type: ignore[union-attr]
+    if _deliver_orphans not in BEFORE_FLUSH:
+        BEFORE_FLUSH.append(_deliver_orphans)
+        # Registered after historymw's own exit flush, so run before it (atexit is LIFO).
+        atexit.register(_deliver_orphans)
 
 
 def uninstall() -> None:
@@ -178,8 +268,10 @@ def flush(timeout: float = 5.0) -> bool:
     from ..api import flush as hm_flush
 
     deadline = time.monotonic() + timeout
+    _ORPHANS.deliver()
     while _PENDING.waiting() and time.monotonic() < deadline:
         time.sleep(0.005)
+        _ORPHANS.deliver()
     done = not _PENDING.waiting()
     return bool(hm_flush(max(deadline - time.monotonic(), 0.0))) and done
 
@@ -219,19 +311,19 @@ _SPECS = {op: CallSpec(_lm_call, None, op, "litellm", None) for op in set(_OPERA
 
 
 class _Parked:
-    """A call the pre-call hook kept: its scope decision and references to what LiteLLM holds anyway.
+    """A call the pre-call hook kept: its recording (scope decision and span, taken on the
+    caller's context) and references to what LiteLLM holds anyway.
 
     The request is copied when the outcome arrives (for sync calls on LiteLLM's logging
     thread, off the caller's); this object, and with it every reference to the caller's
     data, goes as soon as the record is built.
     """
 
-    __slots__ = ("eff", "mode", "operation", "model", "messages", "kwargs", "start_time", "wall")
+    __slots__ = ("recording", "operation", "model", "messages", "kwargs", "start_time")
 
-    def __init__(self, eff: Any, mode: int, operation: str, model: Any, messages: Any,
+    def __init__(self, recording: Recording, operation: str, model: Any, messages: Any,
                  kwargs: Mapping[str, Any]) -> None:
-        self.eff = eff
-        self.mode = mode
+        self.recording = recording
         self.operation = operation
         self.model = model
         # A chat loop appends the reply to its list right after the call returns, maybe
@@ -240,12 +332,11 @@ class _Parked:
         self.messages = messages[:] if type(messages) is list else messages
         self.kwargs = kwargs
         self.start_time = kwargs.get("start_time")
-        self.wall = time.time()
 
 
-def _draft(eff: Any, mode: int, operation: str, model: Any, messages: Any, kwargs: Mapping[str, Any],
-           started: float | None) -> dict[str, Any] | None:
-    """The draft of a kept call (the core copies the request, bounded and redacted)."""
+def _capture_request(recording: Recording, operation: str, model: Any, messages: Any,
+                     kwargs: Mapping[str, Any]) -> bool:
+    """Hand the request to the recording (the core copies it, bounded and redacted)."""
     litellm_params = kwargs.get("litellm_params")
     provider = kwargs.get("custom_llm_provider")
     if not isinstance(provider, str) and isinstance(litellm_params, Mapping):
@@ -257,18 +348,17 @@ def _draft(eff: Any, mode: int, operation: str, model: Any, messages: Any, kwarg
     params = model_params(kwargs.get("optional_params"))
     if kwargs.get("stream") is True:
         params["stream"] = True
-    draft = start(eff, _SPECS[operation], mode, (model if isinstance(model, str) else None, messages), params,
-                  started)
-    if draft is not None:
-        draft["provider"] = provider if isinstance(provider, str) else None
-    return draft
+    system = kwargs.get("system")  # Anthropic-style: beside the messages
+    return recording.request(model if isinstance(model, str) else None, messages, params,
+                             provider=provider if isinstance(provider, str) else None,
+                             system=system if isinstance(system, (str, list)) else None)
 
 
 def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
     """LiteLLM's pre-call hook: on the caller's thread, or in a copy of its context.
 
-    Only the scope decision is taken here; a call it keeps is parked with references
-    and copied when its outcome arrives."""
+    The scope decision and the active span are taken here; a call it keeps is parked
+    with references and copied when its outcome arrives."""
     try:
         operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
         key = kwargs.get("litellm_call_id")
@@ -277,11 +367,11 @@ def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
         if IN_DSPY_CALL.get() is not None:
             _PENDING.put(key, None)
             return
-        eff, mode = decide()
-        if mode == SKIP:
+        recording = Recording.begin(_SPECS[operation], where="litellm_integration")
+        if recording is None:
             _PENDING.put(key, None)
             return
-        _PENDING.put(key, _Parked(eff, mode, operation, model if model else kwargs.get("model"), messages, kwargs))
+        _PENDING.put(key, _Parked(recording, operation, model if model else kwargs.get("model"), messages, kwargs))
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("litellm_integration", exc)
 
@@ -300,17 +390,29 @@ def _error_of(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> BaseExceptio
 
 def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
     """LiteLLM's success or failure event, on whatever thread LiteLLM reports it."""
+    key = kwargs.get("litellm_call_id")
+    _ORPHANS.discard(key)
+    found, parked = _PENDING.pop(key) if isinstance(key, str) else (False, None)
     try:
-        key = kwargs.get("litellm_call_id")
-        found, parked = _PENDING.pop(key) if isinstance(key, str) else (False, None)
+        _record_outcome(kwargs, response, failed, key, found, parked)
+    finally:
+        if parked is not None:
+            _PENDING.built()
+
+
+def _record_outcome(kwargs: Mapping[str, Any], response: Any, failed: bool, key: Any, found: bool,
+                    parked: object | None) -> None:
+    try:
         slo = kwargs.get("standard_logging_object")
         slo = slo if isinstance(slo, Mapping) else {}
         if found:
             if not isinstance(parked, _Parked):
                 return
-            eff, mode = parked.eff, parked.mode
-            started: float | None = _epoch(parked.start_time) or _epoch(slo.get("startTime")) or parked.wall
-            draft = _draft(eff, mode, parked.operation, parked.model, parked.messages, parked.kwargs, started)
+            recording = parked.recording
+            started = _epoch(parked.start_time) or _epoch(slo.get("startTime"))
+            if started is not None:
+                recording.started = started
+            kept = _capture_request(recording, parked.operation, parked.model, parked.messages, parked.kwargs)
             del parked
         else:
             # No pre-call hook ran (embeddings, errors raised before the request). LiteLLM
@@ -318,35 +420,38 @@ def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
             operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
             if operation is None or IN_DSPY_CALL.get() is not None:
                 return
-            eff, mode = decide()
-            if mode == SKIP:
-                return
             started = _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))
-            draft = _draft(eff, mode, operation, kwargs.get("model"), kwargs.get("messages"), kwargs, started)
-        if draft is None:
+            begun = Recording.begin(_SPECS[operation], started, where="litellm_integration")
+            if begun is None:
+                return
+            recording = begun
+            kept = _capture_request(recording, operation, kwargs.get("model"), kwargs.get("messages"), kwargs)
+        if not kept:
             return
-        spec = _SPECS[draft["operation"]]
         ended = _epoch(slo.get("endTime")) or _epoch(kwargs.get("end_time")) or time.time()
+        metadata = {"litellm_call_id": key}
         if failed:
-            finish(draft, spec, eff, None, _error_of(kwargs, slo), ended, {"metadata": {"litellm_call_id": key}})
+            recording.fail(_error_of(kwargs, slo), ended=ended, metadata=metadata)
             return
-        fields: dict[str, Any] = {"metadata": {"litellm_call_id": key}}
+        if not recording.keeps_success:  # errors-only: nothing of a success is read
+            recording.succeed(ended=ended)
+            return
         cost = slo.get("response_cost", kwargs.get("response_cost"))
-        if isinstance(cost, (int, float)) and not isinstance(cost, bool):
-            fields["cost"] = float(cost)
-        cache_hit = slo.get("cache_hit", kwargs.get("cache_hit"))
-        fields["cache_hit"] = bool(cache_hit)  # LiteLLM reports None for a miss
+        server_address = None
         api_base = slo.get("api_base")
         if isinstance(api_base, str) and api_base:
-            host = urlsplit(api_base).hostname  # the host only: a URL may carry credentials
-            if host:
-                fields["server_address"] = host
-        if slo.get("stream") or kwargs.get("stream") is True:
-            fields["stream"] = True
-            first, begun = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
-            if first is not None and begun is not None and first >= begun:
-                fields["time_to_first_token_s"] = first - begun
-        finish(draft, spec, eff, response, None, ended, fields)
+            server_address = urlsplit(api_base).hostname  # the host only: a URL may carry credentials
+        stream = bool(slo.get("stream") or kwargs.get("stream") is True)
+        ttft = None
+        if stream:
+            first, begun_at = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
+            if first is not None and begun_at is not None and first >= begun_at:
+                ttft = first - begun_at
+        recording.succeed(
+            response, ended=ended, metadata=metadata,
+            cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+            cache_hit=bool(slo.get("cache_hit", kwargs.get("cache_hit"))),  # LiteLLM reports None for a miss
+            server_address=server_address or None, stream=True if stream else None, time_to_first_token_s=ttft)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("litellm_integration", exc)
 

@@ -1,0 +1,119 @@
+"""Recording: how an integration records a call it observes from outside.
+
+An integration sees a call in pieces. Its start happens where the user called
+(the caller's thread, or a copy of its context); its outcome may arrive later,
+on a framework's own thread. `Recording.begin()` takes at the start everything
+that depends on the caller's context: the scope's head decision (sampling by
+trace id included) and the active OpenTelemetry span, so that a record keeps
+its parent span and its scope whichever thread completes it. The integration
+then hands over the request (`request()`) and the outcome (`succeed()` or
+`fail()`) as the framework reports them; the core copies, bounds, redacts and
+counts the bytes, and applies the errors-only tail decision.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any
+
+from . import counters
+from .capture import decide, finish, start
+from .draft import CallSpec, held_bytes
+from .extract import usage_fields
+from .policy import FULL, SKIP, active_span_ids
+
+_perf = time.perf_counter
+_now = time.time
+_modules_get = sys.modules.get
+
+
+class Recording:
+    """One call an integration records: begun on the caller's context, finished on any thread.
+
+    Every method is fail-open: an error inside historymw is counted, never raised.
+    """
+
+    __slots__ = ("spec", "eff", "mode", "span", "started", "t0", "draft", "where")
+
+    def __init__(self, spec: CallSpec, eff: Any, mode: int, span: tuple[int, int, int] | None,
+                 started: float | None, where: str) -> None:
+        self.spec = spec
+        self.eff = eff
+        self.mode = mode
+        self.span = span
+        self.started = _now() if started is None else started
+        self.t0 = _perf()
+        self.draft: dict[str, Any] | None = None
+        self.where = where  # the counter name errors are reported under
+
+    @classmethod
+    def begin(cls, spec: CallSpec, started: float | None = None,
+              where: str = "integration") -> Recording | None:
+        """The head decision and the active span, on the caller's context; None when nothing is recorded."""
+        try:
+            eff, mode = decide()
+            if mode == SKIP:
+                return None
+            span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
+            return cls(spec, eff, mode, span, started, where)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error(where, exc)
+            return None
+
+    @property
+    def keeps_success(self) -> bool:
+        """False under errors-only: a success will not be kept, so its outcome need not be read."""
+        return self.mode == FULL
+
+    def request(self, model: Any, messages: Any, params: dict[str, Any] | None = None, *,
+                provider: str | None = None, system: Any = None) -> bool:
+        """Capture the request. `params` becomes the record's (the dict is kept: hand over your own).
+        `system`: a system prompt given beside the messages. False when nothing will be recorded."""
+        kwargs = params if params is not None else {}
+        if system is not None:
+            kwargs["system"] = system
+        draft = start(self.eff, self.spec, self.mode, (model, messages), kwargs, self.started, self.span)
+        if draft is None:
+            return False
+        if provider is not None:
+            draft["provider"] = provider
+        self.draft = draft
+        return True
+
+    def note(self, name: str, value: Any) -> None:
+        """Keep private data with the draft (never in the record: its name starts with "_"), counted in its size."""
+        draft = self.draft
+        if draft is not None:
+            key = "_" + name
+            if key not in draft:
+                draft["size_bytes"] = draft.get("size_bytes", 0) + held_bytes(value)
+            draft[key] = value
+
+    def _ended(self, ended: float | None) -> float:
+        return self.started + (_perf() - self.t0) if ended is None else ended
+
+    def succeed(self, result: Any = None, *, ended: float | None = None, usage: Any = None,
+                **fields: Any) -> None:
+        """Finish with the result (read like a recorded function's) and/or LMCall fields, which win."""
+        draft, self.draft = self.draft, None
+        if draft is None:
+            return
+        try:
+            given = {k: v for k, v in fields.items() if v is not None}
+            if usage is not None:
+                usage_fields(usage, given)
+            finish(draft, self.spec, self.eff, result, None, self._ended(ended), given or None)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error(self.where, exc)
+
+    def fail(self, error: BaseException, *, ended: float | None = None, **fields: Any) -> None:
+        """Finish with the call's error (kept under every policy that records anything)."""
+        draft, self.draft = self.draft, None
+        if draft is None:
+            return
+        try:
+            given = {k: v for k, v in fields.items() if v is not None}
+            finish(draft, self.spec, self.eff, None, error, self._ended(ended), given or None)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error(self.where, exc)
