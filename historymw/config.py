@@ -19,7 +19,6 @@ from __future__ import annotations
 import os
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
@@ -239,15 +238,14 @@ def _invalid(where: str, name: str, value: object, exc: ValueError) -> ConfigErr
     return ConfigError(f"{where}={shown(name, value)} is not valid: {exc}")
 
 
-@dataclass(frozen=True)
 class Problem:
     """A bad environment value met by the lenient read: what was wrong and what is used instead."""
 
-    setting: str
-    variable: str
-    value: str
-    allowed: str
-    default: Any
+    # A plain class, not a dataclass: building a dataclass at import costs more than this whole module.
+    __slots__ = ("allowed", "default", "setting", "value", "variable")
+
+    def __init__(self, setting: str, variable: str, value: str, allowed: str, default: Any) -> None:
+        self.setting, self.variable, self.value, self.allowed, self.default = setting, variable, value, allowed, default
 
     @property
     def message(self) -> str:
