@@ -167,6 +167,8 @@ def test_prune_without_a_terminal_needs_yes(sqlite_url: str) -> None:
     _record(sqlite_url, 5)
     err = _one_line_error(run("--db", sqlite_url, "prune", "--keep", "0"), 2)
     assert "pass --yes" in err and len(_ids(sqlite_url)) == 5
+    err = _one_line_error(run("--db", sqlite_url, "prune", "--older-than", "30d"), 2)  # nothing to delete: same
+    assert "pass --yes" in err
     p = run("--db", sqlite_url, "prune", "--keep", "0", "--yes")
     assert p.returncode == 0 and p.stdout.strip() == "deleted 5 calls beyond the newest 0"
     assert _ids(sqlite_url) == []
