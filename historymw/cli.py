@@ -224,7 +224,9 @@ def _follow(store: Any, args: argparse.Namespace, out: TextIO, seen_calls: list[
     seen: deque[str] = deque(maxlen=10000)
     seen.extend(c.id for c in seen_calls)
     seen_set = set(seen)
-    newest = max((c.started_at.timestamp() for c in seen_calls), default=time.time() - lookback)
+    # -n 0: only calls that start from now on.
+    newest = max((c.started_at.timestamp() for c in seen_calls),
+                 default=time.time() - (0.0 if args.n == 0 else lookback))
     filters = {k: v for k, v in _filters(args).items() if k != "since"}
     # Calls in the look-back window that are not newer than the last one shown count as seen; a call
     # that started later is always printed, even if it was stored while this ran.
@@ -361,6 +363,10 @@ def _export_to_file(store: Any, args: argparse.Namespace) -> int:
 
 def cmd_prune(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     why = f"older than {args.older_than_text}" if args.older_than is not None else f"beyond the newest {args.keep:,}"
+    if not (args.dry_run or args.yes or _interactive()):
+        # Refused whatever the count, so that a script learns it needs --yes on its first run.
+        raise _UsageError("prune deletes calls: pass --yes to confirm (standard input is not a terminal), "
+                          "or --dry-run to count them")
     if args.dry_run or not args.yes:
         n = store.prune_count(older_than=args.older_than, keep=args.keep)
         if args.dry_run:
@@ -376,11 +382,12 @@ def cmd_prune(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+def _interactive() -> bool:
+    return sys.stdin.isatty() and sys.stderr.isatty()
+
+
 def _confirm(question: str) -> bool:
-    """Ask on the terminal; without one (a script, cron), refuse: deleting needs --yes there."""
-    if not (sys.stdin.isatty() and sys.stderr.isatty()):
-        raise _UsageError("prune deletes calls: pass --yes to confirm (standard input is not a terminal), "
-                          "or --dry-run to count them")
+    """Ask on the terminal (the caller checked there is one); yes only for y or yes."""
     sys.stderr.write(question)
     sys.stderr.flush()
     answer = sys.stdin.readline()

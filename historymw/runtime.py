@@ -213,10 +213,10 @@ class _State:
         self.lock = threading.RLock()
         # Read and check the environment now, at import, with plain code (no model is built until the
         # configuration is first used). A bad HISTORYMW_* value never raises here: an application that
-        # imports historymw through a library must keep working. It is logged and counted, and its
-        # default is used; configure() raises for the same value.
+        # imports historymw through a library must keep working. It is logged and counted when the
+        # configuration is first used, and its default is used; configure() raises for the same value.
         self._values, self.problems = parse_values(strict=False)
-        _report(self.problems, self._values["backends"])
+        self._unreported = list(self.problems)
         self._settings: Settings | None = None
         self.runtime: Runtime | None = None
         self.previous: Stats | None = None  # the final tally of the configuration configure() replaced
@@ -225,6 +225,10 @@ class _State:
     def settings(self) -> Settings:
         s = self._settings
         if s is None:
+            # Logged when the configuration is first used, not at import: a process that only reads
+            # the store (the `historymw` command) is not concerned, and its stdout stays its output.
+            unreported, self._unreported = self._unreported, []
+            _report(unreported, self._values["backends"])
             s = self._settings = build_settings(self._values)
         return s
 

@@ -87,7 +87,10 @@ class Store:
         if create:  # a writer's store: creates the file and the tables, migrates an older schema
             self._writer = engine.make_engine(url, create=True)
             self._run(lambda: schema.ensure_schema(self._writer, create=True))
-        self._engine: Any = engine.make_engine(url, create=False, read_only=True)
+        if self._writer is not None and engine.sqlite_path(engine.parse_url(url)) is None:
+            self._engine: Any = self._writer  # in memory: the tables exist only on the writer's connection
+        else:
+            self._engine = engine.make_engine(url, create=False, read_only=True)
         self._cols: list[Any] = self._run(lambda: self._read(schema.readable_columns))
 
     def _run(self, fn: Callable[[], T]) -> T:

@@ -128,7 +128,7 @@ def test_export_jsonl_and_csv(db: str, tmp_path: Path) -> None:
 
 
 def test_prune_by_age_then_by_count(db: str) -> None:
-    p = run("--db", db, "prune", "--older-than", "2h")  # the calls are an hour old
+    p = run("--db", db, "prune", "--older-than", "2h", "--yes")  # the calls are an hour old
     assert p.returncode == 0 and p.stdout.strip() == "deleted 0 calls older than 2h"
     p = run("--db", db, "prune", "--keep", "2", "--yes")
     assert p.returncode == 0 and p.stdout.strip() == "deleted 4 calls beyond the newest 2"

@@ -5,15 +5,17 @@ process, a 32-bit sequence number), so the rows of a store are appended in
 order and its primary-key index stays compact. But the calls of one burst
 share 31 of their 32 digits: no prefix of a few characters tells them apart.
 
-The short id is a function of the id: the sequence number, offset by the
-process's bits, through a bijection of 32 bits (an odd multiplier, then an
-xor-shift). Within one process, any two calls get different short ids (up to
-2**32 calls), and consecutive calls differ in their first digits; calls of two
-processes collide with a probability of about 1 in 2**32 per pair. Ids of
-another shape (given by the caller) get the first 8 hex digits of a BLAKE2b
-hash. Being a function of the id, the short id needs no coordination, can be
-computed again from any record, and is filled in for old rows by a migration;
-the store keeps it in an indexed column so that `show` finds it without a scan.
+The short id is a function of the id: the sequence number plus an offset made
+from the process's bits, modulo 2**32, in 8 hex digits. Within one process any
+two calls get different short ids (up to 2**32 calls) and consecutive calls get
+consecutive ones; two processes share one with a probability of about
+(calls of both) / 2**32. Ids of another shape (given by the caller) get the
+first 8 hex digits of a BLAKE2b hash. Being a function of the id, the short id
+needs no coordination, can be computed again from any record, and is filled in
+for old rows by a migration. The store keeps it in an indexed column so that
+`show` finds it without a scan; because it grows with the sequence number, each
+process adds to that index at one place, as it does to the time-ordered primary
+key (a scrambled short id scatters index writes: benchmarks/short_ids.py).
 
 Lookup rule (`Store.get`, `historymw show`), any case: the full id; else 4 to 8
 hex digits are a prefix of short ids; 9 or more a prefix of full ids. Several
@@ -31,7 +33,6 @@ import re
 SHORT_LEN = 8
 MIN_PREFIX = 4
 _M32 = 0xFFFFFFFF
-_MULT = 0x9E3779B1  # odd (so invertible mod 2**32), and it spreads consecutive numbers over the top digits
 _OURS = re.compile(r"^[0-9a-f]{32}$")
 
 
@@ -43,8 +44,7 @@ def offset_of(prefix: str) -> int:
 
 def short_from(seq: int, offset: int) -> str:
     """The short id of the call with this sequence number (& 0xFFFFFFFF) in a process with this offset."""
-    h = (((seq + offset) & _M32) * _MULT) & _M32
-    return "%08x" % (h ^ (h >> 15))
+    return "%08x" % ((seq + offset) & _M32)
 
 
 def short_id(call_id: str) -> str:
