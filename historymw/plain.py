@@ -18,7 +18,7 @@ import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from .redact import REDACTED, is_secret_key, redact_pairs, redact_text
+from .redact import REDACTED, is_secret_key, mask_secret_value, redact_pairs, redact_text
 
 MAX_DEPTH = 24
 # Approximate CPython sizes (64-bit), so that size_bytes tracks real memory.
@@ -135,7 +135,12 @@ def _plain_mapping(obj: Mapping[Any, Any], budget: Budget, depth: int, path: set
             break
         budget.take(DICT_PER_ITEM)
         key = _key(k)
-        out[key] = REDACTED if is_secret_key(key) else plain(v, budget, depth + 1, path)
+        if not is_secret_key(key):
+            out[key] = plain(v, budget, depth + 1, path)
+        elif type(v) is dict or type(v) is list:  # a tool schema's `password` property keeps its definition
+            out[key] = mask_secret_value(plain(v, budget, depth + 1, path))
+        else:
+            out[key] = REDACTED
     return out
 
 
@@ -148,6 +153,8 @@ def _plain_items(obj: Any, budget: Budget, depth: int, path: set[int]) -> list[A
             break
         budget.take(LIST_PER_ITEM)
         items.append(plain(v, budget, depth + 1, path))
+    if len(items) == 2 and type(items[0]) is str and type(items[1]) is str and is_secret_key(items[0]):
+        items[1] = REDACTED  # a (name, value) header pair: ("X-Api-Key", "...")
     return items
 
 

@@ -177,12 +177,12 @@ def test_passwords_in_urls_and_name_value_credentials_in_text_are_redacted() -> 
 def test_the_quick_secret_check_agrees_with_redaction(secret: str) -> None:
     """might_hold_secret (which lets sealing skip a record) says True wherever redact_text changes text,
     and False for prose that holds every anchor's letters but no secret."""
-    from historymw.redact import _RARE_CHAR, _SHAPES, might_hold_secret, redact_text
+    from historymw.redact import _SHAPES, might_hold_secret, redact_text
 
     text = f"A long prompt, written right through the night. {secret} And more after it."
     assert redact_text(text) != text and might_hold_secret(text)
-    for anchor, pattern in _SHAPES:  # the one character each shape's check looks for first is in every match
-        for m in pattern.finditer(text):
-            assert _RARE_CHAR[anchor] in m.group(0) or _RARE_CHAR[anchor] in anchor
+    for shape in _SHAPES:  # what each shape's checks look for first is in the text of every match
+        if shape.pattern.search(text):
+            assert shape.rare in text and shape.probe.search(text), shape.name
     prose = "A thought: the right light at night is nearer than basic... see https://example.org, ask-me."
     assert redact_text(prose) == prose and not might_hold_secret(prose)
