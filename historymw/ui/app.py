@@ -49,7 +49,8 @@ COOKIE = "historymw_ui_token"
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 RANGES = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 LIVE_INTERVAL_MS = 2000
-FILTER_KEYS = ("model", "provider", "session", "status", "tag", "since", "until", "range", "q")
+FILTER_KEYS = ("model", "provider", "session", "status", "tag", "since", "until", "range", "q", "limit")
+PAGE_SIZES = (25, 50, 100, 200)
 MODEL_CACHE_S = 60.0
 
 
@@ -182,8 +183,11 @@ async def calls_page(request: Request) -> Response:
     q, form = parse_query(request)
     before = request.query_params.get("before")
     after = request.query_params.get("after")
+    size = request.query_params.get("limit") or str(queries.PAGE_SIZE)
+    if not size.isdigit() or int(size) not in PAGE_SIZES:
+        raise BadQueryError(f"limit must be one of {', '.join(map(str, PAGE_SIZES))}, not {size[:10]!r}")
     page = await run_in_threadpool(queries.page, v.db, q, before=Cursor.decode(before) if before else None,
-                                   after=Cursor.decode(after) if after else None)
+                                   after=Cursor.decode(after) if after else None, limit=int(size))
     models = await run_in_threadpool(v.models)
     live = page.newer is None  # the newest page follows new calls
     return v.render(request, "calls.html", page=page, form=form, models=models, live=live,
@@ -203,7 +207,7 @@ async def new_calls(request: Request) -> Response:
     else:
         rows = (await run_in_threadpool(queries.page, v.db, q)).rows
     html = v.env.get_template("_rows.html").render(rows=rows, fresh=True)
-    headers = {"X-Newest": Cursor(rows[0]["started_at"].timestamp(), rows[0]["id"]).encode()} if rows else {}
+    headers = {"X-Newest": queries.key_of(rows[0]).encode()} if rows else {}
     return HTMLResponse(html, headers=headers)
 
 

@@ -44,24 +44,40 @@ class BadQueryError(ValueError):
 
 @dataclass(frozen=True)
 class Cursor:
-    """A position in the (started_at, id) order; `started` is epoch seconds."""
+    """A position in the (started_at, id) order: the stored started_at value exactly (an epoch float
+    on SQLite, a datetime on PostgreSQL: rounding it would skip or repeat rows at page edges) and the id."""
 
-    started: float
+    started: float | _dt.datetime
     id: str
 
     def encode(self) -> str:
-        return f"{self.started!r}~{self.id}"
+        s = self.started
+        return f"{s.isoformat() if isinstance(s, _dt.datetime) else repr(float(s))}~{self.id}"
 
     @classmethod
     def decode(cls, text: str) -> Cursor:
         head, sep, tail = text.partition("~")
+        started: float | _dt.datetime | None = None
         try:
             started = float(head)
         except ValueError:
-            started = math.nan
-        if not sep or not tail or not math.isfinite(started) or len(tail) > 64:
+            try:
+                started = _dt.datetime.fromisoformat(head)
+            except ValueError:
+                pass
+        if isinstance(started, float) and not math.isfinite(started):
+            started = None
+        if isinstance(started, _dt.datetime) and started.tzinfo is None:
+            started = started.replace(tzinfo=_dt.timezone.utc)
+        if started is None or not sep or not tail or len(tail) > 64:
             raise BadQueryError(f"not a page cursor: {text[:80]!r}")
         return cls(started, tail)
+
+    def stored(self, dialect: str) -> Any:
+        s = self.started
+        if dialect == "sqlite":
+            return s.timestamp() if isinstance(s, _dt.datetime) else s
+        return s if isinstance(s, _dt.datetime) else _dt.datetime.fromtimestamp(s, _dt.timezone.utc)
 
 
 @dataclass(frozen=True)
@@ -116,18 +132,18 @@ class Page:
 
 
 def _key(db: Database, row: Any) -> Cursor:
-    return Cursor(to_datetime(row["started_at"]).timestamp(), row["id"])
+    return Cursor(row["started_raw"], row["id"])
 
 
 def _before(db: Database, cur: Cursor) -> Any:
     # started_at <= t AND NOT (started_at = t AND id >= i): a range on the started_at index, then a filter.
-    t = to_stored_time(db.dialect, cur.started)
+    t = cur.stored(db.dialect)
     c = calls.c
     return sa.and_(c.started_at <= t, sa.or_(c.started_at < t, c.id < cur.id))
 
 
 def _after(db: Database, cur: Cursor) -> Any:
-    t = to_stored_time(db.dialect, cur.started)
+    t = cur.stored(db.dialect)
     c = calls.c
     return sa.and_(c.started_at >= t, sa.or_(c.started_at > t, c.id > cur.id))
 
@@ -151,12 +167,12 @@ def page(db: Database, q: Query, *, before: Cursor | None = None, after: Cursor 
             if before is not None:
                 stmt = stmt.where(_before(db, before))
             stmt = stmt.order_by(c.started_at.desc(), c.id.desc())
-        rows = [dict(r) for r in conn.execute(stmt.limit(limit + 1)).mappings()]
+        rows = [_list_row(dict(r)) for r in conn.execute(stmt.limit(limit + 1)).mappings()]
         more = len(rows) > limit
         rows = rows[:limit]
         if after is not None:
             rows.reverse()
-        p = Page(rows=[_list_row(r) for r in rows])
+        p = Page(rows=rows)
         if rows:
             p.newest = _key(db, rows[0])
             last = _key(db, rows[-1])
@@ -169,6 +185,11 @@ def page(db: Database, q: Query, *, before: Cursor | None = None, after: Cursor 
         return p
 
     return db.run(read)
+
+
+def key_of(row: dict[str, Any]) -> Cursor:
+    """The cursor of a row that a page or `newer_than` returned."""
+    return Cursor(row["started_raw"], row["id"])
 
 
 def newer_than(db: Database, q: Query, cur: Cursor, limit: int = 100) -> list[dict[str, Any]]:
@@ -379,6 +400,7 @@ def prompt_of(messages: Any) -> str:
 
 
 def _list_row(d: dict[str, Any]) -> dict[str, Any]:
+    d["started_raw"] = d["started_at"]
     d["started_at"] = to_datetime(d["started_at"])
     messages = d.pop("messages", None)
     d["prompt_full"] = prompt_of(messages)
