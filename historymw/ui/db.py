@@ -82,6 +82,10 @@ def open_database(url: str) -> Database:
 
         require("psycopg", what="The PostgreSQL store", extra="postgres")
         options = f"-c default_transaction_read_only=on -c statement_timeout={int(QUERY_TIMEOUT_S * 1000)}"
+        given = u.query.get("options")  # the URL's own (a search_path, say) are kept, ours added
+        if given:
+            options = f"{given if isinstance(given, str) else ' '.join(given)} {options}"
+            u = u.difference_update_query(["options"])
         engine = sa.create_engine(u, pool_pre_ping=True, pool_size=4, max_overflow=4,
                                   connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "options": options})
     try:
