@@ -13,6 +13,7 @@ from __future__ import annotations
 import datetime as _dt
 import hmac
 import json
+import math
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -77,6 +78,11 @@ def _fmt_cost(v: Any) -> str:
     if v is None:
         return "–"
     v = float(v)
+    if v == 0:
+        return "$0"
+    if v < 0.01:  # per-call costs are often fractions of a cent: keep two significant digits
+        digits = max(2, 1 - math.floor(math.log10(v)))
+        return f"${v:.{digits}f}"
     return f"${v:.4f}" if v < 1 else f"${v:,.2f}"
 
 
@@ -289,9 +295,12 @@ def _host_name(header: str) -> str:
 
 async def _dispatch(request: Request, call_next: Callable[[Request], Awaitable[Response]]) -> Response:
     v: Viewer = request.app.state.viewer
+    t0 = time.perf_counter()
     response = await _guarded(v, request, call_next)
     for k, val in SECURITY_HEADERS.items():
         response.headers.setdefault(k, val)
+    # The time the server spent on the page (queries and rendering), shown by browsers' dev tools.
+    response.headers["Server-Timing"] = f"app;dur={(time.perf_counter() - t0) * 1000:.1f}"
     return response
 
 
