@@ -286,4 +286,31 @@ def test_postgresql_pages_read_only(pg: tuple[str, Any]) -> None:
         assert c.get("/overview?range=all").text.count("bar-ok") > 5
     with pytest.raises(sa.exc.InternalError, match="read-only"), db.engine.connect() as conn:
         conn.exec_driver_sql("DELETE FROM historymw_calls")
+    with check.begin() as conn:  # the table goes away under a running viewer
+        conn.execute(sa.text("DROP TABLE historymw_calls"))
+    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
+        r = c.get("/")
+        assert r.status_code == 503 and "database error at postgresql+psycopg://" in r.text
+        assert "historymw_calls" in r.text and "Traceback" not in r.text
+    db.engine.dispose()
+
+
+def test_the_quickstart_database_shows_its_calls(tmp_path: Path) -> None:
+    """README's quickstart writes ./historymw.db; `historymw ui` in that directory (the default URL) shows it."""
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HISTORYMW_")}
+    subprocess.run([sys.executable, str(root / "examples" / "quickstart.py")], cwd=tmp_path, env=env,
+                   check=True, capture_output=True, timeout=120)
+    from historymw.cli import _DEFAULT_URL
+
+    db = open_database(_DEFAULT_URL.replace("sqlite:///", f"sqlite:///{tmp_path}/"))
+    with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
+        html = c.get("/").text
+        assert html.count("data-id=") == 8 and "What is six times seven?" in html and "the answer is 42" in html
+        assert "TimeoutError: the fake model timed out" in html
+        assert c.get("/session?id=alice").text.count('class="turn"') == 4
     db.engine.dispose()
