@@ -229,8 +229,12 @@ async def call_page(request: Request) -> Response:
 
 async def sessions_page(request: Request) -> Response:
     v: Viewer = request.app.state.viewer
-    q, form = parse_query(request, default_range="7d", anchor=lambda: queries.newest_time(v.db))
-    rows = await run_in_threadpool(queries.sessions, v.db, q)
+
+    def build() -> tuple[Query, dict[str, str], list[dict[str, Any]]]:
+        q, form = parse_query(request, default_range="7d", anchor=lambda: queries.newest_time(v.db))
+        return q, form, queries.sessions(v.db, q)
+
+    q, form, rows = await run_in_threadpool(build)
     return v.render(request, "sessions.html", sessions=rows, form=form, q=q, limit=queries.SESSIONS_MAX)
 
 
@@ -348,19 +352,3 @@ def create_app(db: Database, *, token: str | None = None, trace_url: str | None 
     )
     app.state.viewer = Viewer(db, token=token, trace_url=trace_url)
     return app
-
-
-def error_app(message: str) -> Starlette:
-    """An app that shows one error page (a database that cannot be opened), for the tests and embedding."""
-    env = _environment()
-
-    async def page(request: Request) -> Response:
-        html = env.get_template("error.html").render(request=request, title="Database error", message=message,
-                                                     db_url="", nav="", bare=True)
-        resp = HTMLResponse(html, status_code=503)
-        for k, val in SECURITY_HEADERS.items():
-            resp.headers[k] = val
-        return resp
-
-    return Starlette(routes=[Mount("/static", StaticFiles(directory=HERE / "static"), name="static"),
-                             Route("/{path:path}", page)])
