@@ -237,6 +237,14 @@ def session_calls(db: Database, session: str, limit: int = SESSION_CALLS_MAX) ->
     return db.run(read)
 
 
+def _epoch(v: Any) -> float | None:
+    """A stored time as epoch seconds, exactly (through a datetime, SQLite's float would be rounded
+    to the microsecond, and a range starting there would miss the row it starts at)."""
+    if v is None:
+        return None
+    return to_datetime(v).timestamp() if isinstance(v, _dt.datetime) else float(v)
+
+
 def newest_time(db: Database, q: Query | None = None) -> float | None:
     """When the newest call (matching `q`) started, from the started_at index."""
     def read(conn: sa.Connection) -> float | None:
@@ -244,7 +252,7 @@ def newest_time(db: Database, q: Query | None = None) -> float | None:
         if q is not None:
             stmt = stmt.where(*q.where(db))
         v = conn.execute(stmt).scalar()
-        return None if v is None else to_datetime(v).timestamp()
+        return _epoch(v)
 
     return db.run(read)
 
@@ -256,7 +264,7 @@ def oldest_time(db: Database, since: float | None) -> float | None:
         if since is not None:
             stmt = stmt.where(calls.c.started_at >= to_stored_time(db.dialect, since))
         v = conn.execute(stmt).scalar()
-        return None if v is None else to_datetime(v).timestamp()
+        return _epoch(v)
 
     return db.run(read)
 
@@ -275,6 +283,10 @@ def sessions(db: Database, q: Query, limit: int = SESSIONS_MAX) -> list[dict[str
                           sa.func.sum(sa.case((c.status == "error", 1), else_=0)).label("errors"))
                 .where(c.session.isnot(None), *q.where(db)).group_by(c.session)
                 .order_by(last.desc()).limit(limit))
+        if q.since is not None and not (q.session or q.model or q.status):
+            # SQLite would walk the session index (every session's calls, in session order) to
+            # group without sorting; reading only the range's calls by time is far less work.
+            stmt = stmt.with_hint(calls, "INDEXED BY ix_historymw_calls_started_at", dialect_name="sqlite")
         out = []
         for r in conn.execute(stmt).mappings():
             d = dict(r)
@@ -312,50 +324,75 @@ def _epoch_expr(db: Database) -> Any:
     c = calls.c
     if db.dialect == "postgresql":
         return sa.extract("epoch", c.started_at)
-    return c.started_at
+    return sa.type_coerce(c.started_at, sa.Float)  # epoch seconds already
 
 
 def overview(db: Database, q: Query) -> Overview:
-    """Calls, errors and latency p50/p95 per time bucket, and calls, tokens and cost per model."""
+    """Calls, errors and latency p50/p95 per time bucket, and calls, tokens and cost per model.
+
+    Aggregated by the database over the range's rows (the started_at index), never fetched
+    row by row. Percentiles are nearest-rank, as `historymw stats` computes them: PostgreSQL's
+    `percentile_disc`; on SQLite (which has none, and whose window functions sort the whole
+    range again) the k-th smallest latency of each bucket, one small indexed query per bucket.
+    """
     if q.since is None or q.until is None:
         raise ValueError("the overview needs a time range")
     since, until = q.since, q.until
     width = max((until - since) / BUCKETS, 1e-3)
     ov = Overview(since=since, until=until, width=width)
     c = calls.c
-    epoch = _epoch_expr(db)
-    raw = (epoch - since) / width
-    bucket = sa.func.floor(raw) if db.dialect == "postgresql" else sa.cast(raw, sa.Integer)
+    raw = (_epoch_expr(db) - since) / width
+    pg = db.dialect == "postgresql"
+    bucket = sa.func.floor(raw) if pg else sa.cast(raw, sa.Integer)
     where = q.where(db)
+    errors = sa.func.sum(sa.case((c.status == "error", 1), else_=0))
+
+    tokens = sa.func.coalesce(c.total_tokens,
+                              sa.func.coalesce(c.input_tokens, 0) + sa.func.coalesce(c.output_tokens, 0))
 
     def read(conn: sa.Connection) -> None:
-        ranked = sa.select(
-            bucket.label("b"), c.status, c.duration_s,
-            sa.func.row_number().over(partition_by=bucket, order_by=c.duration_s).label("rn"),
-            sa.func.count().over(partition_by=bucket).label("n"),
-        ).where(*where).subquery()
-        r = ranked.c
-
-        def rank(pct: int) -> Any:  # nearest rank: the ceil(pct% * n)-th smallest
-            return sa.func.max(sa.case((r.rn == (r.n * pct + 99) // 100, r.duration_s)))
-
-        stmt = (sa.select(r.b, sa.func.count().label("calls"),
-                          sa.func.sum(sa.case((r.status == "error", 1), else_=0)).label("errors"),
-                          rank(50).label("p50"), rank(95).label("p95"))
-                .group_by(r.b).order_by(r.b))
-        found = {int(row["b"]): dict(row) for row in conn.execute(stmt).mappings()}
+        # One pass for both breakdowns: per (bucket, model), summed here into buckets and models.
+        stmt = (sa.select(bucket.label("b"), c.model, sa.func.count().label("calls"), errors.label("errors"),
+                          sa.func.sum(tokens).label("tokens"), sa.func.sum(c.cost).label("cost"))
+                .where(*where).group_by(bucket, c.model))
+        per_bucket: dict[int, list[int]] = {}
+        per_model: dict[Any, dict[str, Any]] = {}
+        for row in conn.execute(stmt).mappings():
+            pb = per_bucket.setdefault(int(row["b"]), [0, 0])
+            pb[0] += row["calls"]
+            pb[1] += row["errors"] or 0
+            pm = per_model.setdefault(row["model"], {"model": row["model"], "calls": 0, "errors": 0,
+                                                     "tokens": 0, "cost": None})
+            pm["calls"] += row["calls"]
+            pm["errors"] += row["errors"] or 0
+            pm["tokens"] += int(row["tokens"] or 0)
+            if row["cost"] is not None:
+                pm["cost"] = (pm["cost"] or 0.0) + float(row["cost"])
+        ov.models = sorted(per_model.values(), key=lambda m: (-m["calls"], str(m["model"])))[:20]
+        pcts: dict[int, Any] = {}
+        if pg:
+            pstmt = (sa.select(bucket.label("b"),
+                               sa.func.percentile_disc(0.5).within_group(c.duration_s).label("p50"),
+                               sa.func.percentile_disc(0.95).within_group(c.duration_s).label("p95"))
+                     .where(*where).group_by(bucket))
+            pcts = {int(r["b"]): r for r in conn.execute(pstmt).mappings()}
         for i in range(BUCKETS):
-            row = found.get(i, {})
-            ov.buckets.append({"start": since + i * width, "calls": int(row.get("calls") or 0),
-                               "errors": int(row.get("errors") or 0), "p50": row.get("p50"),
-                               "p95": row.get("p95")})
-        tokens = sa.func.coalesce(c.total_tokens,
-                                  sa.func.coalesce(c.input_tokens, 0) + sa.func.coalesce(c.output_tokens, 0))
-        per_model = (sa.select(c.model, sa.func.count().label("calls"),
-                               sa.func.sum(sa.case((c.status == "error", 1), else_=0)).label("errors"),
-                               sa.func.sum(tokens).label("tokens"), sa.func.sum(c.cost).label("cost"))
-                     .where(*where).group_by(c.model).order_by(sa.func.count().desc()).limit(20))
-        ov.models = [dict(row) for row in conn.execute(per_model).mappings()]
+            n, errs = per_bucket.get(i, (0, 0))
+            b = {"start": since + i * width, "calls": n, "errors": errs, "p50": None, "p95": None}
+            if i in pcts:
+                b["p50"], b["p95"] = pcts[i]["p50"], pcts[i]["p95"]
+            elif n and not pg:
+                # Rows of bucket i: the index range around it (only one pair of bounds: SQLite would
+                # range-scan the index on the wider one), then the same bucket expression, so that a
+                # row on a boundary is counted and ranked in the same bucket.
+                near = replace(q, since=max(since, since + (i - 0.01) * width),
+                               until=min(until, since + (i + 1.01) * width))
+                base = (sa.select(c.duration_s).where(*near.where(db), bucket == i)
+                        .order_by(c.duration_s).limit(1))
+                for pct in (50, 95):
+                    k = max((n * pct + 99) // 100, 1) - 1
+                    b[f"p{pct}"] = conn.execute(base.offset(k)).scalar()
+            ov.buckets.append(b)
 
     db.run(read)
     ov.totals = {
