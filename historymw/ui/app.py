@@ -46,7 +46,7 @@ SECURITY_HEADERS = {
     "X-Frame-Options": "DENY",
     "Cache-Control": "no-store",
 }
-COOKIE = "historymw_ui_token"
+COOKIE = "historymw_ui_token"  # + the port: browsers share cookies between the ports of one host
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "localhost", "[::1]", "::1"})
 RANGES = {"1h": 3600.0, "24h": 86400.0, "7d": 7 * 86400.0, "30d": 30 * 86400.0}
 LIVE_INTERVAL_MS = 2000
@@ -320,10 +320,11 @@ async def _guarded(v: Viewer, request: Request, call_next: Callable[[Request], A
             params = [(k, x) for k, x in request.query_params.multi_items() if k != "token"]
             target = request.url.path + ("?" + urlencode(params) if params else "")
             resp = RedirectResponse(target, status_code=303)
-            resp.set_cookie(COOKIE, v.token, httponly=True, samesite="strict")
+            resp.set_cookie(f"{COOKIE}_{request.url.port}", v.token, httponly=True, samesite="strict")
             return resp
         auth = request.headers.get("authorization", "")
-        supplied = request.cookies.get(COOKIE) or (auth[7:] if auth.lower().startswith("bearer ") else "")
+        bearer = auth[7:] if auth.lower().startswith("bearer ") else ""
+        supplied = request.cookies.get(f"{COOKIE}_{request.url.port}") or bearer
         if not hmac.compare_digest(supplied.encode(), v.token.encode()):
             return v.render(request, "error.html", status=401, title="Token required",
                             message="This viewer is protected by a token: open the URL that "
