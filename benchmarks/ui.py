@@ -25,6 +25,7 @@ import statistics
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -160,8 +161,13 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def measure(url: str, pid: int, repeat: int) -> dict[str, float]:
-    server_ms(url)  # warm-up: first hit fills caches (the model list, SQLite's page cache)
+def measure(url: str, pid: int, repeat: int) -> dict[str, Any]:
+    try:
+        server_ms(url)  # warm-up: first hit fills caches (the model list, SQLite's page cache)
+    except urllib.error.HTTPError as exc:  # the page the server gave instead (a query stopped at its timeout)
+        text = exc.read().decode(errors="replace")
+        m = re.search(r'<p class="message">(.*?)</p>', text, re.S)
+        return {"error": f"HTTP {exc.code}: {m.group(1).strip() if m else text[:200]}"}
     c0 = cpu_s(pid)
     runs = [server_ms(url)[0] for _ in range(repeat)]
     cpu = (cpu_s(pid) - c0) / repeat * 1000
@@ -217,6 +223,9 @@ def bench(label: str, db_url: str, repeat: int, pages_down: int) -> dict[str, An
         out: dict[str, Any] = {"pages": {}}
         for name, path in pages.items():
             m = out["pages"][name] = measure(base + str(path), srv.proc.pid, repeat)
+            if "error" in m:
+                print(f"  {label:10s} {name:34s} {m['error']}", flush=True)
+                continue
             print(f"  {label:10s} {name:34s} {m['median_ms']:8.1f} ms (min {m['min_ms']:.1f}, max {m['max_ms']:.1f}; "
                   f"server CPU {m['cpu_ms']:.0f} ms)", flush=True)
         # RSS while a user pages down, sampled every tenth of the way.
@@ -243,6 +252,7 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="20,000 rows (CI)")
     ap.add_argument("--postgres", default=os.environ.get("HISTORYMW_TEST_POSTGRES_URL"))
     ap.add_argument("--json", type=Path, help="write the figures here")
+    ap.add_argument("--sqlite-file", type=Path, help="fill this SQLite file once and reuse it on later runs")
     args = ap.parse_args()
     n = 20_000 if args.quick else args.rows
     repeat, pages_down = (3, 40) if args.quick else (REPEAT, 300)
@@ -250,8 +260,13 @@ def main() -> None:
     print(f"historymw ui over {n:,} rows; {machine_line(res['machine'])}; load {res['machine']['load']}")
     with tempfile.TemporaryDirectory() as tmp:
         t = time.perf_counter()
-        url = fill_sqlite(Path(tmp) / "big.db", n)
-        print(f"  sqlite     filled in {time.perf_counter() - t:.0f} s", flush=True)
+        path = args.sqlite_file or Path(tmp) / "big.db"
+        if args.sqlite_file and path.exists():
+            url = f"sqlite:///{path}"
+            print(f"  sqlite     reusing {path}", flush=True)
+        else:
+            url = fill_sqlite(path, n)
+            print(f"  sqlite     filled in {time.perf_counter() - t:.0f} s", flush=True)
         res["results"]["sqlite"] = bench("sqlite", url, repeat, pages_down)
     if args.postgres:
         t = time.perf_counter()
