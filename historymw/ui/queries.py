@@ -277,16 +277,18 @@ def sessions(db: Database, q: Query, limit: int = SESSIONS_MAX) -> list[dict[str
 
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         last = sa.func.max(c.started_at)
+        has_session = c.session.isnot(None)
+        if db.dialect == "sqlite" and q.since is not None and q.session is None:
+            # Written so that SQLite cannot use the session index for it (NULL || '' is NULL): it would
+            # walk every session's calls in session order to group without sorting, where reading
+            # only the range's calls by the started_at index is far less work.
+            has_session = c.session.concat("").isnot(None)
         stmt = (sa.select(c.session, sa.func.min(c.started_at).label("first"), last.label("last"),
                           sa.func.count().label("calls"), sa.func.sum(tokens).label("tokens"),
                           sa.func.sum(c.cost).label("cost"),
                           sa.func.sum(sa.case((c.status == "error", 1), else_=0)).label("errors"))
-                .where(c.session.isnot(None), *q.where(db)).group_by(c.session)
+                .where(has_session, *q.where(db)).group_by(c.session)
                 .order_by(last.desc()).limit(limit))
-        if q.since is not None and not (q.session or q.model or q.status):
-            # SQLite would walk the session index (every session's calls, in session order) to
-            # group without sorting; reading only the range's calls by time is far less work.
-            stmt = stmt.with_hint(calls, "INDEXED BY ix_historymw_calls_started_at", dialect_name="sqlite")
         out = []
         for r in conn.execute(stmt).mappings():
             d = dict(r)
