@@ -5,6 +5,7 @@
     historymw stats [--by model] [--json]   calls, errors, tokens, cost, latency
     historymw export --format jsonl|csv     every call, for other tools
     historymw prune --older-than 30d        delete old calls (or --keep N)
+    historymw ui [--port 8765] [--open]     a read-only web viewer (historymw/ui/)
 
 The store is `--db URL` (before or after the command; a bare path is a SQLite
 file), else HISTORYMW_SQL_URL, else sqlite:///historymw.db. The CLI reads no
@@ -461,6 +462,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
     p.add_argument("-y", "--yes", action="store_true",
                    help="do not ask for confirmation (required when standard input is not a terminal)")
+
+    from .ui.command import add_arguments as add_ui_arguments  # the viewer lives in historymw/ui/
+
+    # main() runs `ui` itself, before opening a Store: the viewer opens the database read-only.
+    add_ui_arguments(command("ui", "a read-only web viewer of the history (127.0.0.1 by default)", lambda *_: EXIT_OK))
     return parser
 
 
@@ -501,6 +507,10 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
         else:
             args.older_than = None
         url = _db_url(args.db)
+        if args.command == "ui":  # opens the database itself, read-only (never migrates)
+            from .ui.command import run as run_ui
+
+            return run_ui(url, args, out)
         from .errors import require
 
         require("sqlalchemy", what="The historymw command line", extra="sql")
