@@ -26,7 +26,7 @@ from .. import counters
 from ..capture import StreamAbandoned
 from ..extract import usage_fields
 from ._common import model_params, require_framework
-from ._stack import Frame, Recording, begin, http_status, inside_framework, server_of, specs
+from ._stack import AsyncStream, Frame, Recording, SyncStream, begin, http_status, inside_framework, server_of, specs
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -171,9 +171,9 @@ def _finished(rec: Recording | None, frame: Frame | None, kind: str, result: Any
         if stream:
             acc = _Acc(rec, frame, kind, given)
             if hasattr(result, "__anext__"):
-                return _AsyncStream(result, acc)
+                return AsyncStream(result, acc)
             if hasattr(result, "__next__"):
-                return _Stream(result, acc)
+                return SyncStream(result, acc)
             acc.done(None)
             return result
         if frame is not None:
@@ -299,88 +299,6 @@ class _Acc:
             self.rec.end(None, error, given)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error("openai_integration", exc)
-
-
-class _Stream:
-    """Stands in for the SDK's `Stream`: hands each chunk to the accumulator, forwards the rest."""
-
-    __slots__ = ("_inner", "_acc", "__weakref__")
-
-    def __init__(self, inner: Any, acc: _Acc) -> None:
-        self._inner = inner
-        self._acc = acc
-
-    def __iter__(self) -> _Stream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            item = next(self._inner)
-        except StopIteration:
-            self._acc.done(None)
-            raise
-        except BaseException as exc:
-            self._acc.done(exc)
-            raise
-        self._acc.see(item)
-        return item
-
-    def __enter__(self) -> _Stream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._acc.done(None, abandoned=True)
-        self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __del__(self) -> None:
-        self._acc.done(None, abandoned=True)
-
-
-class _AsyncStream:
-    """The async counterpart of `_Stream` (the SDK's `AsyncStream`)."""
-
-    __slots__ = ("_inner", "_acc", "__weakref__")
-
-    def __init__(self, inner: Any, acc: _Acc) -> None:
-        self._inner = inner
-        self._acc = acc
-
-    def __aiter__(self) -> _AsyncStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            item = await self._inner.__anext__()
-        except StopAsyncIteration:
-            self._acc.done(None)
-            raise
-        except BaseException as exc:
-            self._acc.done(exc)
-            raise
-        self._acc.see(item)
-        return item
-
-    async def __aenter__(self) -> _AsyncStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        self._acc.done(None, abandoned=True)
-        await self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __del__(self) -> None:
-        self._acc.done(None, abandoned=True)
 
 
 # -- the wrappers --------------------------------------------------------------------
