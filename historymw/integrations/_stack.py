@@ -121,6 +121,31 @@ def server_of(url: Any) -> dict[str, Any]:
     return {"server_address": host, "server_port": port}
 
 
+RAW_HEADER = "X-Stainless-Raw-Response"  # how the SDKs' with_raw_response/with_streaming_response mark a call
+
+
+def raw_mode(kwargs: dict[str, Any]) -> str | None:
+    """"stream" under with_streaming_response; "true" (OpenAI) or "raw" (Anthropic) under
+    with_raw_response; else None."""
+    headers = kwargs.get("extra_headers")
+    if type(headers) is dict and headers:
+        mode = headers.get(RAW_HEADER)
+        return mode if isinstance(mode, str) else None
+    return None
+
+
+def parse_raw(result: Any, mode: str, stream: bool, given: dict[str, Any]) -> Any:
+    """The parsed body of a with_raw_response result (the SDK caches it: the caller's parse() gets
+    the same object); None when the body is the caller's to read (streams, with_streaming_response),
+    and then the HTTP status goes into `given`."""
+    if mode != "stream" and not stream:
+        return result.parse()
+    status = getattr(getattr(result, "http_response", None), "status_code", None)
+    if isinstance(status, int):
+        given["metadata"] = {"http_status": status}
+    return None
+
+
 def http_status(error: BaseException) -> dict[str, Any] | None:
     """{"metadata": {"http_status": N}} for an SDK error that carries one."""
     status = getattr(error, "status_code", None)

@@ -33,13 +33,15 @@ from ._stack import (
     begin,
     http_status,
     inside_framework,
+    parse_raw,
+    raw_mode,
     server_of,
     specs,
 )
 
 __all__ = ["install", "installed", "uninstall"]
 
-_MODULE = "anthropic.resources.messages.messages"
+_MODULES = ("anthropic.resources.messages.messages", "anthropic.resources.beta.messages.messages")
 _SPECS = specs("anthropic", "anthropic", "chat")
 _lock = threading.Lock()
 _installed: list[tuple[type, str, Any]] = []
@@ -54,11 +56,11 @@ def install() -> None:
     _sdk()
     import importlib
 
-    module = importlib.import_module(_MODULE)
+    modules = [importlib.import_module(name) for name in _MODULES]
     with _lock:
         if _installed:
             return
-        for cls_name, method, wrap in _TARGETS:
+        for module, (cls_name, method, wrap) in ((m, t) for m in modules for t in _TARGETS):
             cls = getattr(module, cls_name, None)
             orig = cls.__dict__.get(method) if cls is not None else None
             if cls is None or orig is None:
@@ -123,8 +125,21 @@ def _failed(rec: Recording | None, given: dict[str, Any], exc: BaseException) ->
         rec.end(None, exc, given)
 
 
-def _finished(rec: Recording | None, frame: Frame | None, result: Any, stream: bool, given: dict[str, Any]) -> Any:
+def _finished(rec: Recording | None, frame: Frame | None, result: Any, kwargs: dict[str, Any],
+              given: dict[str, Any]) -> Any:
     try:
+        stream = kwargs.get("stream") is True
+        raw = raw_mode(kwargs)
+        if raw is not None:
+            parsed = parse_raw(result, raw, stream, given)
+            if frame is not None:
+                if parsed is not None:
+                    rid = getattr(parsed, "id", None)
+                    frame.deposit(getattr(parsed, "usage", None), response_id=rid if isinstance(rid, str) else None,
+                                  **given)
+            elif rec is not None:
+                rec.end(parsed, None, given)
+            return result
         if stream:
             acc = _Acc(rec, frame, given)
             if hasattr(result, "__anext__"):
@@ -249,7 +264,7 @@ def _wrap_create(orig: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as exc:
             _failed(rec, given, exc)
             raise
-        return _finished(rec, frame, result, kwargs.get("stream") is True, given)
+        return _finished(rec, frame, result, kwargs, given)
     return create
 
 
@@ -265,7 +280,7 @@ def _wrap_acreate(orig: Callable[..., Any]) -> Callable[..., Any]:
         except BaseException as exc:
             _failed(rec, given, exc)
             raise
-        return _finished(rec, frame, result, kwargs.get("stream") is True, given)
+        return _finished(rec, frame, result, kwargs, given)
     return create
 
 

@@ -26,7 +26,19 @@ from .. import counters
 from ..capture import StreamAbandoned
 from ..extract import usage_fields
 from ._common import model_params, require_framework
-from ._stack import AsyncStream, Frame, Recording, SyncStream, begin, http_status, inside_framework, server_of, specs
+from ._stack import (
+    AsyncStream,
+    Frame,
+    Recording,
+    SyncStream,
+    begin,
+    http_status,
+    inside_framework,
+    parse_raw,
+    raw_mode,
+    server_of,
+    specs,
+)
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -36,7 +48,6 @@ _TARGETS = (  # (module, class, method, kind)
     ("openai.resources.responses.responses", "Responses", "create", "responses"),
     ("openai.resources.responses.responses", "AsyncResponses", "create", "responses"),
 )
-_RAW_HEADER = "X-Stainless-Raw-Response"
 _SPECS = specs("openai", "openai", "chat")
 _lock = threading.Lock()
 _installed: list[tuple[type, str, Any]] = []  # (class, method name, the original attribute)
@@ -102,15 +113,6 @@ def _request(kind: str, kwargs: dict[str, Any]) -> tuple[Any, Any, dict[str, Any
     return kwargs.get("model"), messages, params, given
 
 
-def _raw_mode(kwargs: dict[str, Any]) -> str | None:
-    """"true" under with_raw_response, "stream" under with_streaming_response, else None."""
-    headers = kwargs.get("extra_headers")
-    if type(headers) is dict and headers:
-        mode = headers.get(_RAW_HEADER)
-        return mode if isinstance(mode, str) else None
-    return None
-
-
 # -- the outcome ---------------------------------------------------------------------
 
 
@@ -150,16 +152,10 @@ def _finished(rec: Recording | None, frame: Frame | None, kind: str, result: Any
               given: dict[str, Any]) -> Any:
     """Record a create() call's result; a stream comes back wrapped, to be recorded when it ends."""
     try:
-        raw = _raw_mode(given.pop("_kwargs", {}))
+        raw = raw_mode(given.pop("_kwargs", {}))
         stream = given.pop("_stream", False)
         if raw is not None:
-            if raw == "true" and not stream:  # with_raw_response: parse() caches, the caller gets the same object
-                parsed = result.parse()
-            else:  # the body is the caller's to read: the request and the HTTP status only
-                parsed = None
-                status = getattr(getattr(result, "http_response", None), "status_code", None)
-                if isinstance(status, int):
-                    given["metadata"] = {"http_status": status}
+            parsed = parse_raw(result, raw, stream, given)
             if frame is not None:
                 if parsed is not None:
                     _deposit(frame, kind, parsed, given)

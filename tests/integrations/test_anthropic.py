@@ -172,3 +172,11 @@ def test_no_message_or_stream_is_kept_alive(server: Any) -> None:
         assert [r() for r in held] == [None, None]
     finally:
         gc.enable()
+
+
+def test_with_raw_response(server: Any) -> None:
+    raw = client(server).messages.with_raw_response.create(model=MODEL, max_tokens=64, messages=user("raw one"))
+    assert raw.http_response.status_code == 200
+    msg = raw.parse()
+    [r] = records()
+    assert r.output_text == msg.content[0].text == "You said: raw one" and r.input_tokens == 2
