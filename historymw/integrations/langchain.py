@@ -28,7 +28,7 @@ from uuid import UUID
 
 from .. import counters
 from ._common import model_params, require_framework
-from ._stack import Frame, Recording, begin, close_frame, http_status, open_frame, specs
+from ._stack import Frame, Recording, begin, close_frame, http_status, inside_framework, open_frame, specs
 
 __all__ = ["async_callback_handler", "callback_handler", "install", "installed", "uninstall"]
 
@@ -201,6 +201,8 @@ def _start(run_id: UUID, operation: str, request: Any, kw: dict[str, Any]) -> No
         with _runs_lock:
             if run_id in _RUNS:  # another historymw handler has it
                 return
+        if inside_framework() is not None:  # a call inside another recorded LLM call (a wrapper LLM)
+            return
         frame, token = open_frame()
         run = _Run(None, frame, token)
         meta = kw.get("metadata")
