@@ -212,3 +212,23 @@ def test_chat_anthropic_stacked_on_the_anthropic_integration(server: Any) -> Non
     [r] = records()
     assert r.source == "langchain" and r.provider == "anthropic"
     assert r.finish_reason == "end_turn" and (r.input_tokens, r.cache_read_input_tokens) == (3, 1)
+
+
+async def test_async_stacked_and_concurrent_runs_are_one_record_each(server: Any) -> None:
+    import asyncio
+
+    hm_openai.install()
+    hm_langchain.install()
+    model = chat(server, stream_usage=True)
+
+    async def one(i: int) -> None:
+        with hm.history(session=f"s{i}"):
+            if i % 2:
+                await model.ainvoke(f"task {i}")
+            else:
+                [c async for c in model.astream(f"task {i}")]
+    await asyncio.gather(*(one(i) for i in range(4)))
+    recs = records()
+    assert sorted((r.session, r.source, r.output_text) for r in recs) == [
+        (f"s{i}", "langchain", f"You said: task {i}") for i in range(4)]
+    assert all(r.cache_read_input_tokens == 1 and r.server_port == server.port for r in recs)

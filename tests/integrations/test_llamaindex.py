@@ -155,3 +155,14 @@ async def test_workflow_run_leaves_nothing_alive(server: Any) -> None:
         assert [r() for r in refs] == [None] * len(refs)
     finally:
         gc.enable()
+
+
+async def test_async_stacked_is_one_record(server: Any) -> None:
+    hm_openai.install()
+    model = llm(server)
+    await model.achat(msgs("async stacked"))
+    [r async for r in await model.astream_chat(msgs("async stream stacked"))]
+    chat, stream = records()
+    assert chat.source == stream.source == "llamaindex"
+    assert chat.cache_read_input_tokens == 2 and chat.server_port == server.port
+    assert stream.output_text == "You said: async stream stacked" and stream.stream
