@@ -64,7 +64,7 @@ def make_call(integration: str, url: str) -> Callable[[], Any]:
         import anthropic
 
         aclient = anthropic.Anthropic(base_url=url, api_key=KEY, max_retries=0)
-        return lambda: aclient.messages.create(model="claude-sonnet-4-5", max_tokens=64, messages=MESSAGES)
+        return lambda: aclient.messages.create(model="claude-sonnet-4-6", max_tokens=64, messages=MESSAGES)
     if integration == "langchain":
         from langchain_openai import ChatOpenAI
 

@@ -17,7 +17,7 @@ from historymw.integrations import anthropic as hm_anthropic  # noqa: E402
 
 from .conftest import API_KEY, BEARER, HEADER_KEY, no_secrets, records, user  # noqa: E402
 
-MODEL = "claude-sonnet-4-5"
+MODEL = "claude-sonnet-4-6"
 TOOLS = [{"name": "get_weather", "description": "Weather of a city", "input_schema": {
     "type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}}]
 

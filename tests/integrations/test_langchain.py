@@ -204,7 +204,7 @@ def test_chat_anthropic_stacked_on_the_anthropic_integration(server: Any) -> Non
     hm_anthropic.install()
     hm_langchain.install()
     try:
-        model = ChatAnthropic(model="claude-sonnet-4-5", base_url=server.anthropic_url, api_key=API_KEY,
+        model = ChatAnthropic(model="claude-sonnet-4-6", base_url=server.anthropic_url, api_key=API_KEY,
                               max_retries=0)
         assert model.invoke("anthropic via langchain").content == "You said: anthropic via langchain"
     finally:
