@@ -34,10 +34,13 @@ _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDP
 
 
 def backend(*, tracer_provider: Any = None, meter_provider: Any = None, capture_content: bool | None = None,
-            max_field_chars: int | None = None, metrics: bool = True) -> OTelBackend:
+            max_field_chars: int | None = None, metrics: bool = True,
+            compat: str | None = None) -> OTelBackend:
     """An `otel` backend object for `hm.configure(backends=[...])`, on the given providers
     (the global ones when omitted). `capture_content` None follows the
-    `otel_capture_content` setting, then OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT."""
+    `otel_capture_content` setting, then OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
+    `compat="openinference"` adds OpenInference's attributes (None follows the `otel_compat`
+    setting); `metrics=False` sends spans only (Phoenix and MLflow accept no metrics)."""
     from . import api
 
     settings = api.settings()
@@ -46,7 +49,7 @@ def backend(*, tracer_provider: Any = None, meter_provider: Any = None, capture_
     return OTelBackend(tracer_provider=tracer_provider, meter_provider=meter_provider,
                        capture_content=capture_content,
                        max_field_chars=settings.max_field_chars if max_field_chars is None else max_field_chars,
-                       metrics=metrics)
+                       metrics=metrics, compat=settings.otel_compat if compat is None else compat)
 
 
 @dataclass(frozen=True)
