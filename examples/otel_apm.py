@@ -7,6 +7,12 @@ semantic-convention attributes, plus the gen_ai.client.* metrics.
 
     # to a collector (Jaeger, Tempo, an OpenTelemetry Collector, ...):
     OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:4318 python examples/otel_apm.py
+    # to Arize Phoenix (traces only; its spans table fills from OpenInference's attributes):
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:6006 OTEL_METRICS_EXPORTER=none \
+        HISTORYMW_OTEL_COMPAT=openinference python examples/otel_apm.py
+    # to MLflow (traces only, into experiment 0):
+    OTEL_EXPORTER_OTLP_ENDPOINT=http://localhost:5000 OTEL_METRICS_EXPORTER=none \
+        OTEL_EXPORTER_OTLP_HEADERS=x-mlflow-experiment-id=0 python examples/otel_apm.py
     # no endpoint: spans and metrics are printed to the console
     python examples/otel_apm.py
     # prompts and outputs on the spans too (opt-in):
@@ -28,7 +34,8 @@ import historymw as hm
 from historymw import otel as hm_otel
 
 # An application with its own OpenTelemetry setup skips this line: historymw uses
-# the global providers. setup() installs providers only where there are none.
+# the global providers. setup() installs providers only where there are none (and no
+# MeterProvider when OTEL_METRICS_EXPORTER=none).
 installed = hm_otel.setup(service_name="answer-service")
 hm.configure(backends=["ring", "otel"])
 tracer = trace.get_tracer("answer-service")
@@ -38,15 +45,21 @@ class RateLimitError(Exception):
     pass
 
 
+# The example's own dice, seeded for a repeatable story. Never `random.seed()`: the SDK
+# draws trace and span ids from the global generator, and a second run would send the
+# same ids (Phoenix drops spans whose ids it already has).
+dice = random.Random(6)
+
+
 @hm.recorded(provider="openai")
 def chat(model: str, messages: list[dict[str, str]], **params: Any) -> dict[str, Any]:
     """Stands in for a provider SDK call; any function returning an OpenAI-style response works."""
-    time.sleep(random.uniform(0.02, 0.08))
-    if random.random() < 0.2:
+    time.sleep(dice.uniform(0.02, 0.08))
+    if dice.random() < 0.2:
         raise RateLimitError("429: slow down")
     question = messages[-1]["content"]
     text = f"{question} facts" if messages[0]["role"] == "system" else f"Here is what I found on {question}."
-    return {"id": f"chatcmpl-{random.getrandbits(32):08x}", "model": f"{model}-2024-07-18",
+    return {"id": f"chatcmpl-{dice.getrandbits(32):08x}", "model": f"{model}-2024-07-18",
             "choices": [{"index": 0, "message": {"role": "assistant", "content": text},
                          "finish_reason": "stop"}],
             "usage": {"prompt_tokens": 20 + len(question), "completion_tokens": 8}}
@@ -68,7 +81,6 @@ def handle_request(user: str, question: str) -> dict[str, Any]:
 
 
 def main() -> None:
-    random.seed(7)
     for i, question in enumerate(["capital of France", "tallest mountain", "speed of light"]):
         try:
             print(handle_request(f"user-{i}", question))

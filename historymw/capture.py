@@ -197,6 +197,7 @@ class _StreamState:
                 draft["output_text"] = text
                 draft["size_bytes"] = draft.get("size_bytes", 0) + str_bytes(text)
             self.parts = []
+            draft["stream_chunks"] = self.chunks
             if abandoned and error is None:
                 error = StreamAbandoned(f"stream closed by the caller after {self.chunks} chunks")
             finish(draft, self.spec, self.eff, None, error, ended, given)

@@ -197,6 +197,14 @@ def _duration(value: object) -> float:
     return parse_duration(value)
 
 
+def _otel_compat(value: object) -> str | None:
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    if not isinstance(value, str) or value.strip().lower() != "openinference":
+        raise ValueError("expected openinference (or unset)")
+    return "openinference"
+
+
 # name -> (default, parser). The parser takes what a user may give (a keyword's value or a variable's
 # text) and returns the setting's value, or raises ValueError saying what is allowed. The defaults are
 # values the parsers return.
@@ -219,6 +227,7 @@ SPEC: dict[str, tuple[Any, Callable[[object], Any]]] = {
     "sql_max_rows": (None, _positive_count_or_unset),
     "sql_max_age": (None, _positive_duration_or_unset),
     "otel_capture_content": (None, _optional_bool),
+    "otel_compat": (None, _otel_compat),
 }
 SETTING_NAMES: tuple[str, ...] = tuple(SPEC)
 # Settings that only code can give (a callable has no environment spelling).

@@ -45,6 +45,8 @@ class Settings(BaseModel):
     sql_max_age: float | None = SPEC["sql_max_age"][0]
     # OpenTelemetry content opt-in; None follows OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
     otel_capture_content: bool | None = SPEC["otel_capture_content"][0]
+    # Extra attribute sets on spans beside the GenAI conventions: "openinference" (Phoenix, Arize).
+    otel_compat: str | None = SPEC["otel_compat"][0]
 
     @field_validator("*", mode="before")
     @classmethod

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -298,6 +299,10 @@ def outcome(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any,
         except Exception:  # noqa: BLE001 - an exception whose __str__ fails
             message = f"<{type(error).__name__}>"
         draft["error_message"] = plain_str(message, Budget(eff.max_chars, eff.record_limit, scan=True))
+        if error.__traceback__ is not None:  # for the exception event an APM shows; failures only
+            stack = Budget(eff.max_chars, eff.record_limit - draft["size_bytes"], scan=True)
+            draft["error_stacktrace"] = plain_str("".join(traceback.format_exception(error)), stack)
+            draft["size_bytes"] += stack.used
     elif spec.extract is not None:
         _apply_extract(draft, spec.extract, result, budget, eff.content)
     else:

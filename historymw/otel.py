@@ -28,16 +28,19 @@ from typing import Any
 from .backends.otel import OTelBackend, content_on_spans
 from .errors import require
 
-__all__ = ["OTelBackend", "Installed", "backend", "content_on_spans", "setup"]
+__all__ = ["OTelBackend", "Installed", "backend", "content_on_spans", "metrics_wanted", "setup"]
 
 _ENDPOINT_VARS = ("OTEL_EXPORTER_OTLP_ENDPOINT", "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
 
 
 def backend(*, tracer_provider: Any = None, meter_provider: Any = None, capture_content: bool | None = None,
-            max_field_chars: int | None = None, metrics: bool = True) -> OTelBackend:
+            max_field_chars: int | None = None, metrics: bool = True,
+            compat: str | None = None) -> OTelBackend:
     """An `otel` backend object for `hm.configure(backends=[...])`, on the given providers
     (the global ones when omitted). `capture_content` None follows the
-    `otel_capture_content` setting, then OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT."""
+    `otel_capture_content` setting, then OTEL_INSTRUMENTATION_GENAI_CAPTURE_MESSAGE_CONTENT.
+    `compat="openinference"` adds OpenInference's attributes (None follows the `otel_compat`
+    setting); `metrics=False` sends spans only (Phoenix and MLflow accept no metrics)."""
     from . import api
 
     settings = api.settings()
@@ -46,7 +49,7 @@ def backend(*, tracer_provider: Any = None, meter_provider: Any = None, capture_
     return OTelBackend(tracer_provider=tracer_provider, meter_provider=meter_provider,
                        capture_content=capture_content,
                        max_field_chars=settings.max_field_chars if max_field_chars is None else max_field_chars,
-                       metrics=metrics)
+                       metrics=metrics, compat=settings.otel_compat if compat is None else compat)
 
 
 @dataclass(frozen=True)
@@ -83,7 +86,14 @@ def _signal_endpoint(endpoint: str, signal: str) -> str:
     return f"{base}/v1/{signal}"
 
 
-def setup(endpoint: str | None = None, *, service_name: str | None = None, metrics: bool = True,
+def metrics_wanted(environ: Any = None) -> bool:
+    """False when OTEL_METRICS_EXPORTER is `none` (OpenTelemetry's switch; Phoenix and MLflow
+    accept traces only, and answer metrics with 404/405)."""
+    value = (os.environ if environ is None else environ).get("OTEL_METRICS_EXPORTER", "")
+    return value.strip().lower() != "none"
+
+
+def setup(endpoint: str | None = None, *, service_name: str | None = None, metrics: bool | None = None,
           headers: dict[str, str] | None = None) -> Installed:
     """Install a TracerProvider and a MeterProvider exporting over OTLP/HTTP, only where
     the application has none; returns what was installed.
@@ -91,9 +101,12 @@ def setup(endpoint: str | None = None, *, service_name: str | None = None, metri
     `endpoint` is the collector's base URL (e.g. http://localhost:4318); without it
     the OTEL_EXPORTER_OTLP_(TRACES_)ENDPOINT variables apply, and without those the
     spans and metrics are printed to the console. `service_name` defaults to
-    OTEL_SERVICE_NAME, then "historymw-app". Both providers are shut down at exit
-    after historymw has flushed its queued records into them.
+    OTEL_SERVICE_NAME, then "historymw-app". `metrics` None installs a MeterProvider unless
+    OTEL_METRICS_EXPORTER=none. Both providers are shut down at exit after historymw has
+    flushed its queued records into them.
     """
+    if metrics is None:
+        metrics = metrics_wanted()
     require("opentelemetry.sdk", what="historymw.otel.setup()", extra="otel")
     from opentelemetry import metrics as otel_metrics
     from opentelemetry import trace

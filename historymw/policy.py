@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import random
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 POLICY_TERMS = ("off", "bounded", "sample", "errors")
 _COMBINABLE = {"sample", "errors"}
@@ -72,10 +74,18 @@ def active_span_ids() -> tuple[int, int, int] | None:
     trace = sys.modules.get("opentelemetry.trace")
     if trace is None:
         return None
-    ctx = trace.get_current_span().get_span_context()
+    span = trace.get_current_span()
+    ctx = span.get_span_context()
     if not ctx.is_valid:
         return None
+    if span_observer is not None:
+        span_observer(span)
     return ctx.trace_id, ctx.span_id, int(ctx.trace_flags)
+
+
+# Set by the otel backend: sees the span active where a call starts (to notice another
+# instrumentation's LLM span there). Must not raise.
+span_observer: Callable[[Any], None] | None = None
 
 
 def sampled_in(bound: int, rate: float, span_ids: tuple[int, int, int] | None) -> bool:

@@ -69,6 +69,8 @@ class LMCall(BaseModel):
     cache_creation_input_tokens: int | None = None  # input tokens written to the provider's prompt cache
     reasoning_tokens: int | None = None  # output tokens spent on reasoning
     server_port: int | None = None
+    error_stacktrace: str | None = None  # the failed call's traceback, redacted like error_message
+    stream_chunks: int | None = None  # chunks a recorded stream delivered
 
 
 _seal_lock = threading.Lock()

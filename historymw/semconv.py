@@ -38,14 +38,28 @@ RESPONSE_TIME_TO_FIRST_CHUNK = "gen_ai.response.time_to_first_chunk"
 
 USAGE_INPUT_TOKENS = "gen_ai.usage.input_tokens"
 USAGE_OUTPUT_TOKENS = "gen_ai.usage.output_tokens"
+USAGE_CACHE_READ_INPUT_TOKENS = "gen_ai.usage.cache_read.input_tokens"
+# (The GenAI repository's unreleased `cache_write` rename is not followed until it is released.)
+USAGE_CACHE_CREATION_INPUT_TOKENS = "gen_ai.usage.cache_creation.input_tokens"
+USAGE_REASONING_OUTPUT_TOKENS = "gen_ai.usage.reasoning.output_tokens"
 
 INPUT_MESSAGES = "gen_ai.input.messages"
 OUTPUT_MESSAGES = "gen_ai.output.messages"
+SYSTEM_INSTRUCTIONS = "gen_ai.system_instructions"
+TOOL_DEFINITIONS = "gen_ai.tool.definitions"
 
 SERVER_ADDRESS = "server.address"
 SERVER_PORT = "server.port"
 ERROR_TYPE = "error.type"
 ERROR_TYPE_OTHER = "_OTHER"
+# The finish reason a failed call reports (no choice finished).
+FINISH_REASON_ERROR = "error"
+
+# The span event `Span.record_exception` adds (OpenTelemetry's exception conventions).
+EXCEPTION_EVENT = "exception"
+EXCEPTION_TYPE = "exception.type"
+EXCEPTION_MESSAGE = "exception.message"
+EXCEPTION_STACKTRACE = "exception.stacktrace"
 
 # historymw's own span attributes (no convention covers them).
 HM_RECORD_ID = "historymw.record.id"
@@ -63,7 +77,7 @@ REQUEST_PARAMS: tuple[tuple[str, str, type], ...] = (
     ("max_completion_tokens", REQUEST_MAX_TOKENS, int),
     ("max_output_tokens", REQUEST_MAX_TOKENS, int),
     ("top_p", REQUEST_TOP_P, float),
-    ("top_k", REQUEST_TOP_K, float),
+    ("top_k", REQUEST_TOP_K, int),
     ("frequency_penalty", REQUEST_FREQUENCY_PENALTY, float),
     ("presence_penalty", REQUEST_PRESENCE_PENALTY, float),
     ("seed", REQUEST_SEED, int),
@@ -103,6 +117,8 @@ CAPTURE_KNOWN = CAPTURE_ON_SPANS | {"no_content", "event_only", "false", ""}
 
 METRIC_OPERATION_DURATION = "gen_ai.client.operation.duration"
 METRIC_TOKEN_USAGE = "gen_ai.client.token.usage"
+METRIC_TIME_TO_FIRST_CHUNK = "gen_ai.client.operation.time_to_first_chunk"
+METRIC_TIME_PER_OUTPUT_CHUNK = "gen_ai.client.operation.time_per_output_chunk"
 TOKEN_TYPE = "gen_ai.token.type"
 TOKEN_TYPE_INPUT = "input"
 TOKEN_TYPE_OUTPUT = "output"
@@ -111,9 +127,42 @@ TOKEN_TYPE_OUTPUT = "output"
 DURATION_BUCKETS: tuple[float, ...] = (
     0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92,
 )
+CHUNK_BUCKETS: tuple[float, ...] = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)
 TOKEN_BUCKETS: tuple[int, ...] = (
     1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 1048576, 4194304, 16777216, 67108864,
 )
+
+# -- OpenInference (opt-in: HISTORYMW_OTEL_COMPAT=openinference) ---------------------
+# Phoenix and other OpenInference readers fill their columns from these names.
+
+COMPAT_OPENINFERENCE = "openinference"
+COMPAT_VALUES = frozenset({COMPAT_OPENINFERENCE})
+OI_SPAN_KIND = "openinference.span.kind"
+OI_KIND_LLM = "LLM"
+OI_INPUT_VALUE = "input.value"
+OI_INPUT_MIME = "input.mime_type"
+OI_OUTPUT_VALUE = "output.value"
+OI_OUTPUT_MIME = "output.mime_type"
+OI_MIME_JSON = "application/json"
+OI_MIME_TEXT = "text/plain"
+OI_MODEL_NAME = "llm.model_name"
+OI_PROVIDER = "llm.provider"
+OI_SYSTEM = "llm.system"
+OI_INVOCATION_PARAMETERS = "llm.invocation_parameters"
+OI_TOKENS_PROMPT = "llm.token_count.prompt"
+OI_TOKENS_COMPLETION = "llm.token_count.completion"
+OI_TOKENS_TOTAL = "llm.token_count.total"
+OI_TOKENS_CACHE_READ = "llm.token_count.prompt_details.cache_read"
+OI_TOKENS_CACHE_WRITE = "llm.token_count.prompt_details.cache_write"
+OI_TOKENS_REASONING = "llm.token_count.completion_details.reasoning"
+OI_SESSION_ID = "session.id"
+OI_METADATA = "metadata"
+
+# -- another instrumentation's LLM span ---------------------------------------------
+# An active span carrying one of these is already the span of the LM call (OpenInference
+# instrumentors, OpenTelemetry's own GenAI instrumentations): historymw adds no second one.
+FOREIGN_LLM_KINDS = frozenset({"LLM"})  # openinference.span.kind values
+FOREIGN_LLM_OPERATIONS = frozenset({"chat", "text_completion", "generate_content", "embeddings"})
 
 # historymw's own counters (from `hm.stats()`), exported as OpenTelemetry metrics.
 METRIC_RECORDED = "historymw.records.recorded"

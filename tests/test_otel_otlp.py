@@ -208,3 +208,20 @@ def test_example_exports_call_spans_nested_in_request_spans(receiver: Receiver) 
     assert all(c.parent_span_id in requests and c.trace_id == requests[c.parent_span_id].trace_id for c in calls)
     assert any(attributes(c.attributes).get(sc.ERROR_TYPE) == "RateLimitError" for c in calls)
     assert {"service.name": "answer-service"}.items() <= receiver.resources()[0].items()
+
+
+def test_example_sends_new_ids_each_run_and_no_metrics_where_a_server_takes_none(receiver: Receiver) -> None:
+    """Phoenix and MLflow take traces only (metrics get 404/405), and drop spans whose ids they
+    already have: with OTEL_METRICS_EXPORTER=none two runs send spans only, with distinct ids."""
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "otel_apm.py")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OTEL_", "HISTORYMW_"))}
+    env.update(OTEL_EXPORTER_OTLP_ENDPOINT=receiver.url, OTEL_METRICS_EXPORTER="none")
+    runs = []
+    for _ in range(2):
+        done = subprocess.run([sys.executable, example], env=env, capture_output=True, text=True, timeout=60)
+        assert done.returncode == 0, done.stderr
+        assert "Failed to export" not in done.stderr
+        runs.append({(s.trace_id, s.span_id) for _, s in receiver.spans()} - set().union(*runs))
+    assert len(runs[0]) == len(runs[1]) == 9  # 3 request spans and 6 call spans, each run
+    assert not {t for t, _ in runs[0]} & {t for t, _ in runs[1]}
+    assert receiver.metrics == []

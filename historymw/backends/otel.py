@@ -23,7 +23,7 @@ import weakref
 from collections.abc import Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from .. import counters
+from .. import counters, policy
 from .. import semconv as sc
 from .._version import __version__
 from ..errors import require
@@ -142,6 +142,10 @@ def _common_attributes(r: LMCall) -> dict[str, Any]:
     if r.server_address:
         host, port = _server(r.server_address)
         attrs[sc.SERVER_ADDRESS] = host
+        # The conventions require the port beside the address; one the record does not
+        # know is left out rather than guessed (http or https cannot be told from a host).
+        if r.server_port is not None:
+            port = r.server_port
         if port is not None:
             attrs[sc.SERVER_PORT] = port
     return attrs
@@ -163,10 +167,14 @@ def span_attributes(r: LMCall, content: bool, max_chars: int) -> dict[str, Any]:
     reasons = _finish_reasons(r)
     if reasons:
         attrs[sc.RESPONSE_FINISH_REASONS] = reasons
-    if r.input_tokens is not None:
-        attrs[sc.USAGE_INPUT_TOKENS] = r.input_tokens
-    if r.output_tokens is not None:
-        attrs[sc.USAGE_OUTPUT_TOKENS] = r.output_tokens
+    elif r.status == "error":
+        attrs[sc.RESPONSE_FINISH_REASONS] = [sc.FINISH_REASON_ERROR]
+    for name, value in ((sc.USAGE_INPUT_TOKENS, r.input_tokens), (sc.USAGE_OUTPUT_TOKENS, r.output_tokens),
+                        (sc.USAGE_CACHE_READ_INPUT_TOKENS, r.cache_read_input_tokens),
+                        (sc.USAGE_CACHE_CREATION_INPUT_TOKENS, r.cache_creation_input_tokens),
+                        (sc.USAGE_REASONING_OUTPUT_TOKENS, r.reasoning_tokens)):
+        if value is not None:
+            attrs[name] = value
     if r.session is not None:
         attrs[sc.CONVERSATION_ID] = r.session
         attrs[sc.HM_SESSION] = r.session
@@ -182,12 +190,115 @@ def span_attributes(r: LMCall, content: bool, max_chars: int) -> dict[str, Any]:
     attrs[sc.HM_SOURCE] = r.source
     attrs[sc.HM_RECORD_ID] = r.id
     if content:
+        if r.system_instructions:
+            attrs[sc.SYSTEM_INSTRUCTIONS] = to_json(system_instructions(r.system_instructions), max_chars)
         if r.messages:
             attrs[sc.INPUT_MESSAGES] = to_json(input_messages(r.messages), max_chars)
         out = output_messages(r)
         if out:
             attrs[sc.OUTPUT_MESSAGES] = to_json(out, max_chars)
+        if r.tool_definitions:
+            attrs[sc.TOOL_DEFINITIONS] = to_json(tool_definitions(r.tool_definitions), max_chars)
     return attrs
+
+
+# -- OpenInference compatibility (opt-in) ---------------------------------------------
+
+
+def _flat_messages(prefix: str, messages: Sequence[Any], attrs: dict[str, Any], max_chars: int) -> None:
+    """OpenInference's flattened llm.*_messages.{i}.message.role/content (text content only)."""
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            continue
+        if isinstance(m.get("role"), str):
+            attrs[f"{prefix}.{i}.message.role"] = m["role"]
+        content = m.get("content")
+        if isinstance(content, str):
+            attrs[f"{prefix}.{i}.message.content"] = truncated(content, max_chars) if len(content) > max_chars \
+                else content
+
+
+def openinference_attributes(r: LMCall, content: bool, max_chars: int) -> dict[str, Any]:
+    """The attributes OpenInference readers (Phoenix, Arize) fill their columns from,
+    under the same content rule as the GenAI ones."""
+    attrs: dict[str, Any] = {sc.OI_SPAN_KIND: sc.OI_KIND_LLM}
+    model = r.response_model or r.model
+    if model:
+        attrs[sc.OI_MODEL_NAME] = model
+    if r.provider:
+        attrs[sc.OI_PROVIDER] = r.provider.lower()
+    for name, value in ((sc.OI_TOKENS_PROMPT, r.input_tokens), (sc.OI_TOKENS_COMPLETION, r.output_tokens),
+                        (sc.OI_TOKENS_TOTAL, r.total_tokens), (sc.OI_TOKENS_CACHE_READ, r.cache_read_input_tokens),
+                        (sc.OI_TOKENS_CACHE_WRITE, r.cache_creation_input_tokens),
+                        (sc.OI_TOKENS_REASONING, r.reasoning_tokens)):
+        if value is not None:
+            attrs[name] = value
+    if r.total_tokens is None and r.input_tokens is not None and r.output_tokens is not None:
+        attrs[sc.OI_TOKENS_TOTAL] = r.input_tokens + r.output_tokens
+    if r.session is not None:
+        attrs[sc.OI_SESSION_ID] = r.session
+    if r.params:  # redacted when the record was sealed, like every param
+        attrs[sc.OI_INVOCATION_PARAMETERS] = json.dumps(r.params, default=str)[:max_chars]
+    if r.tags:
+        attrs[sc.OI_METADATA] = json.dumps(r.tags, default=str)[:max_chars]
+    if content:
+        if r.messages or r.system_instructions:
+            request: dict[str, Any] = {"messages": r.messages}
+            if r.system_instructions:
+                request["system"] = r.system_instructions
+            attrs[sc.OI_INPUT_VALUE] = to_json(request, max_chars)
+            attrs[sc.OI_INPUT_MIME] = sc.OI_MIME_JSON
+            _flat_messages("llm.input_messages", r.messages, attrs, max_chars)
+        if r.output_text is not None:
+            attrs[sc.OI_OUTPUT_VALUE] = truncated(r.output_text, max_chars) if len(r.output_text) > max_chars \
+                else r.output_text
+            attrs[sc.OI_OUTPUT_MIME] = sc.OI_MIME_TEXT
+            attrs["llm.output_messages.0.message.role"] = "assistant"
+            attrs["llm.output_messages.0.message.content"] = attrs[sc.OI_OUTPUT_VALUE]
+        elif r.outputs:
+            attrs[sc.OI_OUTPUT_VALUE] = to_json(r.outputs, max_chars)
+            attrs[sc.OI_OUTPUT_MIME] = sc.OI_MIME_JSON
+    if r.status == "error" and not content and r.error_type:
+        attrs[sc.OI_OUTPUT_VALUE] = r.error_type  # a failed call's output column is its error, never content
+    return attrs
+
+
+# -- another instrumentation's LLM span -------------------------------------------------
+
+
+class _ForeignLLMSpans:
+    """Ids of other instrumentations' LLM spans that were active when a call started.
+
+    Fed on the caller's thread by `policy.active_span_ids` (through `observe`), read on
+    the export worker: a record whose parent is one of them gets no span of its own
+    (the other instrumentation's span *is* the call). Bounded: the oldest ids go first.
+    """
+
+    def __init__(self, maxlen: int = 8192) -> None:
+        self._lock = threading.Lock()
+        self._ids: dict[int, None] = {}
+        self.maxlen = maxlen
+
+    def observe(self, span: Any) -> None:
+        try:
+            attrs = getattr(span, "attributes", None)  # the SDK's spans; the API's have none
+            if not attrs:
+                return
+            if attrs.get(sc.OI_SPAN_KIND) in sc.FOREIGN_LLM_KINDS \
+                    or attrs.get(sc.OPERATION_NAME) in sc.FOREIGN_LLM_OPERATIONS:
+                span_id = span.get_span_context().span_id
+                with self._lock:
+                    self._ids[span_id] = None
+                    if len(self._ids) > self.maxlen:
+                        del self._ids[next(iter(self._ids))]
+        except Exception as exc:  # noqa: BLE001 - runs inside the caller's LM call
+            counters.COUNTERS.error("otel_span_observer", exc)
+
+    def __contains__(self, span_id: int) -> bool:
+        return span_id in self._ids
+
+
+FOREIGN_LLM_SPANS = _ForeignLLMSpans()
 
 
 # -- content in the conventions' message shapes ----------------------------------------
@@ -261,6 +372,36 @@ def input_messages(messages: Sequence[Any]) -> list[dict[str, Any]]:
     return out
 
 
+def system_instructions(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """`gen_ai.system_instructions`: message parts (a plain prompt is one text part)."""
+    parts: list[dict[str, Any]] = []
+    for item in items:
+        if isinstance(item, dict) and "role" in item and "content" in item:  # a system message
+            parts.extend(_parts(item))
+        else:
+            parts.append(_block_part(item))
+    return parts
+
+
+def tool_definitions(items: Sequence[Any]) -> list[dict[str, Any]]:
+    """`gen_ai.tool.definitions`: [{type, name, description, parameters}] from OpenAI's
+    {"type": "function", "function": {...}} or Anthropic's {name, input_schema} shapes."""
+    out: list[dict[str, Any]] = []
+    for item in items:
+        if not isinstance(item, dict):
+            continue
+        fn = item.get("function")
+        if isinstance(fn, dict):
+            tool = {"type": item.get("type") or "function", "name": fn.get("name"),
+                    "description": fn.get("description"), "parameters": fn.get("parameters")}
+        else:
+            tool = {"type": item.get("type") or "function", "name": item.get("name"),
+                    "description": item.get("description"),
+                    "parameters": item.get("input_schema", item.get("parameters"))}
+        out.append({k: v for k, v in tool.items() if v is not None})
+    return out
+
+
 def _reason(reason: Any, r: LMCall) -> str:
     if isinstance(reason, str) and reason:
         return sc.FINISH_REASON_ALIASES.get(reason, reason)
@@ -301,7 +442,7 @@ def _strings(obj: Any) -> int:
     return 0
 
 
-def to_json(messages: list[dict[str, Any]], max_chars: int) -> str:
+def to_json(messages: Any, max_chars: int) -> str:
     """Compact JSON within max_chars: long strings are cut first (the JSON stays valid);
     only when that is not enough is the JSON text itself cut, with a visible marker."""
     text = json.dumps(messages, ensure_ascii=False, separators=(",", ":"), default=str)
@@ -407,6 +548,14 @@ class _Instruments:
         self.tokens = meter.create_histogram(
             sc.METRIC_TOKEN_USAGE, unit="{token}", description="Number of input and output tokens used.",
             explicit_bucket_boundaries_advisory=list(sc.TOKEN_BUCKETS))
+        self.time_to_first_chunk = meter.create_histogram(
+            sc.METRIC_TIME_TO_FIRST_CHUNK, unit="s",
+            description="Time from the request to the first chunk of a streamed response.",
+            explicit_bucket_boundaries_advisory=list(sc.DURATION_BUCKETS))
+        self.time_per_output_chunk = meter.create_histogram(
+            sc.METRIC_TIME_PER_OUTPUT_CHUNK, unit="s",
+            description="Time per output chunk after the first (a stream's mean).",
+            explicit_bucket_boundaries_advisory=list(sc.CHUNK_BUCKETS))
         for name, kind, description in (
             (sc.METRIC_RECORDED, "recorded", "Calls recorded (kept by the policy)."),
             (sc.METRIC_SAMPLED_OUT, "sampled_out", "Calls a head decision (sampling) did not record."),
@@ -452,7 +601,7 @@ class OTelBackend:
 
     def __init__(self, *, tracer_provider: Any = None, meter_provider: Any = None,
                  capture_content: bool | None = None, max_field_chars: int = 20000,
-                 metrics: bool = True) -> None:
+                 metrics: bool = True, compat: str | None = None) -> None:
         _require_otel()
         from opentelemetry import metrics as otel_metrics
         from opentelemetry import trace
@@ -468,6 +617,9 @@ class OTelBackend:
         self.max_field_chars = max_field_chars
         self.meter_provider = (meter_provider if meter_provider is not None else otel_metrics.get_meter_provider())
         self._instruments = instruments_for(self.meter_provider) if metrics else None
+        self.compat = check_compat(compat)
+        # From now on the caller's thread notes other instrumentations' LLM spans (see _ForeignLLMSpans).
+        policy.span_observer = FOREIGN_LLM_SPANS.observe
         self.active = True
         _live_backends.add(self)
         _register_exit_flush()
@@ -481,14 +633,27 @@ class OTelBackend:
         return self._trace.set_span_in_context(self._NonRecordingSpan(parent), self._Context())
 
     def _span(self, r: LMCall) -> None:
+        if r.span_id and int(r.span_id, 16) in FOREIGN_LLM_SPANS:
+            return  # another instrumentation's span already is this call (the record still goes elsewhere)
         start = _ns(r.started_at)
+        end = start + round(r.duration_s * 1e9)
+        attrs = span_attributes(r, self.capture_content, self.max_field_chars)
+        if self.compat == sc.COMPAT_OPENINFERENCE:
+            attrs.update(openinference_attributes(r, self.capture_content, self.max_field_chars))
         span = self.tracer.start_span(span_name(r), context=self._parent(r), kind=self._kind,
-                                      attributes=span_attributes(r, self.capture_content, self.max_field_chars),
-                                      start_time=start)
+                                      attributes=attrs, start_time=start)
         if r.status == "error":
+            # What Span.record_exception adds, from the record: its message and stack were
+            # redacted when it was sealed, like every field.
+            event = {sc.EXCEPTION_TYPE: r.error_type or sc.ERROR_TYPE_OTHER}
+            if r.error_message:
+                event[sc.EXCEPTION_MESSAGE] = r.error_message
+            if r.error_stacktrace:
+                event[sc.EXCEPTION_STACKTRACE] = r.error_stacktrace
+            span.add_event(sc.EXCEPTION_EVENT, event, timestamp=end)
             status_cls, error = self._error_status
             span.set_status(status_cls(error, r.error_message or r.error_type))
-        span.end(end_time=start + round(r.duration_s * 1e9))
+        span.end(end_time=end)
 
     def _metrics(self, r: LMCall) -> None:
         inst = self._instruments
@@ -505,6 +670,13 @@ class OTelBackend:
             inst.tokens.record(r.input_tokens, {**attrs, sc.TOKEN_TYPE: sc.TOKEN_TYPE_INPUT})
         if r.output_tokens is not None:
             inst.tokens.record(r.output_tokens, {**attrs, sc.TOKEN_TYPE: sc.TOKEN_TYPE_OUTPUT})
+        ttfc = r.time_to_first_token_s
+        if r.stream and ttfc is not None:
+            inst.time_to_first_chunk.record(ttfc, attrs)
+            chunks = r.stream_chunks
+            if chunks is not None and chunks > 1 and r.duration_s >= ttfc:
+                # Chunk times are not kept per chunk: the stream's mean after the first.
+                inst.time_per_output_chunk.record((r.duration_s - ttfc) / (chunks - 1), attrs)
 
     def export(self, records: Sequence[LMCall]) -> None:
         for r in records:
@@ -566,6 +738,18 @@ def _flush_at_exit() -> None:
             counters.COUNTERS.error("otel_exit_flush", exc)
 
 
+def check_compat(compat: str | None) -> str | None:
+    """The compatibility attribute set (None: the GenAI conventions only); a clear error otherwise."""
+    if compat is None or compat.strip() == "":
+        return None
+    value = compat.strip().lower()
+    if value not in sc.COMPAT_VALUES:
+        raise ValueError(f"otel_compat={compat!r} is not valid: expected one of "
+                         f"{', '.join(sorted(sc.COMPAT_VALUES))} (or unset)")
+    return value
+
+
 def create(settings: Settings) -> OTelBackend:
     """The 'otel' backend on the global providers, configured by `settings`."""
-    return OTelBackend(capture_content=settings.otel_capture_content, max_field_chars=settings.max_field_chars)
+    return OTelBackend(capture_content=settings.otel_capture_content, max_field_chars=settings.max_field_chars,
+                       compat=settings.otel_compat)
