@@ -23,7 +23,8 @@ import historymw as hm
 
 GOLDEN = Path(__file__).parent / "golden" / "records.json"
 # Values that differ on every run: replaced by a marker saying they were set.
-_VARYING = ("id", "started_at", "ended_at", "duration_s", "time_to_first_token_s")
+_VARYING = ("id", "started_at", "ended_at", "duration_s", "time_to_first_token_s",
+            "error_stacktrace")  # file paths and line numbers
 
 MSGS = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "What is 2+2?"}]
 
