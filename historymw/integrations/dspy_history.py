@@ -296,7 +296,7 @@ class HistoryView(list):  # type: ignore[type-arg]
 
     def __reversed__(self) -> Iterator[Any]:
         items: list[Any] = self[:]
-        return reversed(items)
+        return iter(items[::-1])
 
     def __contains__(self, value: object) -> bool:
         return any(e is value or e == value for e in self)
