@@ -76,8 +76,9 @@ def _record_id(ring: RingBuffer, draft: dict[str, Any]) -> str:
 def _newest_id() -> str | None:
     """The watermark for "now": the id of the newest record in the ring."""
     ring = _ring()
-    drafts = ring.drafts()
-    return _record_id(ring, drafts[-1]) if drafts else None
+    with ring._lock:  # the newest only: no copy of the ring (every DSPy module made asks this)
+        newest = ring._items[-1] if ring._items else None
+    return _record_id(ring, newest) if newest is not None else None
 
 
 def _local_iso(when: _dt.datetime) -> str:
