@@ -55,11 +55,31 @@ DEFAULT_MODULES = [
 
 PLUGIN = '''"""pytest plugin: historymw's DSPy integration, installed before DSPy's tests are collected."""
 
+import json
+import os
+
+RECORDED = []
+
 
 def pytest_configure(config):
     from historymw.integrations import dspy as hm_dspy
 
     hm_dspy.install()
+
+
+def pytest_runtest_teardown(item):
+    import historymw as hm
+
+    RECORDED.append(hm.stats().recorded)  # DSPy's conftest reconfigures nothing of historymw's
+
+
+def pytest_unconfigure(config):
+    # Proof that the run was the installed one: DSPy's global list was a view, calls were recorded.
+    from dspy.clients import base_lm
+
+    with open(os.environ["HISTORYMW_SUITE_REPORT"], "w") as f:
+        json.dump({"global_history": type(base_lm.GLOBAL_HISTORY).__name__,
+                   "recorded": max(RECORDED, default=0)}, f)
 '''
 
 
@@ -79,19 +99,24 @@ def outcomes(junit: Path) -> dict[str, str]:
     return results
 
 
-def run(tests_dir: Path, modules: list[str], installed: bool, work: Path, extra: list[str]) -> dict[str, str]:
+def run(tests_dir: Path, modules: list[str], installed: bool, work: Path, extra: list[str],
+        historymw_path: str = "") -> dict[str, str]:
     junit = work / ("installed.xml" if installed else "plain.xml")
     env = dict(os.environ)
     env.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--junitxml={junit}", *extra]
     if installed:
-        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work), env.get("PYTHONPATH", "")) if p)
+        env["PYTHONPATH"] = os.pathsep.join(p for p in (str(work), historymw_path, env.get("PYTHONPATH", "")) if p)
+        env["HISTORYMW_SUITE_REPORT"] = str(work / "installed.json")
         cmd += ["-p", "historymw_dspy_suite_plugin"]
     cmd += [str(Path(tests_dir.name) / m) for m in modules]
     print(f"$ (cd {tests_dir.parent} && {shlex.join(cmd)})", flush=True)
     proc = subprocess.run(cmd, cwd=tests_dir.parent, env=env, capture_output=True, text=True)
     tail = proc.stdout.strip().splitlines()[-1:] or proc.stderr.strip().splitlines()[-3:]
     print("   ", *tail, flush=True)
+    report = work / "installed.json"
+    if installed and report.exists():
+        print(f"    installed run: {report.read_text()}", flush=True)
     return outcomes(junit)
 
 
@@ -100,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("tests_dir", type=Path, help="the tests/ directory of a DSPy checkout")
     parser.add_argument("modules", nargs="*", help="test files relative to tests_dir (default: a history-heavy set)")
     parser.add_argument("--pytest-args", default="", help="more pytest arguments, as one shell-quoted string")
+    parser.add_argument("--historymw-path", default="", help="another historymw tree (put first on PYTHONPATH)")
     args = parser.parse_args(argv)
     tests_dir = args.tests_dir.resolve()
     if not tests_dir.is_dir():
@@ -117,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         work = Path(tmp)
         (work / "historymw_dspy_suite_plugin.py").write_text(PLUGIN)
         plain = run(tests_dir, modules, False, work, extra)
-        installed = run(tests_dir, modules, True, work, extra)
+        installed = run(tests_dir, modules, True, work, extra, args.historymw_path)
 
     broke = sorted(t for t, o in plain.items() if o == "passed" and installed.get(t, "missing") != "passed")
     fixed = sorted(t for t, o in installed.items() if o == "passed" and plain.get(t, "missing") != "passed")
