@@ -5,9 +5,10 @@
     python benchmarks/dspy_call_cost.py --historymw-path /tmp/old   # another historymw tree
 
 Instruction counts, unlike wall time, do not depend on what else the machine runs. Each
-mode runs in its own process under `valgrind --tool=callgrind`, collecting only inside the
-timed loop (`--toggle-collect=starmap_next`: the loop is `itertools.starmap` over the calls),
-after warm-up calls; the figure is collected instructions / calls. Modes:
+mode runs in its own process under `valgrind --tool=callgrind`, uninstrumented until the
+warm-up calls (`callgrind_control -i on`), collecting only inside the timed loop
+(`--toggle-collect=starmap_next`: the loop is `itertools.starmap` over the calls); the
+figure is collected instructions / calls. Modes:
 
 - dspy-off: DSPy as shipped with `disable_history=True` (the yardstick: no history at all).
 - dspy: DSPy as shipped (GLOBAL_HISTORY and lm.history appended to).
@@ -46,6 +47,11 @@ def child(mode: str, calls: int) -> None:
 
     for _ in range(50):  # the miss that fills the cache, then hits until every lazy path has run
         call()
+    # Imports ran uninstrumented (minutes faster); instrumentation starts now, and the
+    # warm-up calls below run while valgrind picks the request up.
+    subprocess.run(["callgrind_control", "-i", "on", str(os.getpid())], check=True, capture_output=True)
+    for _ in range(200):
+        call()
     for _ in starmap(call, repeat((), calls)):
         pass
 
@@ -56,7 +62,8 @@ def measure(mode: str, calls: int, pythonpath: str | None) -> float:
         env = dict(os.environ, PYTHONHASHSEED="0")
         if pythonpath:
             env["PYTHONPATH"] = os.pathsep.join(p for p in (pythonpath, env.get("PYTHONPATH")) if p)
-        cmd = ["valgrind", "--tool=callgrind", "--collect-atstart=no", "--toggle-collect=starmap_next",
+        cmd = ["valgrind", "--tool=callgrind", "--instr-atstart=no", "--collect-atstart=no",
+               "--toggle-collect=starmap_next",
                f"--callgrind-out-file={out}", sys.executable, __file__, "--child", mode, "--calls", str(calls)]
         subprocess.run(cmd, env=env, check=True, capture_output=True)
         match = re.search(r"^(?:summary|totals): (\d+)", out.read_text(), re.M)
