@@ -25,9 +25,9 @@ from .plain import (
     SCALAR_SIZE,
     STR_OVERHEAD,
     Budget,
+    head_tail,
     plain,
     plain_str,
-    truncated,
 )
 from .redact import KEY_CACHE
 
@@ -181,7 +181,7 @@ def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any],
             return None
         n = len(content)
         if n > max_chars:
-            content = truncated(content, max_chars)
+            content = head_tail(content, max_chars)
             n = len(content)
         out.append((role, content))  # a pair is cheaper than a dict: seal() makes it one
         used += MSG_BYTES + len(role) + str_bytes(content)

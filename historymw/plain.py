@@ -39,6 +39,16 @@ def truncated(s: str, max_chars: int) -> str:
     return f"{s[:max_chars]}…[truncated {len(s) - max_chars} chars]"
 
 
+def head_tail(s: str, max_chars: int) -> str:
+    """Keep max_chars of s: its head and its tail, the cut marked in the middle.
+
+    A prompt's closing lines (DSPy's "Respond with ..." instructions) are what a person
+    debugging reads; the head alone would drop them."""
+    tail = max_chars // 4
+    head = max_chars - tail
+    return f"{s[:head]}…[truncated {len(s) - max_chars} chars]…{s[len(s) - tail:] if tail else ''}"
+
+
 def clip(s: str, max_chars: int) -> str:
     """Bound one string: truncate past max_chars, replace base64 payloads by their size."""
     n = len(s)
@@ -50,7 +60,7 @@ def clip(s: str, max_chars: int) -> str:
     if " " not in s[:128] and _B64_HEAD.fullmatch(s, 0, 256):
         return f"<base64: {n * 3 // 4} bytes>"
     if n > max_chars:
-        return truncated(s, max_chars)
+        return head_tail(s, max_chars)
     return s
 
 

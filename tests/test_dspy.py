@@ -66,10 +66,10 @@ def lens(lm: Any, *modules: Any) -> tuple[int, ...]:
     return (len(base_lm.GLOBAL_HISTORY), len(lm.history), *(len(m.history) for m in modules))
 
 
-# -- one record per call, DSPy's lists untouched ------------------------------------------
+# -- one record per call, DSPy's lists are views of the records -----------------------------
 
 
-def test_dspy_history_stays_as_it_was_and_each_call_is_one_record() -> None:
+def test_dspy_history_shows_the_records_and_each_call_is_one_record() -> None:
     hm_dspy.uninstall()
     lm = make_lm(temperature=0.3, max_tokens=200)
     cot = dspy.ChainOfThought("question -> answer")
@@ -83,7 +83,8 @@ def test_dspy_history_stays_as_it_was_and_each_call_is_one_record() -> None:
     with dspy.context(lm=lm):
         answers = [cot(question=f"What is 2+{i}?").answer for i in range(5)]
     assert answers == ["4"] * 5
-    assert lens(lm, cot, cot.predict) == before
+    # The entries made before install() stay, then the five calls (views, not second copies).
+    assert lens(lm, cot, cot.predict) == tuple(n + 5 for n in before)
 
     recs = records()
     assert len(recs) == 5
@@ -242,12 +243,15 @@ def test_inspect_history_prints_historymw_records_in_dspys_format() -> None:
     assert len(base_lm.GLOBAL_HISTORY) == global_lens
 
 
-def test_inspect_history_shows_failures() -> None:
+def test_failures_are_recorded_but_kept_out_of_dspys_history_as_dspy_does() -> None:
+    before = len(base_lm.GLOBAL_HISTORY)
     with dspy.context(lm=make_lm("litellm.RateLimitError")), pytest.raises(dspy.LMRateLimitError):
-        dspy.Predict("question -> answer")(question="boom")
+        dspy.Predict("question -> answer")(question="a failing question")
     out = io.StringIO()
     dspy.inspect_history(1, file=out)
-    assert "the call failed" in out.getvalue() and "RateLimit" in out.getvalue()
+    assert "a failing question" not in out.getvalue() and len(base_lm.GLOBAL_HISTORY) == before
+    (r,) = records()
+    assert r.status == "error" and "RateLimit" in (r.error_type or "")
 
 
 # -- scopes and policies, in DSPy's own threads ----------------------------------------------------

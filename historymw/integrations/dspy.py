@@ -34,6 +34,7 @@ from ..errors import require
 from ..record import LMCall
 from ..recording import Recording
 from ..scope import CURRENT
+from . import dspy_history
 from ._common import IN_DSPY_CALL, model_params, split_model
 
 __all__ = ["install", "installed", "uninstall"]
@@ -118,10 +119,12 @@ def install() -> None:
         module_cls = getattr(dspy, "Module", None)
         if module_cls is not None:
             _patch(module_cls, "inspect_history", _inspect_module)
+    dspy_history.install()  # GLOBAL_HISTORY, lm.history, module.history: views of the records
 
 
 def uninstall() -> None:
     """Put DSPy's own history functions back. Records already made stay in historymw."""
+    dspy_history.uninstall()
     with _lock:
         while _patches:
             owner, name, before = _patches.pop()
@@ -258,6 +261,9 @@ def _begin(lm: Any, model: Any, messages: Any, call_kwargs: Any, state: _CallSta
     mods = _modules()
     # For lm.inspect_history and module.inspect_history: never part of a record.
     recording.note("dspy", (id(lm), *[id(m) for m in mods]))
+    limit = getattr(_settings, "max_history_size", 10000)  # DSPy's bound at this call, for the views
+    if limit != 10000:
+        recording.note("dspy_max", limit)
     return recording
 
 
@@ -280,6 +286,8 @@ def _route(lm: Any, entry: Any) -> None:
                            state)
         if recording is None:
             return
+        if not entry.get("messages") and entry.get("prompt") is not None:
+            recording.note("dspy_prompt", True)  # lm("..."): DSPy's entry has the prompt, no messages
         if not recording.keeps_success:  # errors-only: nothing of a success is read
             recording.succeed()
             return
@@ -302,6 +310,8 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
         recording = _begin(lm, lm.model, messages, call.kwargs, state)
         if recording is None:
             return
+        if not call.messages and type(call.prompt) is str:
+            recording.note("dspy_prompt", True)  # lm("..."): DSPy's entry has the prompt, no messages
         if not recording.keeps_success:  # errors-only: nothing of a success is read
             recording.succeed()
             return
