@@ -62,9 +62,18 @@ def _postgres() -> tuple[str | None, str]:
     return DEFAULT_POSTGRES_URL, "found on 127.0.0.1:5432"
 
 
-def pytest_report_header() -> str:
+def _postgres_line() -> str:
     url, why = _postgres()
     return f"historymw: PostgreSQL tests run against {url} ({why})" if url else f"historymw: {why}"
+
+
+def pytest_report_header() -> str:
+    return _postgres_line()
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    # Also at the end: `-q` hides the header, and a skipped PostgreSQL run must say why.
+    terminalreporter.write_line(_postgres_line())
 
 
 @pytest.fixture
