@@ -35,7 +35,7 @@ from .errors import ConfigError, MissingDependencyError
 from .inspect import format_cost, format_duration, render, safe_text
 from .record import LMCall
 from .sql import GROUPS, StoreError
-from .sql.ids import AmbiguousIdError, short_id
+from .sql.ids import LISTED, AmbiguousIdError, short_id
 
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
 _DEFAULT_URL: str = Settings.model_fields["sql_url"].default
@@ -266,8 +266,8 @@ def cmd_show(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     try:
         call = store.get(args.id)
     except AmbiguousIdError as exc:
-        shown = ", ".join(short_id(i) for i in exc.candidates)
-        more = " (and more)" if len(exc.candidates) >= 10 else ""
+        shown = ", ".join(short_id(i) for i in exc.candidates[:LISTED])
+        more = " (and more)" if len(exc.candidates) > LISTED else ""
         return _fail(EXIT_USAGE, f"id {safe_text(args.id, one_line=True)!r} matches several calls: "
                                  f"{shown}{more}; give more digits")
     if call is None:

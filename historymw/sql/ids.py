@@ -32,6 +32,7 @@ import re
 
 SHORT_LEN = 8
 MIN_PREFIX = 4
+LISTED = 10  # candidates an ambiguous id lists
 _M32 = 0xFFFFFFFF
 _OURS = re.compile(r"^[0-9a-f]{32}$")
 
@@ -60,6 +61,8 @@ class AmbiguousIdError(LookupError):
     def __init__(self, prefix: str, candidates: list[str] | tuple[str, ...] = ()) -> None:
         self.prefix = prefix
         self.candidates = tuple(candidates)
-        shown = ", ".join(f"{short_id(c)} ({c})" for c in self.candidates)
+        shown = ", ".join(f"{short_id(c)} ({c})" for c in self.candidates[:LISTED])
+        if len(self.candidates) > LISTED:
+            shown += ", and more"
         super().__init__(f"id {prefix!r} matches several calls: {shown}" if shown
                          else f"id {prefix!r} matches several calls")

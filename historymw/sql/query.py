@@ -24,7 +24,7 @@ from .schema import calls
 
 Cols = list[Any]  # the columns to select (see the module's docstring)
 _HEX = re.compile(r"^[0-9a-f]+$")
-_CANDIDATES = 10  # ids listed when a prefix is ambiguous
+_CANDIDATES = 11  # ids read when a prefix is ambiguous (10 are listed; an 11th says there are more)
 
 
 @dataclass(frozen=True)
