@@ -318,6 +318,12 @@ def _credential_like(value: str) -> bool:
     return len(value) >= 24 or _CREDENTIAL_CHARS.search(value) is not None
 
 
+def _pair_name(name: str) -> bool:
+    """Does `name`, before `=` or `:` in text, name a credential? As a dict key would, except a
+    bare `key`, which in text is mostly code (`sorted(rows, key=len)`) or prose ("Key: ...")."""
+    return name.lower() != "key" and is_secret_key(name)
+
+
 _BEFORE_SEPARATOR = re.compile(r"(?:.*[^A-Za-z0-9_.\-])?(?P<name>[A-Za-z0-9_.\-]{1,64})\\?[\"']?[ \t]{0,3}\Z", re.S)
 
 
@@ -330,7 +336,7 @@ def _pair_spans(text: str) -> list[tuple[int, int]]:
             j = text.find(sep)
             while j >= 0:
                 name = _BEFORE_SEPARATOR.match(text[max(0, j - 70):j])
-                if name is not None and is_secret_key(name.group("name")):
+                if name is not None and _pair_name(name.group("name")):
                     _add_value(text, j + 1, sep, spans)
                 j = text.find(sep, j + 1)
         return spans
@@ -343,7 +349,7 @@ def _pair_spans(text: str) -> list[tuple[int, int]]:
             sep_m = _SEPARATOR.match(text, end)
             if sep_m is not None:
                 name = _NAME_TAIL.match(text[max(0, end - 65):end])
-                if name is not None and is_secret_key(name.group("name")):
+                if name is not None and _pair_name(name.group("name")):
                     _add_value(text, sep_m.end(), sep_m.group("sep"), spans)
             i = low.find(stem, end)
     return spans
@@ -353,7 +359,12 @@ def _add_value(text: str, at: int, sep: str, spans: list[tuple[int, int]]) -> No
     value = _VALUE.match(text, at)
     if value is None or value.group("value").startswith(REDACTED):
         return
-    if sep == "=" or value.group("quote") or _credential_like(value.group("value")):
+    end = value.end("value")
+    if end < len(text) and text[end] in "(.[":
+        return  # code: `password = getpass()`, `token=self.token`
+    # `NAME=value` (an environment, a query string) and a quoted value are credentials as written;
+    # after `name:` or `name = ` (prose, code) the value must look like one.
+    if (sep == "=" and value.start("value") == at) or value.group("quote") or _credential_like(value.group("value")):
         spans.append(value.span("value"))
 
 
