@@ -21,6 +21,7 @@ costs a few character searches on text without a secret.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -72,7 +73,7 @@ _NOT_CREDENTIAL_KEY = frozenset({
     "result", "response", "join", "match", "dimension", "attribute", "property", "prop", "schema", "type",
     "content", "value", "source", "target", "parent", "child", "cluster", "topic", "queue", "path", "route",
     "music", "shortcut", "hotkey", "keyboard", "press", "escape", "enter", "tab", "space", "return", "modifier",
-    "sorting", "grouping", "ordering", "dict", "json", "yaml", "config", "settings", "session",
+    "sorting", "grouping", "ordering", "json", "yaml", "settings", "session",
 })
 
 
@@ -94,7 +95,7 @@ def is_secret_name(name: str) -> bool:
     for w in words:
         if w in _SECRET_ANY:
             return True
-    for a, b in zip(words, words[1:]):
+    for a, b in pairwise(words):
         if b in ("key", "token") and a in ("api", "access", "private", "secret", "auth", "refresh", "session"):
             return True
         if a == "connection" and b == "string":
@@ -229,13 +230,15 @@ FAMILIES = tuple(shape.name for shape in _SHAPES)
 # a 4 KB text costs about as much as lower-casing it; one per shape would cost twenty.)
 _GROUP_PROBES = {
     # (sk- glued to a word, "task-management", counts only as an escape or a random token, which has a digit)
-    "-": r"-(?:(?<![A-Za-z0-9]sk-)(?<=sk-)|(?<=\\[a-z]sk-)|(?<=sk-)(?=[A-Za-z0-9_\-]*\d)|(?<=glpat-)|(?<=xox[abeoprs]-)|(?<=xapp-)|(?<=pypi-))(?=[A-Za-z0-9_\-]{10})",
+    "-": r"-(?:(?<![A-Za-z0-9]sk-)(?<=sk-)|(?<=\\[a-z]sk-)|(?<=sk-)(?=[A-Za-z0-9_\-]*\d)|(?<=glpat-)"
+         r"|(?<=xox[abeoprs]-)|(?<=xapp-)|(?<=pypi-))(?=[A-Za-z0-9_\-]{10})",
     "_": r"_(?:(?<=[spr]k_live_)|(?<=[spr]k_test_)|(?<=[spr]k_prod_)|(?<=whsec_)|(?<=gh[pousr]_)|(?<=_pat_)"
          r"|(?<=hf_)|(?<=npm_)|(?<=gsk_)|(?<=r8_))(?=[A-Za-z0-9+/=_]{10})",
     "=": r"=(?:(?<=ccountKey=)|(?<=AccessKey=)|(?<=sig=))",
 }
 _GROUPS: tuple[tuple[str, re.Pattern[str] | None, tuple[_Shape, ...]], ...] = tuple(
-    [(rare, re.compile(probe), tuple(sh for sh in _SHAPES if sh.rare == rare)) for rare, probe in _GROUP_PROBES.items()]
+    [(rare, re.compile(probe), tuple(sh for sh in _SHAPES if sh.rare == rare))
+     for rare, probe in _GROUP_PROBES.items()]
     + [(sh.rare, None, (sh,)) for sh in _SHAPES if sh.rare not in _GROUP_PROBES])
 
 _ESCAPE_BEFORE = re.compile(r"\\(?:[abfnrtv0]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})\Z")
@@ -345,7 +348,8 @@ def _pair_spans(text: str) -> list[tuple[int, int]]:
     for stem in _PAIR_STEMS:
         i = low.find(stem)
         while i >= 0:
-            end = _WORD_REST.match(low, i + len(stem)).end()
+            rest = _WORD_REST.match(low, i + len(stem))
+            end = rest.end() if rest is not None else i + len(stem)
             sep_m = _SEPARATOR.match(text, end)
             if sep_m is not None:
                 name = _NAME_TAIL.match(text[max(0, end - 65):end])

@@ -87,7 +87,8 @@ def _basic(rng: random.Random) -> tuple[str, str]:
 def _pem(kind: str) -> Family:
     def make(rng: random.Random) -> tuple[str, str]:
         lines = [_b64(rng, 48) for _ in range(6)]
-        return f"-----BEGIN {kind}PRIVATE KEY-----\n" + "\n".join(lines) + f"\n-----END {kind}PRIVATE KEY-----", lines[2]
+        block = f"-----BEGIN {kind}PRIVATE KEY-----\n" + "\n".join(lines) + f"\n-----END {kind}PRIVATE KEY-----"
+        return block, lines[2]
     return make
 
 
@@ -305,11 +306,12 @@ def test_no_secret_family_in_any_place_reaches_any_sink(sqlite_url: str, span_si
     leaks = sorted({(family, place, sink) for (family, place), core in cells.items()
                     for sink, raw in sinks.items() if _leaked(core, raw)})
     summary = {"seed": _SEED, "families": len(FAMILIES), "places": len(PLACES), "sinks": len(sinks),
-               "records": made, "cells": len(cells) * len(sinks), "leaks": len(leaks), "leaked": [list(x) for x in leaks[:50]],
+               "records": made, "cells": len(cells) * len(sinks), "leaks": len(leaks),
+               "leaked": [list(x) for x in leaks[:50]],
                "sink_names": sorted(sinks), "family_names": sorted(FAMILIES), "place_names": list(PLACES)}
     _report("matrix", summary)
-    figures(seed=_SEED, families=len(FAMILIES), places=len(PLACES), sinks=len(sinks), checked=len(cells) * len(sinks),
-            leaks=len(leaks))
+    figures(seed=_SEED, families=len(FAMILIES), places=len(PLACES), sinks=len(sinks),
+            checked=len(cells) * len(sinks), leaks=len(leaks))
     assert not leaks, f"seed {_SEED}: {len(leaks)} leaks (family, place, sink): {leaks[:20]}"
 
 
@@ -392,7 +394,7 @@ def test_ordinary_content_is_not_damaged(figures: Any) -> None:
             c.set(tool_definitions=[_SCHEMA_TOOL], metadata={"note": text, "i": i})
     damaged: list[str] = []
     checked = 0
-    for text, rec in zip(CORPUS, hm.recent(len(CORPUS))):
+    for text, rec in zip(CORPUS, hm.recent(len(CORPUS)), strict=True):
         stored = rec.messages[0]["content"]
         expected = text if len(text) <= 1024 else stored  # a long base64 blob becomes a size placeholder
         for where, got, want in (("prompt", stored, expected), ("output", rec.output_text, expected),
