@@ -21,6 +21,7 @@ costs a few character searches on text without a secret.
 from __future__ import annotations
 
 import re
+from itertools import pairwise
 from typing import Any
 
 REDACTED = "[REDACTED]"
@@ -72,7 +73,7 @@ _NOT_CREDENTIAL_KEY = frozenset({
     "result", "response", "join", "match", "dimension", "attribute", "property", "prop", "schema", "type",
     "content", "value", "source", "target", "parent", "child", "cluster", "topic", "queue", "path", "route",
     "music", "shortcut", "hotkey", "keyboard", "press", "escape", "enter", "tab", "space", "return", "modifier",
-    "sorting", "grouping", "ordering", "dict", "json", "yaml", "config", "settings", "session",
+    "sorting", "grouping", "ordering", "json", "yaml", "settings", "session",
 })
 
 
@@ -94,7 +95,7 @@ def is_secret_name(name: str) -> bool:
     for w in words:
         if w in _SECRET_ANY:
             return True
-    for a, b in zip(words, words[1:]):
+    for a, b in pairwise(words):
         if b in ("key", "token") and a in ("api", "access", "private", "secret", "auth", "refresh", "session"):
             return True
         if a == "connection" and b == "string":
@@ -229,13 +230,15 @@ FAMILIES = tuple(shape.name for shape in _SHAPES)
 # a 4 KB text costs about as much as lower-casing it; one per shape would cost twenty.)
 _GROUP_PROBES = {
     # (sk- glued to a word, "task-management", counts only as an escape or a random token, which has a digit)
-    "-": r"-(?:(?<![A-Za-z0-9]sk-)(?<=sk-)|(?<=\\[a-z]sk-)|(?<=sk-)(?=[A-Za-z0-9_\-]*\d)|(?<=glpat-)|(?<=xox[abeoprs]-)|(?<=xapp-)|(?<=pypi-))(?=[A-Za-z0-9_\-]{10})",
+    "-": r"-(?:(?<![A-Za-z0-9]sk-)(?<=sk-)|(?<=\\[a-z]sk-)|(?<=sk-)(?=[A-Za-z0-9_\-]*\d)|(?<=glpat-)"
+         r"|(?<=xox[abeoprs]-)|(?<=xapp-)|(?<=pypi-))(?=[A-Za-z0-9_\-]{10})",
     "_": r"_(?:(?<=[spr]k_live_)|(?<=[spr]k_test_)|(?<=[spr]k_prod_)|(?<=whsec_)|(?<=gh[pousr]_)|(?<=_pat_)"
          r"|(?<=hf_)|(?<=npm_)|(?<=gsk_)|(?<=r8_))(?=[A-Za-z0-9+/=_]{10})",
     "=": r"=(?:(?<=ccountKey=)|(?<=AccessKey=)|(?<=sig=))",
 }
 _GROUPS: tuple[tuple[str, re.Pattern[str] | None, tuple[_Shape, ...]], ...] = tuple(
-    [(rare, re.compile(probe), tuple(sh for sh in _SHAPES if sh.rare == rare)) for rare, probe in _GROUP_PROBES.items()]
+    [(rare, re.compile(probe), tuple(sh for sh in _SHAPES if sh.rare == rare))
+     for rare, probe in _GROUP_PROBES.items()]
     + [(sh.rare, None, (sh,)) for sh in _SHAPES if sh.rare not in _GROUP_PROBES])
 
 _ESCAPE_BEFORE = re.compile(r"\\(?:[abfnrtv0]|x[0-9a-fA-F]{2}|u[0-9a-fA-F]{4}|U[0-9a-fA-F]{8})\Z")
@@ -318,6 +321,12 @@ def _credential_like(value: str) -> bool:
     return len(value) >= 24 or _CREDENTIAL_CHARS.search(value) is not None
 
 
+def _pair_name(name: str) -> bool:
+    """Does `name`, before `=` or `:` in text, name a credential? As a dict key would, except a
+    bare `key`, which in text is mostly code (`sorted(rows, key=len)`) or prose ("Key: ...")."""
+    return name.lower() != "key" and is_secret_key(name)
+
+
 _BEFORE_SEPARATOR = re.compile(r"(?:.*[^A-Za-z0-9_.\-])?(?P<name>[A-Za-z0-9_.\-]{1,64})\\?[\"']?[ \t]{0,3}\Z", re.S)
 
 
@@ -330,7 +339,7 @@ def _pair_spans(text: str) -> list[tuple[int, int]]:
             j = text.find(sep)
             while j >= 0:
                 name = _BEFORE_SEPARATOR.match(text[max(0, j - 70):j])
-                if name is not None and is_secret_key(name.group("name")):
+                if name is not None and _pair_name(name.group("name")):
                     _add_value(text, j + 1, sep, spans)
                 j = text.find(sep, j + 1)
         return spans
@@ -339,11 +348,12 @@ def _pair_spans(text: str) -> list[tuple[int, int]]:
     for stem in _PAIR_STEMS:
         i = low.find(stem)
         while i >= 0:
-            end = _WORD_REST.match(low, i + len(stem)).end()
+            rest = _WORD_REST.match(low, i + len(stem))
+            end = rest.end() if rest is not None else i + len(stem)
             sep_m = _SEPARATOR.match(text, end)
             if sep_m is not None:
                 name = _NAME_TAIL.match(text[max(0, end - 65):end])
-                if name is not None and is_secret_key(name.group("name")):
+                if name is not None and _pair_name(name.group("name")):
                     _add_value(text, sep_m.end(), sep_m.group("sep"), spans)
             i = low.find(stem, end)
     return spans
@@ -353,7 +363,12 @@ def _add_value(text: str, at: int, sep: str, spans: list[tuple[int, int]]) -> No
     value = _VALUE.match(text, at)
     if value is None or value.group("value").startswith(REDACTED):
         return
-    if sep == "=" or value.group("quote") or _credential_like(value.group("value")):
+    end = value.end("value")
+    if end < len(text) and text[end] in "(.[":
+        return  # code: `password = getpass()`, `token=self.token`
+    # `NAME=value` (an environment, a query string) and a quoted value are credentials as written;
+    # after `name:` or `name = ` (prose, code) the value must look like one.
+    if (sep == "=" and value.start("value") == at) or value.group("quote") or _credential_like(value.group("value")):
         spans.append(value.span("value"))
 
 
