@@ -19,7 +19,7 @@ import pytest
 import historymw as hm
 
 # Variables a developer's shell may set that would change what tests see.
-_OWN_VARS = [k for k in os.environ if k.startswith("HISTORYMW_") and k != "HISTORYMW_TEST_POSTGRES_URL"]
+_OWN_VARS = [k for k in os.environ if k.startswith("HISTORYMW_") and not k.startswith("HISTORYMW_TEST_")]
 
 
 @pytest.fixture(autouse=True)

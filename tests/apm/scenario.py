@@ -202,7 +202,7 @@ def run(tp: TracerProvider, *, content: bool, compat: str | None = None, litellm
 
         asyncio.run(async_calls())
         if litellm:
-            _litellm_sync(app, out)
+            _litellm_sync(app, out, server.base_url)
     finally:
         server.close()
     assert hm.flush(30.0)
@@ -210,7 +210,7 @@ def run(tp: TracerProvider, *, content: bool, compat: str | None = None, litellm
     return out
 
 
-def _litellm_sync(app: Any, out: Run) -> None:
+def _litellm_sync(app: Any, out: Run, base_url: str) -> None:
     import litellm
 
     from historymw.integrations import litellm as hm_litellm
@@ -226,6 +226,21 @@ def _litellm_sync(app: Any, out: Run) -> None:
                 litellm.completion(model="gpt-4o-mini", messages=PROMPT, mock_response="litellm.RateLimitError")
             except Exception:  # noqa: BLE001 - the failure is what is being recorded
                 pass
+        # The outcome of a sync stream arrives on LiteLLM's logging thread: the parent must
+        # still be the span active where the call started.
+        with app("litellm_stream") as s:
+            out.app_spans["litellm_stream"] = f"{s.get_span_context().span_id:016x}"
+            for _ in litellm.completion(model="gpt-4o-mini", messages=PROMPT, mock_response="Paris.", stream=True):
+                pass
+        with app("litellm_http_stream_sync") as s:
+            out.app_spans["litellm_http_stream_sync"] = f"{s.get_span_context().span_id:016x}"
+            for _ in litellm.completion(model="openai/local-model", messages=PROMPT, api_base=base_url,
+                                        api_key="sk-local-test", stream=True):
+                pass
+        # How most scripts call an async client: the loop is gone when the outcome would land.
+        with app("litellm_asyncio_run") as s:
+            out.app_spans["litellm_asyncio_run"] = f"{s.get_span_context().span_id:016x}"
+            asyncio.run(litellm.acompletion(model="gpt-4o-mini", messages=PROMPT, mock_response="Paris."))
         assert hm_litellm.flush(10.0)
     finally:
         hm_litellm.uninstall()
