@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install the real APM servers tests/apm/ exports to, each into its own virtual
-# environment under .apm/ (reused when complete): they are servers that historymw
-# talks to only over HTTP, so their dependencies never meet historymw's.
+# environment under $HISTORYMW_APM_DIR (default .apm/; reused when complete): they are servers
+# that historymw talks to only over HTTP, so their dependencies never meet historymw's.
 #
 #   tests/apm/servers.sh && export \
 #     HISTORYMW_TEST_PHOENIX_PYTHON=$PWD/.apm/phoenix/bin/python \
@@ -33,12 +33,13 @@ install() {  # venv dir, requirement, distribution, module that must import afte
   echo "$spec" > "$dir/.installed"
 }
 
-mkdir -p .apm
-install .apm/phoenix "$PHOENIX_SPEC" arize-phoenix phoenix.server.main & phoenix=$!
-install .apm/mlflow "$MLFLOW_SPEC" mlflow mlflow.server & mlflow=$!
+APM_DIR="${HISTORYMW_APM_DIR:-.apm}"
+mkdir -p "$APM_DIR"
+install "$APM_DIR/phoenix" "$PHOENIX_SPEC" arize-phoenix phoenix.server.main & phoenix=$!
+install "$APM_DIR/mlflow" "$MLFLOW_SPEC" mlflow mlflow.server & mlflow=$!
 status=0
 wait "$phoenix" || { echo "servers.sh: installing $PHOENIX_SPEC failed" >&2; status=1; }
 wait "$mlflow" || { echo "servers.sh: installing $MLFLOW_SPEC failed" >&2; status=1; }
-[ "$status" = 0 ] && echo "servers.sh: arize-phoenix $(installed .apm/phoenix arize-phoenix)," \
-  "mlflow $(installed .apm/mlflow mlflow)"
+[ "$status" = 0 ] && echo "servers.sh: arize-phoenix $(installed "$APM_DIR/phoenix" arize-phoenix)," \
+  "mlflow $(installed "$APM_DIR/mlflow" mlflow)"
 exit "$status"
