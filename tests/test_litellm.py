@@ -425,3 +425,20 @@ def test_install_without_litellm_names_the_extra(monkeypatch: pytest.MonkeyPatch
     monkeypatch.setitem(sys.modules, "litellm", None)  # what an environment without it looks like
     with pytest.raises(hm.MissingDependencyError, match=r"pip install 'historymw\[litellm\]'"):
         hm_litellm.install()
+
+
+
+def test_the_api_base_becomes_server_address_and_port_never_its_credentials() -> None:
+    from historymw.integrations.litellm import _server
+    from historymw.localllm import LocalLLM
+
+    with LocalLLM() as server:  # a real OpenAI-compatible server on loopback
+        base = server.openai_url.replace("http://", "http://user:s3cret-pass@", 1)
+        completion(model="openai/gpt-4o-mini", messages=MSGS, api_base=base, api_key="unused", num_retries=0)
+        assert wait_for(lambda: len(records()) == 1)
+    (r,) = records()
+    assert (r.server_address, r.server_port) == ("127.0.0.1", int(server.openai_url.split(":")[2].split("/")[0]))
+    assert "s3cret" not in r.model_dump_json()
+    # Without a port in the URL, the scheme's default: the conventions want one beside an address.
+    assert _server("https://llm.example/v1") == ("llm.example", 443)
+    assert _server("http://llm.example:bad/v1") == (None, None)

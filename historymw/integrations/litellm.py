@@ -291,6 +291,21 @@ async def aflush(timeout: float = 5.0) -> bool:
 # -- building records --------------------------------------------------------------
 
 
+_DEFAULT_PORTS = {"https": 443, "http": 80}
+
+
+def _server(api_base: str) -> tuple[str | None, int | None]:
+    """(host, port) of an API base URL: the host only, as a URL may carry credentials; the
+    scheme's default port when none is written (the conventions want a port beside an address)."""
+    try:
+        parts = urlsplit(api_base)
+        host = parts.hostname
+        port = parts.port if parts.port is not None else _DEFAULT_PORTS.get(parts.scheme.lower())
+    except ValueError:  # a malformed port
+        return None, None
+    return (host, port) if host else (None, None)
+
+
 def _epoch(value: Any) -> float | None:
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
@@ -437,10 +452,10 @@ def _record_outcome(kwargs: Mapping[str, Any], response: Any, failed: bool, key:
             recording.succeed(ended=ended)
             return
         cost = slo.get("response_cost", kwargs.get("response_cost"))
-        server_address = None
+        server_address, server_port = None, None
         api_base = slo.get("api_base")
         if isinstance(api_base, str) and api_base:
-            server_address = urlsplit(api_base).hostname  # the host only: a URL may carry credentials
+            server_address, server_port = _server(api_base)
         stream = bool(slo.get("stream") or kwargs.get("stream") is True)
         ttft = None
         if stream:
@@ -451,7 +466,8 @@ def _record_outcome(kwargs: Mapping[str, Any], response: Any, failed: bool, key:
             response, ended=ended, metadata=metadata,
             cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
             cache_hit=bool(slo.get("cache_hit", kwargs.get("cache_hit"))),  # LiteLLM reports None for a miss
-            server_address=server_address or None, stream=True if stream else None, time_to_first_token_s=ttft)
+            server_address=server_address or None, server_port=server_port,
+            stream=True if stream else None, time_to_first_token_s=ttft)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("litellm_integration", exc)
 
