@@ -293,9 +293,10 @@ def _shape_candidates(text: str) -> bool:
 
 
 def has_secret_anchor(text: str) -> bool:
-    """Could `text` hold a secret shape? (False: no shape would change it.) Used on JSON text,
-    where `name=value` pairs are not looked for: dict keys were judged when they were copied."""
-    return _shape_candidates(text)
+    """Could `text` hold a secret? (False: redaction would change none of the strings it was made
+    of.) Used on JSON text of containers: a string inside one (a tool call's arguments) may hold
+    a `NAME=value` pair as well as a shape."""
+    return _shape_candidates(text) or _might_hold_pair(text)
 
 
 # -- name=value in text -----------------------------------------------------------------------
