@@ -442,3 +442,27 @@ def test_the_api_base_becomes_server_address_and_port_never_its_credentials() ->
     # Without a port in the URL, the scheme's default: the conventions want one beside an address.
     assert _server("https://llm.example/v1") == ("llm.example", 443)
     assert _server("http://llm.example:bad/v1") == (None, None)
+
+
+def test_a_call_litellm_reports_twice_is_still_one_record() -> None:
+    # LiteLLM can report one call's success both from its sync handler (a thread) and its async
+    # one (the loop): the repeat must not become a second record without the caller's scope.
+    from litellm.integrations.custom_logger import CustomLogger
+
+    reports: list[tuple[Any, ...]] = []
+
+    class Capture(CustomLogger):  # type: ignore[misc]
+        def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+            reports.append((kwargs, response_obj, start_time, end_time))
+
+    capture = Capture()
+    litellm.callbacks.append(capture)
+    try:
+        with hm.history(session="once"):
+            completion(model="gpt-4o-mini", messages=MSGS, mock_response="one")
+        assert wait_for(lambda: len(records()) == 1 and len(reports) == 1)
+    finally:
+        litellm.callbacks.remove(capture)
+    hm_litellm._logger.log_success_event(*reports[0])  # the same call, reported again
+    assert hm_litellm.flush(5.0)
+    assert [(r.session, r.output_text) for r in records()] == [("once", "one")]

@@ -22,6 +22,7 @@ import asyncio
 import threading
 import time
 import uuid
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -69,6 +70,9 @@ class _Pending:
         self.max_age = max_age
         self._items: dict[str, tuple[float, object | None]] = {}
         self._building = 0  # popped, record not yet committed
+        # Keys whose outcome was taken: LiteLLM may report one call twice (its sync handler on a
+        # thread and its async one on the loop), and the second report must not become a record.
+        self._taken: OrderedDict[str, None] = OrderedDict()
         self._lock = threading.Lock()
 
     def put(self, key: str, value: object | None) -> None:
@@ -99,9 +103,19 @@ class _Pending:
         """Take a parked call; one taken is counted as waiting until `built()` says its record is made."""
         with self._lock:
             item = self._items.pop(key, None)
-            if item is not None and item[1] is not None:
-                self._building += 1
+            if item is not None:
+                if item[1] is not None:
+                    self._building += 1
+                taken = self._taken
+                taken[key] = None
+                if len(taken) > self.max_items:
+                    taken.popitem(last=False)
         return (False, None) if item is None else (True, item[1])
+
+    def taken(self, key: str) -> bool:
+        """Was this call's outcome reported already? (A repeat report is not a new call.)"""
+        with self._lock:
+            return key in self._taken
 
     def built(self) -> None:
         with self._lock:
@@ -433,7 +447,7 @@ def _record_outcome(kwargs: Mapping[str, Any], response: Any, failed: bool, key:
             # No pre-call hook ran (embeddings, errors raised before the request). LiteLLM
             # reports these on the caller's thread or in a copy of its context.
             operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
-            if operation is None or IN_DSPY_CALL.get() is not None:
+            if operation is None or IN_DSPY_CALL.get() is not None or (isinstance(key, str) and _PENDING.taken(key)):
                 return
             started = _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))
             begun = Recording.begin(_SPECS[operation], started, where="litellm_integration")
