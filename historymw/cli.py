@@ -23,6 +23,7 @@ import json
 import math
 import os
 import re
+import signal
 import sys
 import tempfile
 import time
@@ -235,9 +236,19 @@ def _follow(store: Any, args: argparse.Namespace, out: TextIO, seen_calls: list[
         if c.id not in seen_set and c.started_at.timestamp() <= newest:
             seen.append(c.id)
             seen_set.add(c.id)
+    # Ctrl-C sets a flag the loop reads between queries, rather than raising KeyboardInterrupt
+    # wherever the main thread happens to be (inside SQLAlchemy or the SQLite driver): the
+    # command then stops within one interval, with nothing half-done.
+    stop: list[bool] = []
     try:
-        while True:
+        previous: Any = signal.signal(signal.SIGINT, lambda *_: stop.append(True))
+    except ValueError:  # not the main thread (the CLI called from code): Ctrl-C raises as usual
+        previous = None
+    try:
+        while not stop:
             time.sleep(args.interval)
+            if stop:
+                break
             fresh = [c for c in store.recent(1000, since=newest - lookback, **filters) if c.id not in seen_set]
             for c in fresh:
                 if len(seen) == seen.maxlen:
@@ -254,8 +265,12 @@ def _follow(store: Any, args: argparse.Namespace, out: TextIO, seen_calls: list[
                 widths = _table(_TAIL_HEADER if widths is None else (), [_tail_row(c) for c in fresh],
                                 _TAIL_RIGHT, out, widths or _follow_widths())
             out.flush()
-    except KeyboardInterrupt:
+    except KeyboardInterrupt:  # a second Ctrl-C, or one before the handler was in place
         return EXIT_OK
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGINT, previous)
+    return EXIT_OK
 
 
 def _follow_widths() -> list[int]:
