@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import contextvars
 import time
+from collections.abc import Callable
 from typing import Any
 
 from .. import counters
@@ -151,6 +152,40 @@ def http_status(error: BaseException) -> dict[str, Any] | None:
     status = getattr(error, "status_code", None)
     return {"metadata": {"http_status": status}} if isinstance(status, int) else None
 
+
+
+class FrameworkRun:
+    """One framework LLM call in flight (a LangChain run, a LlamaIndex span): its recording, the
+    frame SDK calls inside it report to, time to first token, and the fields gathered so far."""
+
+    __slots__ = ("rec", "frame", "token", "ttft", "t0", "given")
+
+    def __init__(self, rec: Recording | None, frame: Frame, token: contextvars.Token[Frame | None]) -> None:
+        self.rec, self.frame, self.token = rec, frame, token
+        self.given: dict[str, Any] = {}
+        self.ttft: float | None = None
+        self.t0 = time.perf_counter()
+
+    def finish(self, response: Any, error: BaseException | None,
+               read_result: Callable[[Any, dict[str, Any]], None]) -> None:
+        """Close the frame and end the record: `read_result(response, given)` reads the framework's
+        result; what the SDK call inside saw (its usage is the provider's own count) wins."""
+        close_frame(self.frame, self.token)
+        rec = self.rec
+        if rec is None or rec.draft is None:
+            return
+        given = self.given
+        if self.ttft is not None:
+            given["stream"] = True
+            given["time_to_first_token_s"] = self.ttft
+        if response is not None:
+            read_result(response, given)
+        elif error is not None:
+            given.update(http_status(error) or {})
+        found = self.frame.found
+        if found:
+            given.update(found)
+        rec.end(None, error, given)
 
 class SyncStream:
     """Stands in for an SDK's stream: hands each item to `acc.see`, calls `acc.done` once when it ends,

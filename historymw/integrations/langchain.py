@@ -28,7 +28,7 @@ from uuid import UUID
 
 from .. import counters
 from ._common import model_params, require_framework
-from ._stack import Frame, Recording, begin, close_frame, http_status, inside_framework, open_frame, specs
+from ._stack import FrameworkRun, Recording, begin, close_frame, inside_framework, open_frame, specs
 
 __all__ = ["async_callback_handler", "callback_handler", "install", "installed", "uninstall"]
 
@@ -44,19 +44,9 @@ _hook_var: contextvars.ContextVar[Any] | None = None
 _classes: tuple[type, type] | None = None
 
 
-class _Run:
-    __slots__ = ("rec", "frame", "token", "ttft", "t0", "given")
-
-    def __init__(self, rec: Recording | None, frame: Frame, token: contextvars.Token[Frame | None]) -> None:
-        self.rec, self.frame, self.token = rec, frame, token
-        self.given: dict[str, Any] = {}
-        self.ttft: float | None = None
-        self.t0 = time.perf_counter()
-
-
 # Runs in flight, by LangChain run id, shared by every historymw handler: a run seen by two
 # (installed globally and passed per call) is recorded once.
-_RUNS: OrderedDict[UUID, _Run] = OrderedDict()
+_RUNS: OrderedDict[UUID, FrameworkRun] = OrderedDict()
 _runs_lock = threading.Lock()
 
 
@@ -204,7 +194,7 @@ def _start(run_id: UUID, operation: str, request: Any, kw: dict[str, Any]) -> No
         if inside_framework() is not None:  # a call inside another recorded LLM call (a wrapper LLM)
             return
         frame, token = open_frame()
-        run = _Run(None, frame, token)
+        run = FrameworkRun(None, frame, token)
         meta = kw.get("metadata")
         meta = meta if isinstance(meta, dict) else {}
         inv = kw.get("invocation_params")
@@ -240,24 +230,8 @@ def _end(run_id: UUID, response: Any, error: BaseException | None) -> None:
     try:
         with _runs_lock:
             run = _RUNS.pop(run_id, None)
-        if run is None:
-            return
-        close_frame(run.frame, run.token)
-        rec = run.rec
-        if rec is None or rec.draft is None:
-            return
-        given = run.given
-        if run.ttft is not None:
-            given["stream"] = True
-            given["time_to_first_token_s"] = run.ttft
-        if response is not None:
-            _result(response, given)
-        elif error is not None:
-            given.update(http_status(error) or {})
-        found = run.frame.found
-        if found:  # what the SDK call inside this run saw: its usage is the provider's own count
-            given.update(found)
-        rec.end(None, error, given)
+        if run is not None:
+            run.finish(response, error, _result)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("langchain_integration", exc)
 

@@ -17,7 +17,6 @@ The handlers hold no LlamaIndex object: only span ids and the core's drafts.
 
 from __future__ import annotations
 
-import contextvars
 import threading
 import time
 from collections import OrderedDict
@@ -27,7 +26,7 @@ from .. import counters
 from ..capture import StreamAbandoned
 from ..extract import get, usage_fields
 from ._common import model_params, require_framework
-from ._stack import Frame, Recording, begin, close_frame, http_status, inside_framework, open_frame, specs
+from ._stack import FrameworkRun, begin, close_frame, inside_framework, open_frame, specs
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -39,17 +38,7 @@ _handlers: tuple[Any, Any] | None = None
 _dispatch: dict[type, Any] = {}
 
 
-class _Run:
-    __slots__ = ("rec", "frame", "token", "ttft", "t0", "given")
-
-    def __init__(self, rec: Recording | None, frame: Frame, token: contextvars.Token[Frame | None]) -> None:
-        self.rec, self.frame, self.token = rec, frame, token
-        self.ttft: float | None = None
-        self.t0 = time.perf_counter()
-        self.given: dict[str, Any] = {}
-
-
-_RUNS: OrderedDict[str, _Run] = OrderedDict()  # by the span id LlamaIndex gives every event of one call
+_RUNS: OrderedDict[str, FrameworkRun] = OrderedDict()  # by the span id LlamaIndex gives every event of one call
 _runs_lock = threading.Lock()
 
 
@@ -179,7 +168,7 @@ def _begin(event: Any, operation: str, request: Any) -> None:
         if inside_framework() is not None:  # a call inside another recorded LLM call (a wrapper LLM)
             return
         frame, token = open_frame()
-        run = _Run(None, frame, token)
+        run = FrameworkRun(None, frame, token)
         model_dict = event.model_dict if isinstance(event.model_dict, dict) else {}
         extra = event.additional_kwargs if isinstance(event.additional_kwargs, dict) else {}
         params = model_params(model_dict, model_dict.get("additional_kwargs"), extra)
@@ -233,24 +222,8 @@ def _end(span_id: str, response: Any, error: BaseException | None) -> None:
     try:
         with _runs_lock:
             run = _RUNS.pop(span_id, None)
-        if run is None:
-            return
-        close_frame(run.frame, run.token)
-        rec = run.rec
-        if rec is None or rec.draft is None:
-            return
-        given = run.given
-        if run.ttft is not None:
-            given["stream"] = True
-            given["time_to_first_token_s"] = run.ttft
-        if response is not None:
-            _result(response, given)
-        elif error is not None:
-            given.update(http_status(error) or {})
-        found = run.frame.found
-        if found:  # what the SDK call inside saw: the provider's own usage count
-            given.update(found)
-        rec.end(None, error, given)
+        if run is not None:
+            run.finish(response, error, _result)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("llamaindex_integration", exc)
 
