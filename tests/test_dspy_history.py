@@ -20,6 +20,7 @@ os.environ.setdefault("DSPY_CACHEDIR", tempfile.mkdtemp(prefix="historymw-dspy-c
 
 import dspy
 import pytest
+from _dspy_program import REPLY, Prog, make_lm
 from dspy.clients import base_lm
 from dspy.teleprompt.utils import get_token_usage
 from dspy.utils.dummies import DummyLM
@@ -29,27 +30,9 @@ from historymw.integrations import dspy as hm_dspy
 from historymw.integrations import dspy_history
 from historymw.integrations import litellm as hm_litellm
 
-REPLY = "[[ ## reasoning ## ]]\nBecause 2+2=4.\n\n[[ ## answer ## ]]\n4\n\n[[ ## completed ## ]]"
 # What differs by nature between two runs: the provider's response object (never kept by
 # historymw), the time and the random id.
 VOLATILE = ("response", "timestamp", "uuid")
-
-
-def make_lm(reply: str = REPLY, **kwargs: Any) -> Any:
-    kwargs.setdefault("cache", False)
-    return dspy.LM("openai/gpt-4o-mini", mock_response=reply, num_retries=0, **kwargs)
-
-
-class Prog(dspy.Module):  # type: ignore[misc]
-    def __init__(self) -> None:
-        super().__init__()
-        self.cot = dspy.ChainOfThought("question -> answer")
-
-    def forward(self, question: str) -> Any:
-        return self.cot(question=question)
-
-    async def aforward(self, question: str) -> Any:
-        return await self.cot.acall(question=question)
 
 
 @pytest.fixture(autouse=True)
