@@ -15,16 +15,17 @@ import inspect
 import random
 import sys
 import time
-import types
-from collections.abc import AsyncIterator, Callable, Generator, Iterator
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import counters, runtime
 from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes, usual_draft
-from .extract import chunk_fields, usage_fields
+from .extract import usage_fields
 from .plain import clip
 from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
 from .scope import CURRENT, SAMPLE, Effective
+from .streams import StreamAbandoned as StreamAbandoned  # its home is streams; this name is older
+from .streams import StreamState, async_relay, finish_result, sync_relay
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -145,189 +146,6 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
         counters.COUNTERS.error("capture", exc)
 
 
-# -- streams ------------------------------------------------------------------
-
-
-class StreamAbandoned(Exception):  # noqa: N818 - it is recorded as error_type; it is not raised
-    """Recorded as the error of a stream the caller stopped reading (closed or garbage-collected)."""
-
-
-class _StreamState:
-    """Accumulates a stream's chunks into one record, written when the stream ends."""
-
-    __slots__ = ("draft", "spec", "eff", "parts", "chunks")
-
-    def __init__(self, draft: dict[str, Any], spec: CallSpec, eff: Effective) -> None:
-        self.draft: dict[str, Any] | None = draft
-        self.spec = spec
-        self.eff = eff
-        self.parts: list[str] = []
-        self.chunks = 0
-        draft["stream"] = True
-
-    def chunk(self, chunk: Any) -> None:
-        draft = self.draft
-        if draft is None:
-            return
-        try:
-            self.chunks += 1
-            text, reason, usage = chunk_fields(chunk)
-            if text:
-                if "time_to_first_token_s" not in draft:
-                    draft["time_to_first_token_s"] = _perf() - draft["duration"]  # the start, until finish()
-                self.parts.append(text)
-            if reason is not None:
-                draft["finish_reason"] = reason
-            if usage is not None:
-                usage_fields(usage, draft)
-        except Exception as exc:  # noqa: BLE001
-            counters.COUNTERS.error("capture", exc)
-
-    def end(self, error: BaseException | None = None, abandoned: bool = False,
-            given: dict[str, Any] | None = None, ended: float | None = None) -> None:
-        """Write the stream's one record (only the first call does anything)."""
-        draft, self.draft = self.draft, None
-        if draft is None:
-            return
-        try:
-            if self.parts and self.eff.content and not (given and "output_text" in given):
-                text = "".join(self.parts)
-                if len(text) > self.eff.max_chars:
-                    text = clip(text, self.eff.max_chars)
-                draft["output_text"] = text
-                draft["size_bytes"] = draft.get("size_bytes", 0) + str_bytes(text)
-            self.parts = []
-            draft["stream_chunks"] = self.chunks
-            if abandoned and error is None:
-                error = StreamAbandoned(f"stream closed by the caller after {self.chunks} chunks")
-            finish(draft, self.spec, self.eff, None, error, ended, given)
-        except Exception as exc:  # noqa: BLE001
-            counters.COUNTERS.error("capture", exc)
-
-
-def _record_sync_gen(gen: Iterator[Any], state: _StreamState) -> Iterator[Any]:
-    try:
-        for item in gen:
-            state.chunk(item)
-            yield item
-    except GeneratorExit:  # closed or garbage-collected by the caller
-        state.end(abandoned=True)
-        close = getattr(gen, "close", None)
-        if close is not None:
-            close()
-        raise
-    except BaseException as exc:
-        state.end(exc)
-        raise
-    state.end()
-
-
-async def _record_async_gen(agen: Any, state: _StreamState) -> AsyncIterator[Any]:
-    try:
-        async for item in agen:
-            state.chunk(item)
-            yield item
-    except GeneratorExit:  # closed or garbage-collected by the caller
-        state.end(abandoned=True)
-        aclose = getattr(agen, "aclose", None)
-        if aclose is not None:
-            await aclose()
-        raise
-    except BaseException as exc:
-        state.end(exc)
-        raise
-    state.end()
-
-
-class _StreamProxy:
-    """Stands in for a client's stream object: records chunks, forwards everything else."""
-
-    def __init__(self, inner: Any, state: _StreamState) -> None:
-        self._inner = inner
-        self._state = state
-
-    def __iter__(self) -> _StreamProxy:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            item = next(self._inner)
-        except StopIteration:
-            self._state.end()
-            raise
-        except BaseException as exc:
-            self._state.end(exc)
-            raise
-        self._state.chunk(item)
-        return item
-
-    def close(self) -> None:
-        self._state.end(abandoned=True)
-        close = getattr(self._inner, "close", None)
-        if close is not None:
-            close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __del__(self) -> None:
-        self._state.end(abandoned=True)
-
-
-class _AsyncStreamProxy:
-    """The async counterpart of `_StreamProxy`."""
-
-    def __init__(self, inner: Any, state: _StreamState) -> None:
-        self._inner = inner
-        self._state = state
-
-    def __aiter__(self) -> _AsyncStreamProxy:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            item = await self._inner.__anext__()
-        except StopAsyncIteration:
-            self._state.end()
-            raise
-        except BaseException as exc:
-            self._state.end(exc)
-            raise
-        self._state.chunk(item)
-        return item
-
-    async def aclose(self) -> None:
-        self._state.end(abandoned=True)
-        aclose = getattr(self._inner, "aclose", None)
-        if aclose is not None:
-            await aclose()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __del__(self) -> None:
-        self._state.end(abandoned=True)
-
-
-def _finish_result(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any) -> Any:
-    """Finish with a result; for a stream, return a recording stream in its place."""
-    t = type(result)
-    if t is types.GeneratorType:
-        return _record_sync_gen(result, _StreamState(draft, spec, eff))
-    if t is types.AsyncGeneratorType:
-        return _record_async_gen(result, _StreamState(draft, spec, eff))
-    if draft.get("stream") and not isinstance(result, (str, bytes, dict, list, tuple)):
-        try:  # a client's stream object (stream=True): wrap it
-            if hasattr(result, "__next__"):
-                return _StreamProxy(result, _StreamState(draft, spec, eff))
-            if hasattr(result, "__anext__"):
-                return _AsyncStreamProxy(result, _StreamState(draft, spec, eff))
-        except Exception as exc:  # noqa: BLE001 - a result whose attributes raise
-            counters.COUNTERS.error("capture", exc)
-    finish(draft, spec, eff, result)
-    return result
-
-
 # -- the decorator -------------------------------------------------------------
 
 
@@ -349,30 +167,13 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
     get_frame = CURRENT.get
     state = _STATE
 
-    if inspect.isasyncgenfunction(fn):
-        @functools.wraps(fn)
-        async def agen_wrapper(*args: Any, **kwargs: Any) -> AsyncIterator[Any]:
-            eff, mode = decide()
+    if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
+        def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, StreamState | None]:
+            eff, mode = decide()  # at the first next(), where the function's own body starts
             draft = start(eff, spec, mode, args, kwargs) if mode != SKIP else None
-            agen = fn(*args, **kwargs)
-            if draft is not None:
-                agen = _record_async_gen(agen, _StreamState(draft, spec, eff))
-            try:
-                async for item in agen:
-                    yield item
-            finally:  # async generators have no `yield from`: pass a close() on by hand
-                await agen.aclose()
-        return agen_wrapper
-
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def gen_wrapper(*args: Any, **kwargs: Any) -> Generator[Any, Any, Any]:
-            eff, mode = decide()
-            draft = start(eff, spec, mode, args, kwargs) if mode != SKIP else None
-            if draft is None:
-                return (yield from fn(*args, **kwargs))
-            return (yield from _record_sync_gen(fn(*args, **kwargs), _StreamState(draft, spec, eff)))
-        return gen_wrapper
+            return fn(*args, **kwargs), None if draft is None else StreamState(draft, spec, eff)
+        relay = async_relay(begin) if inspect.isasyncgenfunction(fn) else sync_relay(begin)
+        return functools.wraps(fn)(relay)
 
     if inspect.iscoroutinefunction(fn):
         @functools.wraps(fn)
@@ -391,7 +192,7 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             except BaseException as exc:
                 finish(draft, spec, eff, None, exc)
                 raise
-            return _finish_result(draft, spec, eff, result)
+            return finish_result(draft, spec, eff, result)
         return async_wrapper
 
     # The hot path, inline: a disabled call costs a ContextVar read and a branch;
@@ -423,7 +224,7 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         if type(result) is str and mode == FULL and spec.extract is None:
             finish_text(draft, eff, result)
             return result
-        return _finish_result(draft, spec, eff, result)
+        return finish_result(draft, spec, eff, result)
     return wrapper
 
 
@@ -457,7 +258,7 @@ class call:  # noqa: N801 - used like a function: `with hm.call(...) as c`
         self._started_at = started_at
         self._draft: dict[str, Any] | None = None
         self._eff: Effective | None = None
-        self._stream: _StreamState | None = None
+        self._stream: StreamState | None = None
         self._given: dict[str, Any] = {}
         self._result: Any = None
 
@@ -513,7 +314,7 @@ class call:  # noqa: N801 - used like a function: `with hm.call(...) as c`
         if self._draft is None or self._eff is None:
             return
         if self._stream is None:
-            self._stream = _StreamState(self._draft, self._spec, self._eff)
+            self._stream = StreamState(self._draft, self._spec, self._eff)
         self._stream.chunk(chunk)
 
     def end(self, error: BaseException | None = None, *, ended_at: float | None = None) -> None:

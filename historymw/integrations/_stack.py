@@ -22,6 +22,8 @@ from ..capture import decide, finish, start
 from ..draft import CallSpec
 from ..extract import usage_fields
 from ..policy import SKIP
+from ..streams import AsyncStream as AsyncStream  # the integrations' stream stand-ins are the core's
+from ..streams import SyncStream as SyncStream
 
 
 class Frame:
@@ -186,85 +188,3 @@ class FrameworkRun:
         if found:
             given.update(found)
         rec.end(None, error, given)
-
-class SyncStream:
-    """Stands in for an SDK's stream: hands each item to `acc.see`, calls `acc.done` once when it ends,
-    fails, is closed, or is dropped by the caller; forwards everything else."""
-
-    __slots__ = ("_inner", "_acc", "__weakref__")
-
-    def __init__(self, inner: Any, acc: Any) -> None:
-        self._inner = inner
-        self._acc = acc
-
-    def __iter__(self) -> SyncStream:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            item = next(self._inner)
-        except StopIteration:
-            self._acc.done(None)
-            raise
-        except BaseException as exc:
-            self._acc.done(exc)
-            raise
-        self._acc.see(item)
-        return item
-
-    def __enter__(self) -> SyncStream:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    def close(self) -> None:
-        self._acc.done(None, abandoned=True)
-        self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __del__(self) -> None:
-        self._acc.done(None, abandoned=True)
-
-
-class AsyncStream:
-    """The async counterpart of `SyncStream` (the SDK's `AsyncStream`)."""
-
-    __slots__ = ("_inner", "_acc", "__weakref__")
-
-    def __init__(self, inner: Any, acc: Any) -> None:
-        self._inner = inner
-        self._acc = acc
-
-    def __aiter__(self) -> AsyncStream:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            item = await self._inner.__anext__()
-        except StopAsyncIteration:
-            self._acc.done(None)
-            raise
-        except BaseException as exc:
-            self._acc.done(exc)
-            raise
-        self._acc.see(item)
-        return item
-
-    async def __aenter__(self) -> AsyncStream:
-        return self
-
-    async def __aexit__(self, *exc: object) -> None:
-        await self.close()
-
-    async def close(self) -> None:
-        self._acc.done(None, abandoned=True)
-        await self._inner.close()
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._inner, name)
-
-    def __del__(self) -> None:
-        self._acc.done(None, abandoned=True)

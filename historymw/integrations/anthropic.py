@@ -24,6 +24,7 @@ from typing import Any
 from .. import counters
 from ..capture import StreamAbandoned
 from ..extract import usage_fields
+from ..streams import stand_in
 from ._common import model_params, require_framework
 from ._stack import (
     AsyncStream,
@@ -284,45 +285,6 @@ def _wrap_acreate(orig: Callable[..., Any]) -> Callable[..., Any]:
     return create
 
 
-class _Events:
-    """Wraps a MessageStream's event iterator (sync or async): each raw event goes to the accumulator."""
-
-    __slots__ = ("_inner", "_acc")
-
-    def __init__(self, inner: Any, acc: _Acc) -> None:
-        self._inner, self._acc = inner, acc
-
-    def __iter__(self) -> _Events:
-        return self
-
-    def __next__(self) -> Any:
-        try:
-            item = next(self._inner)
-        except StopIteration:
-            self._acc.done(None)
-            raise
-        except BaseException as exc:
-            self._acc.done(exc)
-            raise
-        self._acc.see(item)
-        return item
-
-    def __aiter__(self) -> _Events:
-        return self
-
-    async def __anext__(self) -> Any:
-        try:
-            item = await self._inner.__anext__()
-        except StopAsyncIteration:
-            self._acc.done(None)
-            raise
-        except BaseException as exc:
-            self._acc.done(exc)
-            raise
-        self._acc.see(item)
-        return item
-
-
 class _Manager:
     """Stands in for `MessageStreamManager` (sync and async): the request is made, and the record
     begun, when the block is entered; leaving it before the stream ended records an abandoned stream."""
@@ -346,7 +308,7 @@ class _Manager:
         try:
             rec, frame, given = prepared
             acc = self._acc = _Acc(rec, frame, given)
-            stream._iterator = _Events(stream._iterator, acc)  # MessageStream reads every event through it
+            stream._iterator = stand_in(stream._iterator, acc)  # MessageStream reads every event through it
         except Exception as exc:  # noqa: BLE001 - an SDK without _iterator: the stream is not recorded
             counters.COUNTERS.error("anthropic_integration", exc)
 
