@@ -179,8 +179,12 @@ class Store:
         from .sql import engine, write
 
         self._check_prune(older_than, keep)
+        from .sql import schema
+
         if self._writer is None:  # opened on first use: reading never needs a writable connection
             self._writer = engine.make_engine(self.url, create=False)
+        # A writer: an older schema is migrated first (retention keeps the session aggregates in step).
+        self._run(lambda: schema.ensure_schema(self._writer, create=False))
         return self._run(lambda: write.prune(self._writer, older_than=older_than, keep=keep))
 
     def prune_count(self, *, older_than: float | None = None, keep: int | None = None,

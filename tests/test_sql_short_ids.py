@@ -12,6 +12,7 @@ import sqlalchemy as sa
 
 import historymw as hm
 from historymw.sql.ids import short_id
+from historymw.sql.schema import SCHEMA_VERSION
 from historymw.store import Store
 
 V2_DUMP = Path(__file__).parent / "data" / "store_v2.sql"
@@ -46,7 +47,7 @@ def test_a_version_2_sqlite_store_is_read_as_it_is_then_migrated_by_the_next_wri
 
     _record_one(url)  # the next writer migrates
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM historymw_schema").fetchone() == (3,)
+    assert conn.execute("SELECT version FROM historymw_schema").fetchone() == (SCHEMA_VERSION,)
     rows = conn.execute("SELECT id, short_id FROM historymw_calls").fetchall()
     indexes = {r[1] for r in conn.execute("PRAGMA index_list(historymw_calls)")}
     conn.close()
@@ -73,7 +74,7 @@ def test_a_version_2_postgresql_store_is_migrated(pg: tuple[str, sa.Engine]) -> 
         assert got is not None and got.id == ids[0]
     _record_one(url)
     with check.connect() as conn:
-        assert conn.execute(sa.text("SELECT version FROM historymw_schema")).scalar() == 3
+        assert conn.execute(sa.text("SELECT version FROM historymw_schema")).scalar() == SCHEMA_VERSION
         rows = conn.execute(sa.text("SELECT id, short_id FROM historymw_calls")).all()
     assert len(rows) == 3 and all(s == short_id(i) for i, s in rows)
 

@@ -4,6 +4,9 @@ One row per call in `historymw_calls`: indexed columns for what people filter
 on, JSON for the structured parts (JSONB on PostgreSQL). Times are UTC:
 `TIMESTAMPTZ` on PostgreSQL, Unix epoch seconds (REAL) on SQLite, where a
 number sorts and compares fast and `datetime(started_at, 'unixepoch')` reads it.
+`historymw_sessions` (one row per session) and `historymw_rollup` (per 5 minutes, model,
+provider and status: counts, tokens, cost and a latency histogram) are aggregates of the calls,
+kept by the writer in the same transaction as the calls (see `historymw.sql.aggregates`).
 `historymw_schema` holds the version; `ensure_schema` creates the tables or
 applies every migration from the stored version up to `SCHEMA_VERSION`, once,
 under a lock (several workers may start at the same moment).
@@ -19,8 +22,10 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from . import StoreError
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 CALLS = "historymw_calls"
+SESSIONS = "historymw_sessions"
+ROLLUP = "historymw_rollup"
 VERSIONS = "historymw_schema"
 # pg_advisory_xact_lock key: "hmw" + schema, so migrations of one database never run twice at once.
 _PG_LOCK_KEY = 0x686D7700
@@ -83,6 +88,43 @@ short_index = sa.Index("ix_historymw_calls_short_id", calls.c.short_id)
 trace_index = sa.Index("ix_historymw_calls_trace_id", calls.c.trace_id,
                        sqlite_where=calls.c.trace_id.isnot(None), postgresql_where=calls.c.trace_id.isnot(None))
 
+# One row per session id: what `historymw sessions` lists, without grouping the calls.
+sessions = sa.Table(
+    SESSIONS, metadata,
+    sa.Column("session", sa.String, primary_key=True),
+    sa.Column("first_at", Timestamp, nullable=False),  # the first call's started_at
+    sa.Column("last_at", Timestamp, nullable=False),  # the last call's started_at
+    sa.Column("calls", sa.BigInteger, nullable=False),
+    sa.Column("errors", sa.BigInteger, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger),  # sums of the known values; NULL when none was known
+    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("total_tokens", sa.BigInteger, nullable=False),  # total_tokens, else input + output
+    sa.Column("cost", sa.Float),
+)
+# Newest activity first, keyset-paged on (last_at, session).
+sa.Index("ix_historymw_sessions_last_at", sessions.c.last_at, sessions.c.session)
+
+# The overview's pre-aggregation: per ROLLUP_S seconds of started_at, model, provider and status
+# ('' stands for no model or provider: key columns cannot be NULL). Latency is a histogram of
+# LATENCY_BINS log-spaced bins (see `historymw.sql.aggregates.latency_bin`).
+ROLLUP_S = 300
+LATENCY_BINS = 64
+HIST = tuple(f"l{i:02d}" for i in range(LATENCY_BINS))
+rollup = sa.Table(
+    ROLLUP, metadata,
+    sa.Column("bucket", sa.BigInteger, primary_key=True),  # epoch seconds, a multiple of ROLLUP_S
+    sa.Column("model", sa.String, primary_key=True),
+    sa.Column("provider", sa.String, primary_key=True),
+    sa.Column("status", sa.String(8), primary_key=True),
+    sa.Column("calls", sa.BigInteger, nullable=False),
+    sa.Column("input_tokens", sa.BigInteger),
+    sa.Column("output_tokens", sa.BigInteger),
+    sa.Column("total_tokens", sa.BigInteger, nullable=False),
+    sa.Column("cost", sa.Float),
+    sa.Column("duration_s", sa.Float, nullable=False),  # the sum
+    *(sa.Column(h, sa.Integer, nullable=False) for h in HIST),
+)
+
 versions = sa.Table(
     VERSIONS, metadata,
     sa.Column("name", sa.String(32), primary_key=True),
@@ -125,8 +167,17 @@ def _v2_to_v3(conn: sa.Connection) -> None:
     short_index.create(conn)
 
 
+def _v3_to_v4(conn: sa.Connection) -> None:
+    """v4: `historymw_sessions` and `historymw_rollup`, filled from the calls already there (read in
+    chunks: constant memory)."""
+    from .aggregates import backfill
+
+    metadata.create_all(conn, tables=[sessions, rollup])
+    backfill(conn)
+
+
 # version N -> the step that turns a version-N database into version N+1.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
 
 
 def stored_version(conn: sa.Connection) -> int | None:

@@ -6,6 +6,8 @@ the worker retries after a timeout that did commit adds no duplicate rows.
 Most rows go several to a statement (`VALUES (...), (...), ...`): per row, the
 drivers' executemany spends about as much on binding, stepping and resetting a
 statement as the database spends storing the row.
+The same transaction adds the calls it inserted to the session and rollup aggregates
+(`historymw.sql.aggregates`); retention takes the calls it deletes out of them.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
+from . import aggregates
 from .engine import WRITE
 from .rows import COLUMNS, to_stored_time
 from .schema import calls
@@ -74,29 +77,70 @@ def insert_for(dialect: Any, columns: Sequence[str]) -> Insert:
 Batches = Sequence[tuple[Insert, Sequence[tuple[Any, ...]]]]
 
 
+class _AlreadyStoredError(Exception):
+    """Some rows of a batch were in the table already (a retried batch that did commit)."""
+
+
 def insert_rows(engine: Any, batches: Batches) -> None:
-    """Insert (statement, rows) pairs in one transaction (all or nothing)."""
+    """Insert (statement, rows) pairs in one transaction (all or nothing), with their aggregates."""
+    try:
+        with engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            if _insert(conn, batches) != sum(len(rows) for _, rows in batches):
+                raise _AlreadyStoredError  # rolled back: the aggregates must count only new rows
+            aggregates.add(conn, ((ins.columns, rows) for ins, rows in batches))
+        return
+    except _AlreadyStoredError:
+        pass
     with engine.connect().execution_options(**WRITE) as conn, conn.begin():
-        for ins, rows in batches:
-            per = ins.per
-            whole = len(rows) - len(rows) % per
-            if whole and per > 1:
-                conn.exec_driver_sql(ins.many, [tuple(chain.from_iterable(rows[i:i + per]))
-                                                for i in range(0, whole, per)])
-            else:
-                whole = 0
-            if whole < len(rows):
-                conn.exec_driver_sql(ins.one, list(rows[whole:]))
+        fresh = _not_stored(conn, batches)
+        _insert(conn, fresh)
+        aggregates.add(conn, ((ins.columns, rows) for ins, rows in fresh))
+
+
+def _insert(conn: sa.Connection, batches: Batches) -> int:
+    """Insert the rows; returns how many the database added (-1 when the driver does not say)."""
+    added = 0
+    for ins, rows in batches:
+        per = ins.per
+        whole = len(rows) - len(rows) % per
+        if whole and per > 1:
+            added += _count(conn.exec_driver_sql(ins.many, [tuple(chain.from_iterable(rows[i:i + per]))
+                                                            for i in range(0, whole, per)]))
+        else:
+            whole = 0
+        if whole < len(rows):
+            added += _count(conn.exec_driver_sql(ins.one, list(rows[whole:])))
+    return added
+
+
+def _count(result: Any) -> int:
+    n = result.rowcount
+    return n if n >= 0 else -(10**9)  # unknown: the total cannot match, so the careful way is taken
+
+
+def _not_stored(conn: sa.Connection, batches: Batches) -> Batches:
+    """The batches without the rows whose id is in the table already."""
+    out = []
+    for ins, rows in batches:
+        at = ins.columns.index("id")
+        ids = [r[at] for r in rows]
+        stored: set[str] = set()
+        for i in range(0, len(ids), 400):
+            stored.update(conn.execute(sa.select(calls.c.id).where(calls.c.id.in_(ids[i:i + 400]))).scalars())
+        out.append((ins, [r for r in rows if r[at] not in stored]))
+    return out
 
 
 def insert_each(engine: Any, batches: Batches) -> list[BaseException]:
     """Insert rows one at a time, each in its own transaction; returns the errors of rows refused."""
     errors: list[BaseException] = []
+    ins_columns = {ins.one: ins.columns for ins, _ in batches}
     with engine.connect().execution_options(**WRITE) as conn:
         for sql, row in ((ins.one, row) for ins, rows in batches for row in rows):
             try:
                 with conn.begin():
-                    conn.exec_driver_sql(sql, row)
+                    if conn.exec_driver_sql(sql, row).rowcount != 0:
+                        aggregates.add(conn, [(ins_columns[sql], [row])])
             except sa.exc.DBAPIError as exc:
                 if is_transient(exc):
                     raise
@@ -112,12 +156,17 @@ def is_transient(exc: BaseException) -> bool:
 
 
 def _delete_chunks(engine: Any, condition: Any) -> int:
-    """Delete matching rows oldest first, a chunk per transaction: other writers get turns."""
+    """Delete matching rows oldest first, a chunk per transaction: other writers get turns. The
+    rows deleted (RETURNING) are taken out of the aggregates in the same transaction."""
     deleted = 0
+    returned = [calls.c[n] for n in aggregates.AGG_COLUMNS]
     while True:
         ids = sa.select(calls.c.id).where(condition).order_by(calls.c.started_at).limit(_DELETE_CHUNK)
         with engine.connect().execution_options(**WRITE) as conn, conn.begin():
-            n = int(conn.execute(sa.delete(calls).where(calls.c.id.in_(ids.scalar_subquery()))).rowcount)
+            rows = conn.execute(sa.delete(calls).where(calls.c.id.in_(ids.scalar_subquery()))
+                                .returning(*returned)).all()
+            aggregates.removed(conn, rows)
+        n = len(rows)
         deleted += n
         if n < _DELETE_CHUNK:
             return deleted
