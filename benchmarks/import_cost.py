@@ -6,8 +6,12 @@
 
 Each row runs in a fresh interpreter (nothing cached in sys.modules; the OS file cache
 warm after the first run) and times its statement with perf_counter from inside, so
-interpreter start-up is not counted. Rows take turns, run by run, so machine noise hits
-all alike; the figure is the median over runs, with the min..max.
+interpreter start-up is not counted. Every module is read from its bytecode cache, as
+after `pip install` (which compiles the dependencies' caches): the children may write
+historymw's own caches (PYTHONDONTWRITEBYTECODE is removed), and one untimed import
+writes them first; otherwise historymw alone would be compiled from source each run.
+Rows take turns, run by run, so machine noise hits all alike; the figure is the median
+over runs, with the min..max.
 
 Rows: `import pydantic, structlog` (historymw's only dependencies: the baseline);
 `import historymw`; `import historymw` timed in a process that has already imported
@@ -85,9 +89,15 @@ print(sorted({{m.split('.')[0] for m in sys.modules}} & set({optional!r})))
 """
 
 
+def _env() -> dict[str, str]:
+    env = _common.child_env(HISTORYMW_SHUTDOWN_TIMEOUT="0")
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # see the module docstring: bytecode caches as after an install
+    return env
+
+
 def time_once(prelude: str, stmt: str) -> float:
     proc = subprocess.run([sys.executable, "-c", CHILD.format(prelude=prelude, stmt=stmt)], capture_output=True,
-                          text=True, env=_common.child_env(HISTORYMW_SHUTDOWN_TIMEOUT="0"), check=False, timeout=300)
+                          text=True, env=_env(), check=False, timeout=300)
     match = re.search(r"IMPORT_MS ([0-9.]+)", proc.stdout)
     if proc.returncode != 0 or match is None:
         raise SystemExit(f"import row failed: {stmt}\n{proc.stderr[-2000:]}")
@@ -103,7 +113,7 @@ def optional_after_import() -> list[str]:
 def importtime_top(n: int = 12) -> list[tuple[str, float]]:
     """The modules with the largest cumulative import time under `import historymw` (after pydantic, structlog)."""
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", "import pydantic, structlog; import historymw"],
-                          capture_output=True, text=True, env=_common.child_env(), check=True)
+                          capture_output=True, text=True, env=_env(), check=True)
     rows = []
     for line in proc.stderr.splitlines():
         parts = line.split("|")
@@ -118,6 +128,7 @@ def measure(quick: bool = False, runs: int | None = None, skip: tuple[str, ...] 
     runs = runs or (1 if quick else 7)
     rows = [r for r in ROWS if r[0] not in skip]
     samples: dict[str, list[float]] = {key: [] for key, _, _, _ in rows}
+    time_once("", "import historymw")  # writes historymw's bytecode caches, untimed
     with tempfile.TemporaryDirectory() as tmp:
         for i in range(runs):
             k = i % len(rows)

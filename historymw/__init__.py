@@ -21,24 +21,25 @@ from .api import configure, flush, recent, ring, settings, shutdown, stats
 from .backends import Backend
 from .backends.ring import RingBuffer
 from .capture import StreamAbandoned, call, recorded
-from .counters import Stats
 from .errors import ConfigError, MissingDependencyError
 from .inspect import inspect_history
 from .pipeline import FlushResult
 from .policy import Policy
-from .record import LMCall
 from .scope import ContextExecutor, history, wrap
 
 if TYPE_CHECKING:
     from .config_model import Settings
+    from .models import LMCall, Stats
+    from .store import AmbiguousIdError, CallStats, Store, StoreError
 
 _LAZY = {"Store": "store", "CallStats": "store", "StoreError": "store", "AmbiguousIdError": "store",
-         "Settings": "config_model"}
+         "Settings": "config_model", "LMCall": "models", "Stats": "models"}
 
 
 def __getattr__(name: str) -> object:
-    # The SQL read API is imported on first use (most processes only record), and so is the
-    # Settings model (defining a pydantic model is most of what an import would cost).
+    # The SQL read API is imported on first use (most processes only record), and so are the
+    # pydantic models: the first model a process defines makes pydantic import most of itself,
+    # which would be most of what `import historymw` costs.
     if name in _LAZY:
         import importlib
 

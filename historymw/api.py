@@ -9,10 +9,10 @@ from . import counters as _stats
 from . import runtime
 from .backends.ring import RingBuffer
 from .pipeline import FlushResult
-from .record import LMCall
 
 if TYPE_CHECKING:
     from .config_model import Settings
+    from .models import LMCall, Stats
 
 
 def configure(**settings: Any) -> Settings:
@@ -61,14 +61,14 @@ def recent(n: int = 10, *, session: str | None = None,
 
 
 @overload
-def stats() -> _stats.Stats: ...
+def stats() -> Stats: ...
 @overload
-def stats(*, previous: Literal[True]) -> _stats.Stats | None: ...
+def stats(*, previous: Literal[True]) -> Stats | None: ...
 @overload
-def stats(*, previous: bool) -> _stats.Stats | None: ...
+def stats(*, previous: bool) -> Stats | None: ...
 
 
-def stats(*, previous: bool = False) -> _stats.Stats | None:
+def stats(*, previous: bool = False) -> Stats | None:
     """Exact counters since the last `configure()`.
 
     `previous=True`: the final tally of the configuration the last `configure()`

@@ -10,9 +10,10 @@ import itertools
 import os
 import threading
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from pydantic import BaseModel, Field
+if TYPE_CHECKING:
+    from .models import Stats as Stats  # re-exported: `historymw.counters.Stats` stays importable
 
 _LOG_EVERY_S = 60.0
 
@@ -98,26 +99,10 @@ def reset() -> Counters:
     return COUNTERS
 
 
-class Stats(BaseModel):
-    """A snapshot of what historymw kept, skipped, dropped and why."""
+def __getattr__(name: str) -> Any:
+    # The pydantic model is defined on first use (see `models`), not at `import historymw`.
+    if name == "Stats":
+        from .models import Stats
 
-    recorded: int = Field(description="records kept by the policy and handed to the backends")
-    sampled_out: int = Field(description="calls a head decision (sampling) chose not to record")
-    filtered_out: int = Field(description="calls a tail decision (errors-only) chose not to keep")
-    dropped: int = Field(description="records lost on the way: full export queue, failed export, ...")
-    dropped_by_reason: dict[str, int]
-    evicted: int = Field(description="records the ring removed to stay within maxlen and max_bytes")
-    records_held: int = Field(description="records in the ring now")
-    bytes_held: int = Field(description="bytes the ring accounts for now (sum of size_bytes)")
-    max_bytes: int
-    queued: int = Field(description="records waiting in export queues")
-    exported: int = Field(description="records delivered to I/O backends")
-    errors: dict[str, int] = Field(description="exceptions caught inside historymw, by kind")
-
-    @property
-    def kept(self) -> int:
-        """Another name for `recorded`: the calls the policy kept."""
-        return self.recorded
-
-    def __getitem__(self, key: str) -> Any:
-        return getattr(self, key)
+        return Stats
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

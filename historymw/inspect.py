@@ -6,9 +6,10 @@ import json
 import os
 import re
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from .record import LMCall
+if TYPE_CHECKING:
+    from .models import LMCall
 
 _RESET, _BOLD, _DIM, _GREEN, _RED, _BLUE, _YELLOW = (
     "\033[0m", "\033[1m", "\033[2m", "\033[32m", "\033[31m", "\033[34m", "\033[33m")

@@ -15,62 +15,24 @@ import math
 import os
 import threading
 from collections.abc import Collection, Iterator
-from typing import Any, Literal
-
-from pydantic import BaseModel, Field
+from typing import TYPE_CHECKING, Any
 
 from .plain import clip
 from .redact import might_hold_secret, redact_text
 
+if TYPE_CHECKING:
+    from .models import LMCall as LMCall  # re-exported: `historymw.record.LMCall` stays importable
+
 _UTC = _dt.timezone.utc
 
 
-class LMCall(BaseModel):
-    """One LM call, as plain JSON-serialisable data."""
+def __getattr__(name: str) -> Any:
+    # The pydantic model is defined on first use (see `models`), not when the hot path imports this module.
+    if name == "LMCall":
+        from .models import LMCall
 
-    id: str
-    started_at: _dt.datetime
-    ended_at: _dt.datetime
-    duration_s: float
-    provider: str | None = None
-    model: str | None = None
-    operation: str = "chat"
-    session: str | None = None
-    tags: dict[str, Any] = Field(default_factory=dict)
-    messages: list[Any] = Field(default_factory=list)
-    params: dict[str, Any] = Field(default_factory=dict)
-    output_text: str | None = None
-    outputs: list[Any] = Field(default_factory=list)
-    finish_reason: str | None = None
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int | None = None
-    cost: float | None = None
-    status: Literal["ok", "error"] = "ok"
-    error_type: str | None = None
-    error_message: str | None = None
-    stream: bool = False
-    time_to_first_token_s: float | None = None
-    trace_id: str | None = None
-    span_id: str | None = None
-    trace_flags: int | None = None
-    source: str = "decorator"
-    size_bytes: int = 0
-    response_id: str | None = None
-    response_model: str | None = None
-    cache_hit: bool | None = None
-    server_address: str | None = None
-    metadata: dict[str, Any] = Field(default_factory=dict)
-    # Added for the GenAI conventions' usage and request details (the SQL store keeps them
-    # in `extra` until a schema version gives them columns).
-    system_instructions: list[Any] = Field(default_factory=list)  # a system prompt given beside the messages
-    tool_definitions: list[Any] = Field(default_factory=list)  # the tools offered to the model
-    cache_read_input_tokens: int | None = None  # input tokens served from the provider's prompt cache
-    cache_creation_input_tokens: int | None = None  # input tokens written to the provider's prompt cache
-    reasoning_tokens: int | None = None  # output tokens spent on reasoning
-    server_port: int | None = None
-    error_stacktrace: str | None = None  # the failed call's traceback, redacted like error_message
-    stream_chunks: int | None = None  # chunks a recorded stream delivered
+        return LMCall
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
 _seal_lock = threading.Lock()
@@ -244,6 +206,7 @@ def seal_held(draft: dict[str, Any], redactor: Any = None, scan_content: bool = 
 
 def _apply_redactor(draft: dict[str, Any], redactor: Any) -> None:
     from . import counters
+    from .models import LMCall
 
     try:
         view = {k: v for k, v in draft.items() if not k.startswith("_")}
@@ -263,16 +226,23 @@ def _apply_redactor(draft: dict[str, Any], redactor: Any) -> None:
 
 
 # Every field's default, given explicitly: pydantic's model_construct is slow at
-# filling in defaults (it inspects default factories on every call).
-_SCALAR_DEFAULTS = {name: f.default for name, f in LMCall.model_fields.items() if f.default_factory is None}
+# filling in defaults (it inspects default factories on every call). Built with the model.
+_scalar_defaults: dict[str, Any] | None = None
 
 
 def materialize(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True) -> LMCall:
     """The `LMCall` for a draft (sealing it first if nobody has)."""
+    global _scalar_defaults
+    from .models import LMCall
+
+    defaults = _scalar_defaults
+    if defaults is None:
+        defaults = _scalar_defaults = {name: f.default for name, f in LMCall.model_fields.items()
+                                       if f.default_factory is None}
     d = seal(draft, redactor, scan_content)
     started = d.get("started", 0.0)
     duration = d.get("duration", 0.0)
-    fields = {**_SCALAR_DEFAULTS, "tags": {}, "messages": [], "params": {}, "outputs": [], "metadata": {},
+    fields = {**defaults, "tags": {}, "messages": [], "params": {}, "outputs": [], "metadata": {},
               "system_instructions": [], "tool_definitions": []}
     fields.update((k, v) for k, v in d.items() if k[0] != "_" and k != "started" and k != "duration")
     trace_id, span_id = fields.pop("trace_id", None), fields.pop("span_id", None)

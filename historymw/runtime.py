@@ -27,7 +27,7 @@ from .pipeline import ExportPipeline, FlushResult
 
 if TYPE_CHECKING:
     from .config_model import Settings
-    from .counters import Stats
+    from .models import Stats
 
 
 class Unavailable:
@@ -122,7 +122,7 @@ class Runtime:
 
     def stats(self) -> Stats:
         """This configuration's counters (see `historymw.stats`)."""
-        from .counters import Stats
+        from .models import Stats
 
         c = self.counters
         dropped = {k: v.value for k, v in c.dropped.items()}

@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 if TYPE_CHECKING:
     from ..config import Settings
-    from ..record import LMCall
+    from ..models import LMCall
 
 ENTRY_POINT_GROUP = "historymw.backends"
 

@@ -16,13 +16,14 @@ from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, overload
 
 from .. import counters
-from ..record import LMCall, materialize
+from ..record import materialize
 
 if TYPE_CHECKING:
     from ..config import Settings
+    from ..models import LMCall
 
 
-class RingBuffer(Sequence[LMCall]):
+class RingBuffer(Sequence["LMCall"]):  # the model is defined when a record is first read
     """Newest-last sequence of recorded calls, within `maxlen` records and `max_bytes` bytes."""
 
     def __init__(self, maxlen: int = 1000, max_bytes: int = 16 * 2**20,
