@@ -70,7 +70,7 @@ def main() -> None:
     args = ap.parse_args()
     drafts = make_drafts(args.n)
     start = time.perf_counter()
-    ((columns, rows),) = build_rows([dict(d) for d in drafts]).items()
+    ((columns, rows),) = build_rows([dict(d) for d in drafts]).groups.items()
     build_s = time.perf_counter() - start
     i_short = columns.index("short_id")
     without_cols = columns[:i_short] + columns[i_short + 1:]

@@ -40,7 +40,7 @@ import historymw as hm
 from historymw.backends.sql import SQLBackend
 from historymw.sql import engine as sql_engine
 from historymw.sql import schema, write
-from historymw.sql.batch import build_rows
+from historymw.sql.batch import Built, build_rows
 
 MSGS = [{"role": "system", "content": "You are a terse assistant."},
         {"role": "user", "content": "What is six times seven? Answer with a number."}]
@@ -74,8 +74,8 @@ def baseline_rows(n: int) -> tuple[Rows, Rows]:
     twenty NULLs either), in the order historymw binds them. PostgreSQL binds bools as bools;
     SQLite's rows hold them as the 0/1 it stores. Same ids, same order."""
     drafts = make_drafts(n)
-    ((columns, rows),) = build_rows(drafts).items()
-    ((pg_columns, pg_rows),) = build_rows(drafts, postgres=True).items()
+    ((columns, rows),) = build_rows(drafts).groups.items()
+    ((pg_columns, pg_rows),) = build_rows(drafts, postgres=True).groups.items()
     return (columns, rows), (pg_columns, pg_rows)
 
 
@@ -185,15 +185,16 @@ def prepare_cost(drafts: list[dict[str, Any]]) -> float:
     return (time.perf_counter() - t0) / len(drafts) * 1e6
 
 
-def insert_cost(path: str, groups: list[dict[tuple[str, ...], list[tuple[Any, ...]]]]) -> float:
-    """µs per record historymw's SQL backend spends inserting prepared rows, batch by batch."""
+def insert_cost(path: str, groups: list[Built]) -> float:
+    """µs per record historymw's SQL backend spends inserting prepared rows (and their message
+    contents), batch by batch."""
     backend = SQLBackend(f"sqlite:///{path}")
-    for columns in {c for g in groups for c in g}:
+    for columns in {c for g in groups for c in g.groups}:
         backend._statement(columns).many  # noqa: B018 - the schema created and the inserts compiled, as by the warm-up
-    n = sum(len(rows) for g in groups for rows in g.values())
+    n = sum(len(rows) for g in groups for rows in g.groups.values())
     t0 = time.perf_counter()
     for g in groups:
-        backend._write(g)
+        backend._write(g.groups, g.contents)
     elapsed = time.perf_counter() - t0
     backend.shutdown()
     return elapsed / n * 1e6

@@ -14,16 +14,14 @@ being exported too). A batch still inside `export()` when `shutdown()` gives up
 (a hung server) is counted as dropped ("shutdown") at that moment; if that export
 returns later, it is not counted a second time.
 
-A backend may offer `export_drafts(drafts)` next to `export(records)`: the worker
-then seals each draft (id, secret scan) and hands over the plain dicts, which
-saves building an `LMCall` per record. A backend may instead offer
-`prepare_drafts(drafts, scan_content, invalid)` and `export_prepared(prepared)`:
-it then seals the drafts and converts them itself, in one pass (the SQL backend
-builds its rows so); `prepared` has a `len()` (the records in it), and a retry
-exports it again without converting it again. With a user redactor the worker
-always builds `LMCall`s, which checks the types the redactor returned. Every
-export method may return the number of records the destination refused (bad
-data): those are dropped as "rejected".
+A backend may offer `prepare_drafts(drafts, scan_content, invalid)` and
+`export_prepared(prepared)` next to `export(records)`: the worker then hands it
+the drafts, which it seals and converts itself, in one pass (the SQL backend
+builds its rows so), and saves building an `LMCall` per record; `prepared` has
+a `len()` (the records in it), and a retry exports it again without converting
+it again. With a user redactor the worker always builds `LMCall`s, which checks
+the types the redactor returned. Every export method may return the number of
+records the destination refused (bad data): those are dropped as "rejected".
 Nothing here binds to an event loop: asyncio code and threads submit alike.
 """
 
@@ -41,7 +39,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from . import counters
-from .record import materialize, seal
+from .record import materialize
 
 _size_of = operator.itemgetter("size_bytes")
 _BACKOFF_START_S = 0.05
@@ -186,7 +184,8 @@ class ExportPipeline:
             return True
 
     def _prepare(self, drafts: list[dict[str, Any]], seq: int) -> tuple[Any, Callable[[Any], Any]]:
-        """Seal (fast path) or materialize each draft; a record that fails is dropped alone."""
+        """Hand the drafts to the backend to convert (fast path) or materialize each; a record that
+        fails is dropped alone."""
         def invalid(exc: BaseException) -> None:
             self._counters.error("materialize", exc)
             if self._claim(seq, 1):
@@ -197,17 +196,13 @@ class ExportPipeline:
             prepare = getattr(backend, "prepare_drafts", None)
             if prepare is not None:  # the backend seals and converts the batch itself, in one pass
                 return prepare(drafts, self._redact_content, invalid), backend.export_prepared
-        export_drafts = getattr(backend, "export_drafts", None)
-        fast = export_drafts is not None and self._redactor is None
-        convert: Callable[..., Any] = seal if fast else materialize
         out: list[Any] = []
         for d in drafts:
             try:
-                out.append(convert(d, self._redactor, self._redact_content))
+                out.append(materialize(d, self._redactor, self._redact_content))
             except Exception as exc:  # noqa: BLE001 - one bad record must not sink the batch
                 invalid(exc)
-        export: Callable[[Any], Any] = export_drafts if export_drafts is not None and fast else backend.export
-        return out, export
+        return out, backend.export
 
     def _deliver_batch(self, drafts: list[dict[str, Any]], seq: int) -> None:
         records, export = self._prepare(drafts, seq)

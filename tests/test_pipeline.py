@@ -5,14 +5,14 @@ from __future__ import annotations
 import asyncio
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from _threads import run_in_threads
 
 import historymw as hm
 from historymw.pipeline import ExportPipeline
-from historymw.record import LMCall
+from historymw.record import LMCall, seal
 
 MSGS = [{"role": "user", "content": "What is six times seven?"}]
 
@@ -43,14 +43,24 @@ class Collect:
 
 
 class CollectDrafts(Collect):
-    """A backend with the fast path: receives sealed drafts, refuses some."""
+    """A backend with the fast path: receives drafts, seals them, refuses some."""
 
     def __init__(self, refuse_model: str | None = None) -> None:
         super().__init__()
         self.drafts: list[dict[str, Any]] = []
         self.refuse_model = refuse_model
 
-    def export_drafts(self, drafts: Sequence[dict[str, Any]]) -> int:
+    def prepare_drafts(self, drafts: Sequence[dict[str, Any]], scan_content: bool,
+                       invalid: Callable[[BaseException], None]) -> list[dict[str, Any]]:
+        out = []
+        for d in drafts:
+            try:
+                out.append(seal(d, None, scan_content))
+            except Exception as exc:  # noqa: BLE001 - as the SQL backend does: the record alone is dropped
+                invalid(exc)
+        return out
+
+    def export_prepared(self, drafts: Sequence[dict[str, Any]]) -> int:
         keep = [d for d in drafts if d.get("model") != self.refuse_model]
         self.drafts.extend(keep)
         return len(drafts) - len(keep)

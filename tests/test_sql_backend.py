@@ -26,6 +26,14 @@ from historymw.store import Store
 MSGS = [{"role": "system", "content": "Be terse."}, {"role": "user", "content": "What is six times seven?"}]
 
 
+def _export(backend: SQLBackend, drafts: list[dict[str, Any]]) -> int:
+    """The export worker's fast path: prepare the drafts, then export them."""
+    def fail(exc: BaseException) -> None:
+        raise exc
+
+    return backend.export_prepared(backend.prepare_drafts(drafts, True, fail))
+
+
 @hm.recorded(provider="fake")
 def ask(model: str, messages: list[dict[str, str]], **params: Any) -> str:
     return f"42 says {model}"
@@ -91,9 +99,9 @@ def _sealed_drafts(n: int) -> list[dict[str, Any]]:
 def test_a_retried_batch_never_duplicates_rows(sqlite_url: str) -> None:
     backend = SQLBackend(sqlite_url)
     drafts = _sealed_drafts(50)
-    backend.export_drafts(drafts)
-    backend.export_drafts(drafts)  # the worker retries after a commit it did not see succeed
-    backend.export_drafts(drafts[:10] + _sealed_drafts(5))
+    _export(backend, drafts)
+    _export(backend, drafts)  # the worker retries after a commit it did not see succeed
+    _export(backend, drafts[:10] + _sealed_drafts(5))
     with Store(sqlite_url) as store:
         records = [store.get(d["id"]) for d in drafts]
     backend.export([r for r in records if r is not None])  # the LMCall path is idempotent too
@@ -170,7 +178,7 @@ def test_retention_from_the_environment(sqlite_url: str, monkeypatch: pytest.Mon
     old = _sealed_drafts(30)
     for d in old:
         d["started"] -= 2 * 86400
-    backend.export_drafts(old)
+    _export(backend, old)
     backend.shutdown()
     monkeypatch.setenv("HISTORYMW_SQL_MAX_AGE", "1d")
     monkeypatch.setenv("HISTORYMW_SQL_MAX_ROWS", "25")
@@ -229,7 +237,7 @@ def test_a_version_1_database_is_migrated_without_losing_history(sqlite_url: str
 
 
 def test_a_newer_schema_is_refused_with_a_clear_error(sqlite_url: str) -> None:
-    SQLBackend(sqlite_url).export_drafts(_sealed_drafts(1))
+    _export(SQLBackend(sqlite_url), _sealed_drafts(1))
     with sqlite3.connect(_path(sqlite_url)) as conn:
         conn.execute("UPDATE historymw_schema SET version = 99")
     with pytest.raises(StoreError, match="schema version 99, newer than"):

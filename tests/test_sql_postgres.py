@@ -20,6 +20,14 @@ from historymw.store import Store
 MSGS = [{"role": "user", "content": "What is six times seven?"}]
 
 
+def _export(backend: SQLBackend, drafts: list[dict[str, Any]]) -> int:
+    """The export worker's fast path: prepare the drafts, then export them."""
+    def fail(exc: BaseException) -> None:
+        raise exc
+
+    return backend.export_prepared(backend.prepare_drafts(drafts, True, fail))
+
+
 @hm.recorded(provider="fake")
 def ask(model: str, messages: list[dict[str, str]], **params: Any) -> str:
     return f"42 says {model}"
@@ -62,8 +70,8 @@ def test_retries_are_idempotent_and_nul_characters_are_stored(pg: tuple[str, sa.
     now = time.time()
     drafts = [seal({"started": now + i, "duration": 0.2, "model": "m", "messages": MSGS, "size_bytes": 1,
                     "output_text": "a\x00b" if i == 0 else "fine"}) for i in range(20)]
-    assert backend.export_drafts(drafts) == 0
-    assert backend.export_drafts(drafts) == 0
+    assert _export(backend, drafts) == 0
+    assert _export(backend, drafts) == 0
     backend.shutdown()
     assert _count(check) == 20
     with Store(url) as store:
@@ -73,7 +81,7 @@ def test_retries_are_idempotent_and_nul_characters_are_stored(pg: tuple[str, sa.
 
 def test_database_down_at_start_then_back_then_down_again(pg: tuple[str, sa.Engine]) -> None:
     url, check = pg
-    SQLBackend(url).export_drafts([])  # the schema exists (an earlier run), the server is what fails
+    _export(SQLBackend(url), [])  # the schema exists (an earlier run), the server is what fails
     u = sa.make_url(url)
     proxy = Proxy(u.host or "127.0.0.1", u.port or 5432)
     proxied = u.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)

@@ -33,6 +33,14 @@ SELECT model, status, sum(calls), sum(cost), sum(duration_s), sum({' + '.join(HI
 FROM historymw_rollup GROUP BY model, status ORDER BY 1, 2"""
 
 
+def _export(backend: SQLBackend, drafts: list[dict[str, Any]]) -> int:
+    """The export worker's fast path: prepare the drafts, then export them."""
+    def fail(exc: BaseException) -> None:
+        raise exc
+
+    return backend.export_prepared(backend.prepare_drafts(drafts, True, fail))
+
+
 @pytest.fixture(params=["sqlite", "postgresql"])
 def url(request: pytest.FixtureRequest, sqlite_url: str) -> str:
     if request.param == "sqlite":
@@ -101,11 +109,11 @@ def test_a_retried_batch_is_counted_once(url: str) -> None:
     now = time.time()
     drafts = [seal({"started": now + i, "duration": 0.5, "model": "m", "messages": MSGS, "session": f"r{i % 2}",
                     "status": "error" if i == 3 else "ok", "input_tokens": 3, "cost": 0.5}) for i in range(10)]
-    backend.export_drafts(drafts)
-    backend.export_drafts(drafts)  # the worker retries after a commit it did not see succeed
+    _export(backend, drafts)
+    _export(backend, drafts)  # the worker retries after a commit it did not see succeed
     late = seal({"started": now + 20, "duration": 1.0, "model": "m", "messages": MSGS, "session": "r0",
                  "input_tokens": 1})
-    backend.export_drafts([*drafts[:4], late])
+    _export(backend, [*drafts[:4], late])
     backend.shutdown()
     stored = _check_consistent(url)
     assert [(r[0], r[3], r[4], r[5], r[8]) for r in stored] == [("r0", 6, 0, 16, 2.5), ("r1", 5, 1, 15, 2.5)]
@@ -118,12 +126,12 @@ def test_concurrent_writers_aggregate_the_same_sessions_exactly(url: str) -> Non
     def work(t: int) -> None:
         backend = SQLBackend(url)
         for b in range(10):
-            backend.export_drafts([seal({"started": now + b + i / 100, "duration": 0.1 * t, "model": f"m{t}",
+            _export(backend, [seal({"started": now + b + i / 100, "duration": 0.1 * t, "model": f"m{t}",
                                          "messages": MSGS, "session": f"c{i % 5}", "total_tokens": t,
                                          "cost": 0.25}) for i in range(20)])
         backend.shutdown()
 
-    SQLBackend(url).export_drafts([])  # the schema, once, before the race
+    _export(SQLBackend(url), [])  # the schema, once, before the race
     run_in_threads(work, 4)
     stored = _check_consistent(url)
     assert [(r[0], r[3], r[7], r[8]) for r in stored] == [(f"c{i}", 160, 240, 40.0) for i in range(5)]

@@ -4,6 +4,7 @@ them (SQLite and PostgreSQL), and lookups by short id before and after it."""
 from __future__ import annotations
 
 import itertools
+import json
 import sqlite3
 from pathlib import Path
 
@@ -65,6 +66,9 @@ def test_a_version_2_postgresql_store_is_migrated(pg: tuple[str, sa.Engine]) -> 
     _record_one(url)
     _record_one(url)
     with check.begin() as conn:  # back to what the release before short ids wrote
+        conn.execute(sa.text("UPDATE historymw_calls SET messages = CAST(:m AS JSONB)"), {"m": json.dumps(MSGS)})
+        conn.execute(sa.text("DROP TABLE historymw_contents"))
+        conn.execute(sa.text("ALTER TABLE historymw_calls DROP COLUMN message_refs"))
         conn.execute(sa.text("DROP INDEX ix_historymw_calls_short_id"))
         conn.execute(sa.text("ALTER TABLE historymw_calls DROP COLUMN short_id"))
         conn.execute(sa.text("UPDATE historymw_schema SET version = 2"))
@@ -77,6 +81,8 @@ def test_a_version_2_postgresql_store_is_migrated(pg: tuple[str, sa.Engine]) -> 
         assert conn.execute(sa.text("SELECT version FROM historymw_schema")).scalar() == SCHEMA_VERSION
         rows = conn.execute(sa.text("SELECT id, short_id FROM historymw_calls")).all()
     assert len(rows) == 3 and all(s == short_id(i) for i, s in rows)
+    with Store(url) as store:
+        assert [c.messages for c in store.recent(10)] == [MSGS] * 3
 
 
 @pytest.mark.parametrize("call_id", ["not-one-of-ours", "ABC", "x" * 64])

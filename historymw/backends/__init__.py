@@ -40,9 +40,11 @@ class Backend(Protocol):
 
         May return how many records the destination refused (bad data): those
         are dropped and counted as "rejected" instead of retried. A backend may
-        also offer `export_drafts(drafts)`, which the worker prefers when no user
-        redactor is set: it gets the sealed plain dicts and skips building
-        `LMCall` models (the SQL backend writes rows straight from them)."""
+        also offer `prepare_drafts(drafts, scan_content, invalid)` and
+        `export_prepared(prepared)`, which the worker prefers when no user
+        redactor is set: it gets the unsealed plain dicts, seals and converts
+        them itself and skips building `LMCall` models (the SQL backend builds
+        its rows so; see `historymw.pipeline`)."""
 
     def flush(self, timeout: float | None = None) -> bool:
         """Push out anything buffered inside the backend; True when done in time."""

@@ -133,7 +133,7 @@ class SQLBackend:
         require("sqlalchemy", what="The 'sql' backend", extra="sql")
         # Everything the export worker uses is imported here, on the configuring thread: a fork() while
         # the worker imports a module would leave that module's import lock held in the child forever.
-        from ..sql import batch, rows, schema, write  # noqa: F401
+        from ..sql import batch, contents, rows, schema, write  # noqa: F401
         from ..sql import engine as _engine
 
         self.url = url
@@ -162,7 +162,7 @@ class SQLBackend:
             self._ready = True
         ins = self._statements.get(columns)
         if ins is None:
-            ins = self._statements[columns] = write.insert_for(self.engine.dialect, columns)
+            ins = self._statements[columns] = write.Insert(self.engine.dialect, columns)
         return ins
 
     @contextmanager
@@ -174,25 +174,26 @@ class SQLBackend:
         with _FORK_GATE.using():
             yield
 
-    def _write(self, grouped: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> int:
-        """Insert a batch (rows ready to bind, NUL already replaced for PostgreSQL); returns how many
-        rows the database refused (bad data, not a bad connection)."""
+    def _write(self, grouped: dict[tuple[str, ...], list[tuple[Any, ...]]], contents: Contents) -> int:
+        """Insert a batch (rows ready to bind, NUL already replaced for PostgreSQL) and the message
+        contents it refers to; returns how many rows the database refused (bad data, not a bad
+        connection)."""
         with self._io():
-            return self._write_held(grouped)
+            return self._write_held(grouped, contents)
 
-    def _write_held(self, grouped: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> int:
+    def _write_held(self, grouped: dict[tuple[str, ...], list[tuple[Any, ...]]], contents: Contents) -> int:
         from ..sql import write
 
         batches = [(self._statement(cols), rows) for cols, rows in grouped.items()]
         total = sum(len(rows) for _, rows in batches)
         try:
-            write.insert_rows(self.engine, batches)
+            write.insert_rows(self.engine, batches, contents)
             refused = 0
         except Exception as exc:
             if write.is_transient(exc):
                 raise  # the pipeline retries the batch with backoff (inserts are idempotent)
             # One bad row must not sink its batch: find it, keep the rest.
-            errors = write.insert_each(self.engine, batches)
+            errors = write.insert_each(self.engine, batches, contents)
             for err in errors:
                 counters.COUNTERS.error("sql_row_refused", err)
             refused = len(errors)
@@ -210,26 +211,23 @@ class SQLBackend:
         `export_prepared` is retried."""
         from ..sql.batch import build_rows
 
-        rows = PreparedRows(build_rows(drafts, scan_content=scan_content, postgres=self._postgres, invalid=invalid))
+        rows = PreparedRows(*build_rows(drafts, scan_content=scan_content, postgres=self._postgres, invalid=invalid))
         if self._sqlite:
             _FORK_GATE.wait_open()  # last, so that little runs between it and the export
         return rows
 
     def export_prepared(self, rows: PreparedRows) -> int:
         """Step two: insert what `prepare_drafts` built. Returns the number of rows refused."""
-        return self._write(rows.groups)
-
-    def export_drafts(self, drafts: Sequence[dict[str, Any]]) -> int:
-        """Rows straight from drafts (no `LMCall` built). Returns rows refused."""
-        from ..sql.batch import build_rows
-
-        return self._write(build_rows(drafts, postgres=self._postgres))
+        return self._write(rows.groups, rows.contents)
 
     def export(self, records: Sequence[LMCall]) -> int:
+        """`LMCall`s (with a user redactor the pipeline builds them, and checks what it returned)."""
+        from ..sql.contents import Pending
         from ..sql.rows import COLUMNS, record_row, strip_nul
 
-        rows = [record_row(r) for r in records]
-        return self._write({COLUMNS: [strip_nul(r) for r in rows] if self._postgres else rows})
+        pending = Pending()
+        rows = [record_row(r, pending) for r in records]
+        return self._write({COLUMNS: [strip_nul(r) for r in rows] if self._postgres else rows}, pending.rows())
 
     def flush(self, timeout: float | None = None) -> bool:
         """Everything exported is committed already; apply retention if anything was written since."""
@@ -279,13 +277,18 @@ class SQLBackend:
                 return 0
 
 
+Contents = list[tuple[bytes, bytes, float]]  # (digest, stored body, last_used): historymw.sql.contents
+
+
 class PreparedRows:
-    """A batch's rows, grouped by the columns they bind; its length is its number of rows."""
+    """A batch's rows, grouped by the columns they bind, and the message contents they refer to;
+    its length is its number of rows."""
 
-    __slots__ = ("groups", "count")
+    __slots__ = ("groups", "contents", "count")
 
-    def __init__(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]]) -> None:
+    def __init__(self, groups: dict[tuple[str, ...], list[tuple[Any, ...]]], contents: Contents) -> None:
         self.groups = groups
+        self.contents = contents
         self.count = sum(map(len, groups.values()))
 
     def __len__(self) -> int:

@@ -1,8 +1,8 @@
 """A batch of drafts straight into rows: sealing and row building in one pass.
 
 `seal()` then `draft_rows()` visits every field of a draft twice, builds a dict
-per message that the row only turns back into JSON, and scans each record's
-text on its own. For the drafts the hot path makes most (messages as the flat
+per message that the row only turns into JSON to hash it, and scans each
+record's text on its own. For the drafts the hot path makes most (messages as the flat
 `_pairs` (role, content, ...) tuple, str and int fields, params of scalars) this
 module reads each field once into the row, and checks the whole batch for what
 sealing would change with one scan of its joined text. A batch where that scan
@@ -10,7 +10,9 @@ finds anything (a secret shape, a lone surrogate, a base64 blob, a non-finite
 number, a value of an unexpected type) is checked record by record, and only
 the records that need it are sealed and built the general way. The rows are
 those `seal()` + `draft_rows()` would write, with the columns in another order
-(and, for SQLite, bools as the 0 or 1 SQLite stores for them).
+(and, for SQLite, bools as the 0 or 1 SQLite stores for them). Messages are
+hashed per (role, content) pair once a batch (`contents.Pending.pair_refs`):
+the system prompt of a thousand calls is encoded, hashed and compressed once.
 
 Every fast-path draft gets its id here, under the seal lock, and keeps it: a
 ring that holds the same draft seals it later with that id (and finds nothing
@@ -29,6 +31,7 @@ from typing import Any, NamedTuple
 
 from ..record import id_source, seal_held, sealing, text_needs_clean
 from ..redact import has_secret_anchor
+from .contents import Pending, referenced
 from .ids import offset_of, short_from, short_id
 from .rows import draft_rows, strip_nul
 
@@ -121,7 +124,7 @@ def _plan(keys: tuple[str, ...]) -> _Plan | None:
         unread = {k for k in present if k[0] == "_"} - {"_pairs"}  # the plan ignores these
         plan = _Plan(_tuple_getter(texts), _tuple_getter(numbers), _tuple_getter(flags), _rest(json_keys, hex_keys),
                      consts, tuple(int(v) if type(v) is bool else v for v in consts),
-                     ("id", "short_id", "started_at", "ended_at", "duration_s", "messages", "params", *texts,
+                     ("id", "short_id", "started_at", "ended_at", "duration_s", "message_refs", "params", *texts,
                       *numbers,
                       *flags, *json_keys, *(k for k, _ in hex_keys), *(k for k, _ in _DEFAULTS if k not in present)),
                      -1 if unread else len(keys))
@@ -169,28 +172,6 @@ def _rest(json_keys: list[str], hex_keys: list[tuple[str, str]]) -> Callable[[An
     return rest
 
 
-_templates: dict[int, str] = {}
-
-
-class _Encoded(dict[str, str]):
-    """str -> its JSON, made on first use. One per batch: roles and system prompts recur in most
-    records, and a long prompt is the longest part of a row to encode."""
-
-    def __missing__(self, text: str) -> str:
-        encoded = self[text] = _string(text)
-        return encoded
-
-
-def _messages_template(n: int) -> str:
-    """JSON of n/2 messages with a %s for each (JSON-encoded) role and content."""
-    if n % 2:
-        raise _NotFastError("odd _pairs")
-    t = "[" + ",".join(['{"role":%s,"content":%s}'] * (n // 2)) + "]"
-    if n <= 128:  # kept for short conversations only: an agent whose history grows by a message
-        _templates[n] = t  # a call would otherwise keep a template of every length, forever
-    return t
-
-
 def _clean(strs: list[Any], numbers: list[Any], jtexts: list[str]) -> tuple[bool, str, str]:
     """(would sealing leave these records as they are?, their joined text, their joined JSON).
 
@@ -234,18 +215,37 @@ def _has_nul(blob: str, jblob: str) -> bool:
     return "\x00" in blob or "\\u0000" in blob or "\\u0000" in jblob
 
 
+class Built(NamedTuple):
+    """A batch ready to insert: its rows grouped by the columns they bind, and the message contents
+    they refer to (`contents.Pending.rows()`: digest, stored body, last_used)."""
+
+    groups: Groups
+    contents: list[tuple[bytes, bytes, float]]
+
+
 def build_rows(drafts: Sequence[dict[str, Any]], *, scan_content: bool = True, postgres: bool = False,
-               invalid: Callable[[BaseException], None] | None = None) -> Groups:
-    """Seal `drafts` and build their rows, grouped by the columns they bind.
+               invalid: Callable[[BaseException], None] | None = None) -> Built:
+    """Seal `drafts` and build their rows, grouped by the columns they bind, and their contents.
 
     A draft that cannot be sealed or made a row is left out and handed to `invalid`
     (without it, the error propagates). `postgres`: NUL characters replaced (see `strip_nul`)."""
+    pending = Pending()
     with sealing():
-        return _build(drafts, scan_content, postgres, invalid)
+        groups, all_referenced = _build(drafts, scan_content, postgres, invalid, pending)
+    if all_referenced:
+        return Built(groups, pending.rows())
+    # Some drafts left the fast path after their messages were hashed (sealing changes them): store
+    # only the contents the rows written refer to, never what sealing took out.
+    keep: set[bytes] = set()
+    for cols, rows in groups.items():
+        if "message_refs" in cols:
+            keep |= referenced(rows, cols.index("message_refs"))
+    return Built(groups, pending.rows(keep))
 
 
 def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
-           invalid: Callable[[BaseException], None] | None) -> Groups:
+           invalid: Callable[[BaseException], None] | None, pending: Pending) -> tuple[Groups, bool]:
+    """The rows; and whether every content in `pending` is surely referred to by one of them."""
     general: list[dict[str, Any]] = []  # drafts that take the general way
     fast_drafts: list[dict[str, Any]] = []
     fast_rows: list[Any] = []  # (a row becomes None when a recheck sends its draft the general way)
@@ -257,9 +257,7 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
         general.extend(drafts)
         drafts = ()
     plans = _plans
-    templates = _templates
-    encoded = _Encoded().__getitem__
-    join = "".join
+    pair_refs = pending.pair_refs
     encode = _encode_chunks
     prefix, seq = id_source()
     # An id is ID_FORMAT's 128 bits: milliseconds, the process's prefix, a sequence number.
@@ -340,17 +338,7 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
                 jtexts.append(params)
             else:
                 params = None
-            n = len(pairs)
-            if n == 4:  # the usual system + user prompt, spelled out: a third of the time of a template
-                role0, content0, role1, content1 = pairs
-                messages = join(('[{"role":', encoded(role0), ',"content":', encoded(content0), '},{"role":',
-                                 encoded(role1), ',"content":', encoded(content1), '}]'))
-            elif n == 2:
-                messages = join(('[{"role":', encoded(pairs[0]), ',"content":', encoded(pairs[1]), '}]'))
-            elif n:
-                messages = (templates.get(n) or _messages_template(n)) % tuple(map(encoded, pairs))
-            else:
-                messages = None
+            messages = pair_refs(pairs, started) if pairs else None
             if rest is None:
                 row = (rid, short, started, ended, duration, messages, params, *texts, *nums, *flags, *consts)
             else:
@@ -378,14 +366,16 @@ def _build(drafts: Sequence[dict[str, Any]], scan: bool, postgres: bool,
     for d in general:
         try:
             seal_held(d, None, scan)
-            ((cols, rows),) = draft_rows([d]).items()
+            ((cols, rows),) = draft_rows([d], pending).items()
         except Exception as exc:  # one bad record must not sink the batch
             if invalid is None:
                 raise
             invalid(exc)
             continue
         groups.setdefault(cols, []).extend([strip_nul(r) for r in rows] if postgres else rows)
-    return groups
+    # A draft that went the general way may have been hashed by the fast path first, as it was
+    # before sealing: then not every content is referred to.
+    return groups, not general
 
 
 def _recheck(drafts: list[dict[str, Any]], rows: list[Any], plans: list[_Plan],

@@ -163,6 +163,3 @@ def _sqlite_engine(sa: Any, u: Any, create: bool) -> Any:
     sa.event.listen(engine, "begin", _on_begin)
     return engine
 
-
-def is_sqlite(engine: Any) -> bool:
-    return bool(engine.dialect.name == "sqlite")

@@ -18,6 +18,7 @@ import sqlalchemy as sa
 
 from ..record import LMCall
 from . import GROUPS
+from .contents import resolve
 from .ids import MIN_PREFIX, SHORT_LEN, AmbiguousIdError, short_id
 from .rows import row_to_call, to_stored_time
 from .schema import calls
@@ -60,7 +61,7 @@ def recent(conn: sa.Connection, cols: Cols, n: int, filters: Filters) -> list[LM
     """The newest `n` calls, newest last (like `historymw.recent`)."""
     stmt = (_select(cols).where(*filters.where(conn.dialect.name))
             .order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(max(n, 0)))
-    rows = [row_to_call(r) for r in conn.execute(stmt).mappings()]
+    rows = [row_to_call(r) for r in resolve(conn, conn.execute(stmt).mappings())]
     rows.reverse()
     return rows
 
@@ -69,12 +70,12 @@ def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
     """One call by its full id, its short id, or a unique prefix of either (the rule in `ids`)."""
     row = conn.execute(_select(cols).where(calls.c.id == call_id)).mappings().first()
     if row is not None:
-        return row_to_call(row)
+        return _one(conn, row)
     key = call_id.strip().lower()
     if key != call_id:
         row = conn.execute(_select(cols).where(calls.c.id == key)).mappings().first()
         if row is not None:
-            return row_to_call(row)
+            return _one(conn, row)
     if len(key) < MIN_PREFIX or not _HEX.match(key):
         return None
     if len(key) <= SHORT_LEN:
@@ -88,7 +89,11 @@ def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
     if not ids:
         return None
     row = conn.execute(_select(cols).where(calls.c.id == ids[0])).mappings().first()
-    return None if row is None else row_to_call(row)
+    return None if row is None else _one(conn, row)
+
+
+def _one(conn: sa.Connection, row: Any) -> LMCall:
+    return row_to_call(resolve(conn, [row])[0])
 
 
 def _short_matches(conn: sa.Connection, cols: Cols, prefix: str) -> list[str]:
@@ -115,7 +120,7 @@ def iterate(conn: sa.Connection, cols: Cols, filters: Filters, chunk: int = 1000
         if last is not None:
             stmt = stmt.where(sa.or_(c.started_at > last[0], sa.and_(c.started_at == last[0], c.id > last[1])))
         rows = conn.execute(stmt.order_by(c.started_at, c.id).limit(chunk)).mappings().all()
-        for r in rows:
+        for r in resolve(conn, rows):
             yield row_to_call(r)
         if len(rows) < chunk:
             return

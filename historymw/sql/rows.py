@@ -1,9 +1,11 @@
-"""Rows of `historymw_calls`: built from sealed drafts (the export fast path) or
-from `LMCall` models, and turned back into `LMCall` when read.
+"""Rows of `historymw_calls`: built from sealed drafts (the general way of
+`historymw.sql.batch`) or from `LMCall` models, and turned back into `LMCall` when read.
 
 The export path binds plain tuples in `COLUMNS` order with JSON already
 encoded: SQLAlchemy's per-row type processing would cost more than the
-insert itself at tens of thousands of rows a second.
+insert itself at tens of thousands of rows a second. A list of messages
+becomes `message_refs` (its contents go to a `contents.Pending`); anything
+else in `messages` is stored as JSON, as before version 4.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ..record import LMCall
+from .contents import Pending
 from .ids import short_id
 from .schema import calls
 
@@ -34,24 +37,6 @@ _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), check_circ
 def _json(value: Any) -> str | None:
     """JSON text, or NULL for an empty container (most tags, outputs, metadata)."""
     return _encode(value) if value else None
-
-
-def _json_messages(messages: Any) -> str | None:
-    """JSON of the usual [{"role": str, "content": str}, ...] without the general encoder (twice as fast)."""
-    if not messages:
-        return None
-    if type(messages) is list:
-        parts = []
-        for m in messages:
-            if type(m) is not dict or len(m) != 2:
-                break
-            role, content = m.get("role"), m.get("content")
-            if type(role) is not str or type(content) is not str:
-                break
-            parts.append(f'{{"role":{_string(role)},"content":{_string(content)}}}')
-        else:
-            return f"[{','.join(parts)}]"
-    return _encode(messages)
 
 
 def _json_params(params: Any) -> str | None:
@@ -91,15 +76,17 @@ _shapes: dict[frozenset[str], tuple[tuple[str, ...], Any]] = {}
 
 def _shape(keys: frozenset[str]) -> tuple[tuple[str, ...], Any]:
     cols = tuple(c for c in COLUMNS if c in _ALWAYS or _DRAFT_KEY.get(c, c) in keys
-                 or (c == "extra" and not keys.isdisjoint(EXTRA_FIELDS)))
+                 or (c == "extra" and not keys.isdisjoint(EXTRA_FIELDS))
+                 or (c == "message_refs" and "messages" in keys))
     getter = operator.itemgetter(*(_DRAFT_KEY.get(c, c) for c in cols))
     if len(_shapes) < 1024:  # drafts come in a few shapes; odd ones must not grow this without bound
         _shapes[keys] = cols, getter
     return cols, getter
 
 
-def draft_rows(drafts: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
-    """Rows from sealed drafts, grouped by the columns they bind (times as epoch seconds)."""
+def draft_rows(drafts: Sequence[Mapping[str, Any]], pending: Pending) -> dict[tuple[str, ...], list[tuple[Any, ...]]]:
+    """Rows from sealed drafts, grouped by the columns they bind (times as epoch seconds); their
+    message contents go to `pending`."""
     out: dict[tuple[str, ...], list[tuple[Any, ...]]] = {}
     shapes = _shapes
     for d in drafts:
@@ -108,17 +95,28 @@ def draft_rows(drafts: Sequence[Mapping[str, Any]]) -> dict[tuple[str, ...], lis
         rows = out.get(cols)
         if rows is None:
             rows = out[cols] = []
-        rows.append(getter(_draft_values(d)))
+        rows.append(getter(_draft_values(d, pending)))
     return out
 
 
-def _draft_values(d: Mapping[str, Any]) -> dict[str, Any]:
+def _messages(m: dict[str, Any], pending: Pending, started: float) -> None:
+    """`message_refs` for a list of messages; JSON in `messages` for anything else."""
+    messages = m["messages"]
+    if type(messages) is list:
+        m["message_refs"] = pending.refs(messages, started)
+        m["messages"] = None
+    else:
+        m["message_refs"] = None
+        m["messages"] = _json(messages)
+
+
+def _draft_values(d: Mapping[str, Any], pending: Pending) -> dict[str, Any]:
     m = {**_DRAFT_DEFAULTS, **d}
     m["short_id"] = short_id(m["id"])
     started = m["started"]
     duration = m["duration_s"] = m["duration"]
     m["ended_at"] = started + duration
-    m["messages"] = _json_messages(m["messages"])
+    _messages(m, pending, started)
     m["params"] = _json_params(m["params"])
     v = m["outputs"]
     m["outputs"] = _encode(v) if v else None
@@ -138,22 +136,15 @@ def _draft_values(d: Mapping[str, Any]) -> dict[str, Any]:
     return m
 
 
-_full_row = operator.itemgetter(*("started" if c == "started_at" else c for c in COLUMNS))
-
-
-def draft_row(d: Mapping[str, Any]) -> tuple[Any, ...]:
-    """A full row (every column, in `COLUMNS` order) from a sealed draft."""
-    return _full_row(_draft_values(d))  # type: ignore[no-any-return]
-
-
-def record_row(r: LMCall) -> tuple[Any, ...]:
+def record_row(r: LMCall, pending: Pending) -> tuple[Any, ...]:
     """A row from an `LMCall` (the path for records that did not come as drafts)."""
     f = r.__dict__
     started = r.started_at.timestamp()
     extra = {k: f[k] for k in EXTRA_FIELDS if f.get(k) is not None} if EXTRA_FIELDS else None
     values = {**f, "short_id": short_id(r.id), "started_at": started, "ended_at": r.ended_at.timestamp(),
               "extra": extra}
-    return tuple(_json(values[c]) if c in JSON_COLUMNS else values[c] for c in COLUMNS)
+    _messages(values, pending, started)
+    return tuple(values[c] if c == "messages" or c not in JSON_COLUMNS else _json(values[c]) for c in COLUMNS)
 
 
 def strip_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
@@ -176,7 +167,8 @@ def to_stored_time(dialect_name: str, epoch: float) -> Any:
 
 
 def row_to_call(row: Any) -> LMCall:
-    """The `LMCall` a stored row describes (JSON columns already decoded by SQLAlchemy)."""
+    """The `LMCall` a stored row describes (JSON columns already decoded by SQLAlchemy, messages
+    already read from their contents: `contents.resolve`)."""
     fields: dict[str, Any] = {k: v for k, v in row.items() if v is not None and k in LMCall.model_fields}
     for name in _TIME_COLUMNS:
         fields[name] = to_datetime(row[name])

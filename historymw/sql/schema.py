@@ -1,7 +1,10 @@
 """The tables of the history store, and forward migrations between their versions.
 
 One row per call in `historymw_calls`: indexed columns for what people filter
-on, JSON for the structured parts (JSONB on PostgreSQL). Times are UTC:
+on, JSON for the structured parts (JSONB on PostgreSQL). A call's messages are
+stored once each in `historymw_contents` and referred to by digest from the
+call's `message_refs` (see `historymw.sql.contents`); `messages` holds what a
+writer before version 5 stored, and anything that is not a list. Times are UTC:
 `TIMESTAMPTZ` on PostgreSQL, Unix epoch seconds (REAL) on SQLite, where a
 number sorts and compares fast and `datetime(started_at, 'unixepoch')` reads it.
 `historymw_sessions` (one row per session) and `historymw_rollup` (per 5 minutes, model,
@@ -22,10 +25,11 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from . import StoreError
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 CALLS = "historymw_calls"
 SESSIONS = "historymw_sessions"
 ROLLUP = "historymw_rollup"
+CONTENTS = "historymw_contents"
 VERSIONS = "historymw_schema"
 # pg_advisory_xact_lock key: "hmw" + schema, so migrations of one database never run twice at once.
 _PG_LOCK_KEY = 0x686D7700
@@ -74,6 +78,8 @@ calls = sa.Table(
     sa.Column("metadata", Json),
     # LMCall fields added after this schema version, until a migration gives them a column.
     sa.Column("extra", Json),
+    # The digests of the call's messages, in order, 16 bytes each (historymw.sql.contents).
+    sa.Column("message_refs", sa.LargeBinary),
 )
 
 # Partial indexes where most rows hold NULL (session, trace) or where one value is
@@ -124,6 +130,15 @@ rollup = sa.Table(
     sa.Column("duration_s", sa.Float, nullable=False),  # the sum
     *(sa.Column(h, sa.Integer, nullable=False) for h in HIST),
 )
+
+contents = sa.Table(
+    CONTENTS, metadata,
+    sa.Column("hash", sa.LargeBinary(16), primary_key=True),
+    sa.Column("body", sa.LargeBinary, nullable=False),  # a codec byte, then the (compressed) JSON
+    # The latest started_at of the calls that refer to it: retention's test for orphans.
+    sa.Column("last_used", Timestamp, nullable=False),
+)
+sa.Index("ix_historymw_contents_last_used", contents.c.last_used)
 
 versions = sa.Table(
     VERSIONS, metadata,
@@ -176,8 +191,19 @@ def _v3_to_v4(conn: sa.Connection) -> None:
     backfill(conn)
 
 
+def _v4_to_v5(conn: sa.Connection) -> None:
+    """v5: content-addressed messages: `historymw_contents`, and `message_refs` filled in for the rows
+    already there (their `messages` moved into contents, in chunks: constant memory)."""
+    from .contents import migrate_messages
+
+    contents.create(conn)  # (with its index)
+    _add_columns(conn, ("message_refs",))
+    migrate_messages(conn)
+
+
 # version N -> the step that turns a version-N database into version N+1.
-MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4}
+MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
+                                                             4: _v4_to_v5}
 
 
 def stored_version(conn: sa.Connection) -> int | None:

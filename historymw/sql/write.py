@@ -8,6 +8,15 @@ drivers' executemany spends about as much on binding, stepping and resetting a
 statement as the database spends storing the row.
 The same transaction adds the calls it inserted to the session and rollup aggregates
 (`historymw.sql.aggregates`); retention takes the calls it deletes out of them.
+
+A batch's message contents go in the same transaction, before its calls: an
+upsert on the content's digest that only ever raises `last_used` (idempotent
+too), in digest order, so that concurrent writers lock shared contents in one
+order and never deadlock. Retention deletes orphaned contents in the
+transaction that deletes the calls (see `historymw.sql.contents`); on
+PostgreSQL writers hold a shared advisory lock and the orphan sweep an
+exclusive one, so the sweep never sees a content whose new call is not yet
+committed.
 """
 
 from __future__ import annotations
@@ -23,8 +32,11 @@ from sqlalchemy.dialects import postgresql, sqlite
 from . import aggregates
 from .engine import WRITE
 from .rows import COLUMNS, to_stored_time
-from .schema import calls
+from .schema import calls, contents
 
+# pg_advisory_xact_lock key of the content sweep ("hmwc"): writers share it, the sweep holds it alone.
+_PG_SWEEP_KEY = 0x686D7763
+Contents = Sequence[tuple[bytes, bytes, float]]  # (digest, stored body, last_used epoch): sql.contents
 _DELETE_CHUNK = 5000
 # Rows per multi-row insert: past 16 to 32 a longer statement saves little (measured, SQLite and
 # PostgreSQL); bound parameters stay under 999, the smallest limit of any SQLite build.
@@ -70,8 +82,50 @@ class Insert:
         return self._many
 
 
-def insert_for(dialect: Any, columns: Sequence[str]) -> Insert:
-    return Insert(dialect, columns)
+def contents_statement(dialect: Any, rows: int = 1) -> str:
+    """The upsert of `rows` contents (hash, body, last_used as epoch seconds): a new one is inserted,
+    a known one only gets a later `last_used`."""
+    pg = dialect.name == "postgresql"
+    insert: Any = postgresql.insert if pg else sqlite.insert
+    c = contents.c
+
+    def when(i: int) -> Any:
+        p: Any = sa.bindparam(f"last_used_{i}")
+        return sa.func.to_timestamp(p) if pg else p
+
+    stmt = insert(contents).values([{"hash": sa.bindparam(f"hash_{i}"), "body": sa.bindparam(f"body_{i}"),
+                                     "last_used": when(i)} for i in range(rows)])
+    stmt = stmt.on_conflict_do_update(index_elements=["hash"], set_={"last_used": stmt.excluded.last_used},
+                                      where=c.last_used < stmt.excluded.last_used)
+    compiled = stmt.compile(dialect=dialect)
+    if list(compiled.positiontup or ()) != [f"{c}_{i}" for i in range(rows) for c in ("hash", "body", "last_used")]:
+        raise RuntimeError(f"content parameters out of order: {compiled.positiontup}")
+    return str(compiled)
+
+
+_content_statements: dict[tuple[str, int], str] = {}
+
+
+def upsert_contents(conn: Any, rows: Contents) -> None:
+    """Store contents (digest, stored body, last_used epoch), sorted by digest (see the module's doc)."""
+    if not rows:
+        return
+    dialect = conn.dialect
+    per = _ROWS_PER_STATEMENT
+    whole = len(rows) - len(rows) % per
+    if whole:
+        key = (dialect.name, per)
+        many = _content_statements.get(key) or _content_statements.setdefault(key, contents_statement(dialect, per))
+        conn.exec_driver_sql(many, [tuple(chain.from_iterable(rows[i:i + per])) for i in range(0, whole, per)])
+    if whole < len(rows):
+        key = (dialect.name, 1)
+        one = _content_statements.get(key) or _content_statements.setdefault(key, contents_statement(dialect))
+        conn.exec_driver_sql(one, list(rows[whole:]))
+
+
+def _share_sweep_lock(conn: Any) -> None:
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock_shared({_PG_SWEEP_KEY})")
 
 
 Batches = Sequence[tuple[Insert, Sequence[tuple[Any, ...]]]]
@@ -81,10 +135,12 @@ class _AlreadyStoredError(Exception):
     """Some rows of a batch were in the table already (a retried batch that did commit)."""
 
 
-def insert_rows(engine: Any, batches: Batches) -> None:
-    """Insert (statement, rows) pairs in one transaction (all or nothing), with their aggregates."""
+def insert_rows(engine: Any, batches: Batches, content_rows: Contents = ()) -> None:
+    """Insert a batch's message contents and (statement, rows) pairs in one transaction (all or
+    nothing), with their aggregates."""
     try:
         with engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            _contents(conn, content_rows)
             if _insert(conn, batches) != sum(len(rows) for _, rows in batches):
                 raise _AlreadyStoredError  # rolled back: the aggregates must count only new rows
             aggregates.add(conn, ((ins.columns, rows) for ins, rows in batches))
@@ -92,11 +148,16 @@ def insert_rows(engine: Any, batches: Batches) -> None:
     except _AlreadyStoredError:
         pass
     with engine.connect().execution_options(**WRITE) as conn, conn.begin():
+        _contents(conn, content_rows)  # (those of rows stored already too: an upsert changes nothing then)
         fresh = _not_stored(conn, batches)
         _insert(conn, fresh)
         aggregates.add(conn, ((ins.columns, rows) for ins, rows in fresh))
 
 
+def _contents(conn: sa.Connection, content_rows: Contents) -> None:
+    if content_rows:
+        _share_sweep_lock(conn)
+        upsert_contents(conn, content_rows)
 def _insert(conn: sa.Connection, batches: Batches) -> int:
     """Insert the rows; returns how many the database added (-1 when the driver does not say)."""
     added = 0
@@ -131,20 +192,27 @@ def _not_stored(conn: sa.Connection, batches: Batches) -> Batches:
     return out
 
 
-def insert_each(engine: Any, batches: Batches) -> list[BaseException]:
-    """Insert rows one at a time, each in its own transaction; returns the errors of rows refused."""
+def insert_each(engine: Any, batches: Batches, content_rows: Contents = ()) -> list[BaseException]:
+    """Insert rows one at a time, each in its own transaction with the contents it refers to;
+    returns the errors of rows refused."""
+    from .contents import split_refs
+
     errors: list[BaseException] = []
-    ins_columns = {ins.one: ins.columns for ins, _ in batches}
+    by_digest = {r[0]: r for r in content_rows}
     with engine.connect().execution_options(**WRITE) as conn:
-        for sql, row in ((ins.one, row) for ins, rows in batches for row in rows):
-            try:
-                with conn.begin():
-                    if conn.exec_driver_sql(sql, row).rowcount != 0:
-                        aggregates.add(conn, [(ins_columns[sql], [row])])
-            except sa.exc.DBAPIError as exc:
-                if is_transient(exc):
-                    raise
-                errors.append(exc)
+        for ins, rows in batches:
+            at = ins.columns.index("message_refs") if "message_refs" in ins.columns else None
+            for row in rows:
+                try:
+                    with conn.begin():
+                        if at is not None and row[at]:
+                            _contents(conn, sorted({by_digest[d] for d in split_refs(row[at]) if d in by_digest}))
+                        if conn.exec_driver_sql(ins.one, row).rowcount != 0:
+                            aggregates.add(conn, [(ins.columns, [row])])
+                except sa.exc.DBAPIError as exc:
+                    if is_transient(exc):
+                        raise
+                    errors.append(exc)
     return errors
 
 
@@ -155,17 +223,31 @@ def is_transient(exc: BaseException) -> bool:
     return True
 
 
+def sweep_contents(conn: Any) -> int:
+    """Delete the contents no call refers to any more: those last used before the oldest call left
+    (retention deletes oldest first). On PostgreSQL the caller holds the sweep lock alone."""
+    floor = conn.execute(sa.select(sa.func.min(calls.c.started_at))).scalar()
+    stmt = sa.delete(contents)
+    if floor is not None:
+        stmt = stmt.where(contents.c.last_used < floor)
+    return int(conn.execute(stmt).rowcount)
+
+
 def _delete_chunks(engine: Any, condition: Any) -> int:
-    """Delete matching rows oldest first, a chunk per transaction: other writers get turns. The
-    rows deleted (RETURNING) are taken out of the aggregates in the same transaction."""
+    """Delete matching rows oldest first, a chunk per transaction (other writers get turns). The
+    rows deleted (RETURNING) are taken out of the aggregates, and the contents only they referred
+    to are deleted, in the same transaction."""
     deleted = 0
     returned = [calls.c[n] for n in aggregates.AGG_COLUMNS]
     while True:
         ids = sa.select(calls.c.id).where(condition).order_by(calls.c.started_at).limit(_DELETE_CHUNK)
         with engine.connect().execution_options(**WRITE) as conn, conn.begin():
+            if conn.dialect.name == "postgresql":  # first: before this transaction locks any row
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({_PG_SWEEP_KEY})")
             rows = conn.execute(sa.delete(calls).where(calls.c.id.in_(ids.scalar_subquery()))
                                 .returning(*returned)).all()
             aggregates.removed(conn, rows)
+            sweep_contents(conn)
         n = len(rows)
         deleted += n
         if n < _DELETE_CHUNK:
@@ -174,7 +256,8 @@ def _delete_chunks(engine: Any, condition: Any) -> int:
 
 def prune(engine: Any, *, older_than: float | None = None, keep: int | None = None,
           now: float | None = None) -> int:
-    """Delete calls that started more than `older_than` seconds ago and all but the newest `keep`."""
+    """Delete calls that started more than `older_than` seconds ago and all but the newest `keep`,
+    and the message contents no call left refers to."""
     deleted = 0
     if older_than is not None:
         cutoff = (time.time() if now is None else now) - older_than

@@ -17,6 +17,7 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..sql.contents import messages_like, resolve
 from ..sql.rows import to_datetime, to_stored_time
 from ..sql.schema import calls
 from .db import Database
@@ -26,15 +27,15 @@ SESSION_CALLS_MAX = 500
 SESSIONS_MAX = 100
 BUCKETS = 48
 LIST_COLUMNS = ("id", "started_at", "duration_s", "provider", "model", "session", "status", "error_type",
-                "input_tokens", "output_tokens", "total_tokens", "cost", "stream", "messages", "tags",
-                "output_text", "error_message")
+                "input_tokens", "output_tokens", "total_tokens", "cost", "stream", "messages", "message_refs",
+                "tags", "output_text", "error_message")
 # Long text columns a list shows only the start of (read as a prefix, not whole).
 _SNIPPED = frozenset({"output_text", "error_message"})
 DETAIL_COLUMNS = ("id", "started_at", "ended_at", "duration_s", "provider", "model", "operation", "session",
                   "status", "error_type", "error_message", "output_text", "finish_reason", "input_tokens",
                   "output_tokens", "total_tokens", "cost", "stream", "time_to_first_token_s", "trace_id",
                   "span_id", "source", "size_bytes", "response_id", "response_model", "cache_hit",
-                  "server_address", "messages", "params", "outputs", "tags", "metadata", "extra")
+                  "server_address", "messages", "message_refs", "params", "outputs", "tags", "metadata", "extra")
 SNIPPET_CHARS = 240
 
 
@@ -117,10 +118,12 @@ def _text_match(db: Database, text: str) -> Any:
     targets: list[Any] = [c.output_text]
     if "messages" in db.columns:
         targets.append(sa.cast(c.messages, sa.Text))
+    # Messages stored once each (schema 4): historymw.sql.contents searches them.
+    refs = [messages_like(db.dialect, pattern, c.message_refs)] if "message_refs" in db.columns else []
     if db.dialect == "postgresql":
-        return sa.or_(*(t.ilike(pattern, escape="\\") for t in targets))
+        return sa.or_(*(t.ilike(pattern, escape="\\") for t in targets), *refs)
     # SQLite's LIKE ignores ASCII case already.
-    return sa.or_(*(t.like(pattern, escape="\\") for t in targets))
+    return sa.or_(*(t.like(pattern, escape="\\") for t in targets), *refs)
 
 
 @dataclass
@@ -167,7 +170,7 @@ def page(db: Database, q: Query, *, before: Cursor | None = None, after: Cursor 
             if before is not None:
                 stmt = stmt.where(_before(db, before))
             stmt = stmt.order_by(c.started_at.desc(), c.id.desc())
-        rows = [_list_row(dict(r)) for r in conn.execute(stmt.limit(limit + 1)).mappings()]
+        rows = [_list_row(r) for r in resolve(conn, conn.execute(stmt.limit(limit + 1)).mappings())]
         more = len(rows) > limit
         rows = rows[:limit]
         if after is not None:
@@ -199,7 +202,7 @@ def newer_than(db: Database, q: Query, cur: Cursor, limit: int = 100) -> list[di
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         stmt = (_select(db, LIST_COLUMNS, snip=True).where(*q.where(db), _after(db, cur))
                 .order_by(c.started_at, c.id).limit(limit))
-        rows = [_list_row(dict(r)) for r in conn.execute(stmt).mappings()]
+        rows = [_list_row(r) for r in resolve(conn, conn.execute(stmt).mappings())]
         rows.reverse()
         return rows
 
@@ -211,7 +214,7 @@ def get_call(db: Database, call_id: str) -> dict[str, Any] | None:
         row = conn.execute(_select(db, DETAIL_COLUMNS).where(calls.c.id == call_id)).mappings().first()
         if row is None:
             return None
-        d = dict(row)
+        d = resolve(conn, [row])[0]
         d["started_at"] = to_datetime(d["started_at"])
         if d.get("ended_at") is not None:
             d["ended_at"] = to_datetime(d["ended_at"])
@@ -232,7 +235,7 @@ def session_calls(db: Database, session: str, limit: int = SESSION_CALLS_MAX) ->
 
     def read(conn: sa.Connection) -> list[dict[str, Any]]:
         stmt = _select(db, LIST_COLUMNS).where(c.session == session).order_by(c.started_at, c.id).limit(limit + 1)
-        return [_list_row(dict(r)) for r in conn.execute(stmt).mappings()]
+        return [_list_row(r) for r in resolve(conn, conn.execute(stmt).mappings())]
 
     return db.run(read)
 

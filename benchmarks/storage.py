@@ -1,0 +1,325 @@
+"""Storage of a DSPy-optimizer-shaped history: bytes on disk, write throughput, reading a call back.
+
+    python benchmarks/storage.py [--n 100000] [--postgres URL] [--quick]
+
+The calls: what an optimizer (BootstrapFewShot and the like) sends, call after call: the
+same ~3 KB system prompt, 4 few-shot demos (user/assistant pairs of ~200 and ~300
+characters) picked from one of 8 candidate demo sets, a question of ~200 varied characters,
+an answer of ~300. They are recorded through the hot path (a @hm.recorded function into the
+ring), and the drafts it captured are what every store below is given.
+
+Side by side, in one run, into SQLite (a file, WAL) and PostgreSQL (a fresh schema):
+- historymw: the store as it is (schema 4, content-addressed messages), written through the
+  SQL backend's export path (`prepare_drafts` + `export_prepared`, batches of 512), i.e.
+  the export worker's work per record, from drafts to committed rows and contents.
+- v3 rows: the row layout of schema 3 (every call's messages as JSON in its row, same table,
+  same indexes), the same rows otherwise, inserted with the same multi-row statements.
+- JSON lines: one JSON object per call (the same fields) appended to a file.
+
+Measured: bytes on disk (SQLite: the database file after a WAL checkpoint; PostgreSQL:
+pg_total_relation_size of the tables, with indexes and TOAST), records written per second,
+and reading one call back whole through `Store.get` (median of 300 random ids, warm).
+Targets (issue 18): >= 10x smaller than v3 rows, >= 50,000 records/s into SQLite and
+>= 20,000/s into PostgreSQL, <= 1 ms to read a call. `--quick`: 3,000 calls, for CI.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import json
+import os
+import random
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import quote
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import historymw as hm  # noqa: E402
+from historymw.backends.sql import SQLBackend  # noqa: E402
+from historymw.sql import contents as contents_mod  # noqa: E402
+from historymw.sql import engine as sql_engine  # noqa: E402
+from historymw.sql import schema, write  # noqa: E402
+from historymw.sql.batch import build_rows  # noqa: E402
+from historymw.store import Store  # noqa: E402
+
+BATCH = 512
+READS = 300
+WORDS = ("the of a to in is was for on that by with as it from at an be this which or are have "
+         "treaty river empire century reform harbor council merchant canal census plague revolt "
+         "dynasty frontier charter senate famine railway printing voyage guild monastery tariff").split()
+
+
+def _text(rng: random.Random, chars: int) -> str:
+    out: list[str] = []
+    n = 0
+    while n < chars:
+        w = rng.choice(WORDS) if rng.random() > 0.15 else str(rng.randint(100, 2000))
+        out.append(w)
+        n += len(w) + 1
+    return " ".join(out).capitalize() + "."
+
+
+def shape(seed: int = 7) -> tuple[dict[str, str], list[list[dict[str, str]]]]:
+    """The system prompt and the 8 candidate demo sets (4 pairs each, from a pool of 16)."""
+    rng = random.Random(seed)
+    system = {"role": "system", "content": (
+        "Your input fields are:\n1. `question` (str): a question about history\n"
+        "Your output fields are:\n1. `reasoning` (str)\n2. `answer` (str): short and factual\n"
+        "All interactions will be structured in the following way, with the appropriate values filled in.\n"
+        + _text(rng, 2700) + "\nIn adhering to this structure, your objective is: answer the question.")}
+    pool = [({"role": "user", "content": _text(rng, 200)}, {"role": "assistant", "content": _text(rng, 300)})
+            for _ in range(16)]
+    demo_sets = [[m for pair in rng.sample(pool, 4) for m in pair] for _ in range(8)]
+    return system, demo_sets
+
+
+def make_drafts(n: int) -> list[dict[str, Any]]:
+    """n drafts exactly as the hot path captures them (through the ring)."""
+    rng = random.Random(11)
+    system, demo_sets = shape()
+    answers: dict[str, str] = {}
+
+    @hm.recorded(provider="openai")
+    def lm(model: str, messages: list[dict[str, str]], **params: Any) -> str:
+        return answers[messages[-1]["content"]]
+
+    hm.configure(backends=["ring"], maxlen=n, max_bytes=2**36, max_field_chars=10**6)
+    for i in range(n):
+        question = f"[{i}] " + _text(rng, 200)
+        answers[question] = _text(rng, 300)
+        lm("gpt-4o-mini", [system, *demo_sets[i % 8], {"role": "user", "content": question}],
+           temperature=0.0, max_tokens=1000)
+    drafts = hm.ring().drafts()
+    hm.configure()
+    if len(drafts) != n:
+        sys.exit(f"captured {len(drafts)} drafts of {n}")
+    return drafts
+
+
+# -- the three stores -----------------------------------------------------------
+
+
+def write_historymw(url: str, drafts: list[dict[str, Any]]) -> float:
+    """Records per second through the SQL backend's export path."""
+    backend = SQLBackend(url)
+    warm = [dict(d) for d in drafts[:50]]
+    backend.export_prepared(backend.prepare_drafts(warm, True, _fail))  # schema, statements, connection
+    batches = [[dict(d) for d in drafts[i:i + BATCH]] for i in range(50, len(drafts), BATCH)]
+    gc.collect()
+    t0 = time.perf_counter()
+    for b in batches:
+        if backend.export_prepared(backend.prepare_drafts(b, True, _fail)):
+            sys.exit("rows refused")
+    elapsed = time.perf_counter() - t0
+    backend.shutdown()
+    return (len(drafts) - 50) / elapsed
+
+
+def _fail(exc: BaseException) -> None:
+    raise exc
+
+
+def v3_rows(drafts: list[dict[str, Any]], postgres: bool) -> tuple[tuple[str, ...], list[tuple[Any, ...]]]:
+    """The rows schema 3 stored for these drafts: today's rows with each call's messages as the JSON
+    text schema 3 wrote in its `messages` column, in place of `message_refs`."""
+    built = build_rows([dict(d) for d in drafts], postgres=postgres)
+    ((columns, rows),) = built.groups.items()
+    at = columns.index("message_refs")
+    bodies = {dg: contents_mod.decode_body(b).decode() for dg, b, _ in built.contents}
+    out = []
+    for row in rows:
+        messages = "[" + ",".join(bodies[dg] for dg in contents_mod.split_refs(row[at])) + "]"
+        out.append((*row[:at], messages, *row[at + 1:]))
+    return (*columns[:at], "messages", *columns[at + 1:]), out
+
+
+def v3_schema(engine: Any) -> None:
+    """The tables of schema 3: the calls table without `message_refs`, same indexes; no contents."""
+    import sqlalchemy as sa
+
+    md = sa.MetaData()
+    table = sa.Table(schema.CALLS, md, *(c._copy() for c in schema.calls.columns if c.name != "message_refs"))
+    for ix in schema.calls.indexes:
+        sa.Index(ix.name, *(table.c[c.name] for c in ix.columns), **ix.dialect_kwargs)
+    with engine.begin() as conn:
+        md.create_all(conn)
+        schema.versions.create(conn)
+        conn.execute(schema.versions.insert().values(name="calls", version=3))
+
+
+def write_v3(url: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> float:
+    """Records per second inserting the v3 rows with historymw's multi-row statements."""
+    engine = sql_engine.make_engine(url, create=True)
+    v3_schema(engine)
+    ins = write.Insert(engine.dialect, columns)
+    batches = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
+    t0 = time.perf_counter()
+    for b in batches:
+        write.insert_rows(engine, [(ins, b)])
+    elapsed = time.perf_counter() - t0
+    engine.dispose()
+    return len(rows) / elapsed
+
+
+def write_jsonl(path: Path, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> float:
+    encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
+    t0 = time.perf_counter()
+    with open(path, "w", encoding="utf-8") as fh:
+        for row in rows:
+            record = {c: v for c, v in zip(columns, row, strict=True) if v is not None}
+            record["messages"] = json.loads(record["messages"])
+            fh.write(encode(record) + "\n")
+    return len(rows) / (time.perf_counter() - t0)
+
+
+# -- measures ---------------------------------------------------------------------
+
+
+def sqlite_bytes(path: Path) -> int:
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    conn.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    conn.close()
+    return sum(p.stat().st_size for p in path.parent.glob(path.name + "*"))
+
+
+def postgres_bytes(url: str) -> int:
+    import sqlalchemy as sa
+
+    engine = sql_engine.make_engine(url, create=False)
+    with engine.connect() as conn:
+        tables = [t for t in (schema.CALLS, schema.CONTENTS) if sa.inspect(conn).has_table(t)]
+        total = sum(int(conn.execute(sa.text("SELECT pg_total_relation_size(CAST(:t AS regclass))"),
+                                     {"t": t}).scalar_one()) for t in tables)
+    engine.dispose()
+    return total
+
+
+def read_ms(url: str, ids: list[str]) -> float:
+    """Median ms of `Store.get(id)`, one call read back whole (its messages included)."""
+    rng = random.Random(3)
+    picks = [rng.choice(ids) for _ in range(READS)]
+    with Store(url) as store:
+        for i in picks[:20]:  # warm: connection, statements, pages
+            store.get(i)
+        times = []
+        for i in picks:
+            t0 = time.perf_counter()
+            call = store.get(i)
+            times.append(time.perf_counter() - t0)
+            if call is None or len(call.messages) != 10:
+                sys.exit(f"call {i} not read back whole")
+    return statistics.median(times) * 1e3
+
+
+@contextmanager
+def fresh_schema(base_url: str) -> Iterator[str]:
+    import sqlalchemy as sa
+
+    admin = sa.create_engine(sql_engine.parse_url(base_url))
+    name = f"hmstorage_{uuid.uuid4().hex[:10]}"
+    with admin.begin() as conn:
+        conn.execute(sa.schema.CreateSchema(name))
+    sep = "&" if "?" in base_url else "?"
+    try:
+        yield f"{base_url}{sep}options={quote(f'-csearch_path={name}')}"
+    finally:
+        with admin.begin() as conn:
+            conn.execute(sa.schema.DropSchema(name, cascade=True))
+        admin.dispose()
+
+
+def _row(name: str, size: int, base: int, rate: float | None, read: float | None) -> str:
+    rate_s = f"{rate:,.0f}" if rate is not None else "-"
+    read_s = f"{read:.3f}" if read is not None else "-"
+    return f"| {name} | {size / len(DRAFTS_N):,.0f} | {size / 2**20:,.1f} | {base / size:.1f}x | {rate_s} | {read_s} |"
+
+
+DRAFTS_N: list[int] = []
+
+
+def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[tuple[str, int, float, float | None]]:
+    cols, rows = v3_rows(drafts, postgres=False)
+    v4_path, v3_path, jl_path = tmp / "v4.db", tmp / "v3.db", tmp / "calls.jsonl"
+    v4_rate = write_historymw(f"sqlite:///{v4_path}", drafts)
+    v3_rate = write_v3(f"sqlite:///{v3_path}", cols, rows)
+    jl_rate = write_jsonl(jl_path, cols, rows)
+    return [("historymw (schema 4)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
+            ("v3 rows (today's store)", sqlite_bytes(v3_path), v3_rate, read_ms(f"sqlite:///{v3_path}", ids)),
+            ("JSON lines", jl_path.stat().st_size, jl_rate, None)]
+
+
+def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str]) -> list[tuple[str, int, float, float | None]]:
+    cols, rows = v3_rows(drafts, postgres=True)
+    out = []
+    with fresh_schema(base_url) as url:
+        rate = write_historymw(url, drafts)
+        out.append(("historymw (schema 4)", postgres_bytes(url), rate, read_ms(url, ids)))
+    with fresh_schema(base_url) as url:
+        rate = write_v3(url, cols, rows)
+        out.append(("v3 rows (today's store)", postgres_bytes(url), rate, read_ms(url, ids)))
+    return out
+
+
+def table(title: str, results: list[tuple[str, int, float, float | None]]) -> str:
+    base = results[1][1]
+    lines = [f"\n{title}\n", "| store | bytes/call | MiB | smaller than v3 | records/s written | read 1 call, ms |",
+             "|---|---|---|---|---|---|"]
+    lines += [_row(name, size, base, rate, read) for name, size, rate, read in results]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--n", type=int, default=100_000, help="calls (default 100000)")
+    ap.add_argument("--quick", action="store_true", help="3,000 calls: a few seconds, for CI")
+    ap.add_argument("--postgres", default=os.environ.get("HISTORYMW_TEST_POSTGRES_URL"),
+                    help="PostgreSQL URL (default: $HISTORYMW_TEST_POSTGRES_URL; skipped without one)")
+    args = ap.parse_args(argv)
+    n = 3_000 if args.quick else args.n
+    DRAFTS_N[:] = range(n)
+    codec = "zstd" if contents_mod.WRITE_CODEC == contents_mod.ZSTD else "zlib"
+    print(f"historymw storage, {n:,} DSPy-optimizer-shaped calls, batches of {BATCH}, contents compressed "
+          f"with {codec}, Python {sys.version.split()[0]}, {os.cpu_count()} CPUs")
+    drafts = make_drafts(n)
+    ids: list[str] = []
+    with tempfile.TemporaryDirectory() as tmp:
+        # The ids the stores will hold: the fast path gives each draft its id when it first builds it.
+        built = build_rows(drafts)
+        ids = [row[0] for rows in built.groups.values() for row in rows]
+        del built
+        sqlite_results = run_sqlite(Path(tmp), drafts, ids)
+    print(table("SQLite (file, WAL)", sqlite_results))
+    checks: list[tuple[str, bool]] = [
+        ("SQLite >= 10x smaller than v3 rows", sqlite_results[1][1] >= 10 * sqlite_results[0][1]),
+        ("SQLite >= 50,000 records/s", sqlite_results[0][2] >= 50_000),
+        ("SQLite read <= 1 ms", (sqlite_results[0][3] or 0) <= 1.0),
+    ]
+    if args.postgres:
+        pg_results = run_postgres(args.postgres, drafts, ids)
+        print(table("PostgreSQL", pg_results))
+        checks += [
+            ("PostgreSQL >= 10x smaller than v3 rows", pg_results[1][1] >= 10 * pg_results[0][1]),
+            ("PostgreSQL >= 20,000 records/s", pg_results[0][2] >= 20_000),
+            ("PostgreSQL read <= 1 ms", (pg_results[0][3] or 0) <= 1.0),
+        ]
+    else:
+        print("\nPostgreSQL: skipped (no --postgres URL nor HISTORYMW_TEST_POSTGRES_URL)")
+    print("\nTargets (issue 18):")
+    for what, ok in checks:
+        print(f"  {'met    ' if ok else 'NOT MET'}  {what}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
