@@ -35,21 +35,19 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-import historymw as hm  # noqa: E402
-from historymw.backends.sql import SQLBackend  # noqa: E402
-from historymw.sql import contents as contents_mod  # noqa: E402
-from historymw.sql import engine as sql_engine  # noqa: E402
-from historymw.sql import schema, write  # noqa: E402
-from historymw.sql.batch import build_rows  # noqa: E402
-from historymw.store import Store  # noqa: E402
+import historymw as hm
+from historymw.backends.sql import SQLBackend
+from historymw.sql import contents as contents_mod
+from historymw.sql import engine as sql_engine
+from historymw.sql import schema, write
+from historymw.sql.batch import build_rows
+from historymw.store import Store
 
 BATCH = 512
 READS = 300
@@ -246,9 +244,10 @@ def _row(name: str, size: int, base: int, rate: float | None, read: float | None
 
 
 DRAFTS_N: list[int] = []
+Result = tuple[str, int, float, "float | None"]  # (store, bytes, records/s, read ms)
 
 
-def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[tuple[str, int, float, float | None]]:
+def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[Result]:
     cols, rows = v3_rows(drafts, postgres=False)
     v4_path, v3_path, jl_path = tmp / "v4.db", tmp / "v3.db", tmp / "calls.jsonl"
     v4_rate = write_historymw(f"sqlite:///{v4_path}", drafts)
@@ -259,7 +258,7 @@ def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[
             ("JSON lines", jl_path.stat().st_size, jl_rate, None)]
 
 
-def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str]) -> list[tuple[str, int, float, float | None]]:
+def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str]) -> list[Result]:
     cols, rows = v3_rows(drafts, postgres=True)
     out = []
     with fresh_schema(base_url) as url:
@@ -271,7 +270,7 @@ def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str]) ->
     return out
 
 
-def table(title: str, results: list[tuple[str, int, float, float | None]]) -> str:
+def table(title: str, results: list[Result]) -> str:
     base = results[1][1]
     lines = [f"\n{title}\n", "| store | bytes/call | MiB | smaller than v3 | records/s written | read 1 call, ms |",
              "|---|---|---|---|---|---|"]

@@ -4,6 +4,7 @@ the migration from schema 3, consistent after retention."""
 
 from __future__ import annotations
 
+import json
 import time
 from typing import Any
 
@@ -147,6 +148,9 @@ def test_the_migration_from_schema_3_backfills_the_aggregates(url: str) -> None:
     with engine.begin() as conn:  # back to what schema 3 had: the calls and the version
         conn.execute(sa.text("DROP TABLE historymw_sessions"))
         conn.execute(sa.text("DROP TABLE historymw_rollup"))
+        conn.execute(sa.text("DROP TABLE historymw_contents"))  # (schema 5: messages in the row again)
+        conn.execute(sa.text("ALTER TABLE historymw_calls DROP COLUMN message_refs"))
+        conn.execute(sa.text("UPDATE historymw_calls SET messages = :m"), {"m": json.dumps(MSGS)})
         conn.execute(sa.text("UPDATE historymw_schema SET version = 3"))
     engine.dispose()
     hm.configure(backends=["sql"], sql_url=url)
