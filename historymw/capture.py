@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import counters, runtime
-from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes, usual_draft
+from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes, table_growth, usual_draft
 from .extract import usage_fields
 from .plain import clip
 from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
@@ -95,6 +95,7 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
                 draft["system_instructions"] = system
         if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
             draft.update(eff.labels)
+            draft["size_bytes"] = draft.get("size_bytes", 0) + eff.labels_bytes
         if span is LOOKUP:
             span = active_span_ids() if _modules_get(_OTEL_TRACE) is not None else None
         if span is not None:
@@ -141,6 +142,7 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
                 draft["system_instructions"] = system
         if result is not None or error is not None or given or spec.extract is not None:
             outcome(draft, spec, eff, result, error, given)
+        draft["size_bytes"] += table_growth(draft)  # the many-field records (finish_text's have few)
         eff.commit(draft)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("capture", exc)

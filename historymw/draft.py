@@ -34,14 +34,24 @@ from .redact import KEY_CACHE
 if TYPE_CHECKING:
     from .scope import Effective
 
-# What a draft dict and its fixed fields take beyond the strings and containers
-# it holds (calibrated with tracemalloc: tests/test_ring.py checks the factor).
-RECORD_BASE_BYTES = 400
+# Sizes count a record as it is once sealed (record.seal), which is never less than the
+# draft it starts as: the ring reads and exports seal the drafts it holds in place, and
+# `max_bytes` bounds what is held either way (tests/reliability/test_byte_bound.py).
 STR_HEADER = STR_OVERHEAD  # sys.getsizeof("") for an ASCII str: its size is this plus one byte a char
-# A message kept as a (role, content) pair: a list slot, the tuple, the role str's header.
-MSG_BYTES = 8 + 56 + STR_HEADER
-PAIR_BYTES = 16 + STR_HEADER  # a message in a flat (role, content, ...) tuple: two slots, the role's header
-TUPLE_BYTES = 40  # that tuple's own header
+# What sealing adds to every record: its id (a 32-char str), the messages list that replaces
+# the draft's pairs (its header and a grown list's slack), and the ring's deque slot.
+SEAL_BYTES = 81 + 56 + 48 + 8
+# What a draft dict (a table of up to 21 keys, 464 bytes) and its fixed fields take beyond the
+# strings and containers it holds (calibrated with tracemalloc: tests/test_ring.py checks the
+# factor). A draft with more keys counts its larger table: see `table_growth`.
+RECORD_BASE_BYTES = 400 + SEAL_BYTES
+# A message as sealing leaves it: a {"role", "content"} dict (184 bytes), its list slot and
+# growth slack, the role str's header. The draft's (role, content) tuple in a list, or its two
+# slots in a flat tuple, take less.
+MSG_BYTES = 184 + 8 + 2 + STR_HEADER
+PAIR_BYTES = MSG_BYTES
+TUPLE_BYTES = 40  # the flat tuple's own header
+LABEL_CHARS = 256  # longest model or provider name kept
 DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
 PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
 SCALARS = frozenset({int, float, bool, type(None)})
@@ -71,12 +81,17 @@ _CONTENT_SETTABLE = frozenset({"output_text", "outputs", "system_instructions", 
 class CallSpec:
     """What is known about a recorded function before any call: computed once."""
 
-    __slots__ = ("provider", "operation", "source", "extract", "names", "skip_first", "model_pos",
-                 "messages_pos", "simple_upto")
+    __slots__ = ("provider", "provider_bytes", "base_bytes", "operation", "source", "extract", "names",
+                 "skip_first", "model_pos", "messages_pos", "simple_upto")
 
     def __init__(self, fn: Callable[..., Any] | None, provider: str | None, operation: str,
                  source: str, extract: Callable[[Any], dict[str, Any]] | None) -> None:
+        if type(provider) is str and len(provider) > LABEL_CHARS:
+            provider = provider[:LABEL_CHARS]
         self.provider = provider
+        # What every record of this function takes before its model, messages and params.
+        self.provider_bytes = label_bytes(provider)
+        self.base_bytes = RECORD_BASE_BYTES + DICT_BYTES + TUPLE_BYTES + STR_HEADER + self.provider_bytes
         self.operation = operation
         self.source = source
         self.extract = extract
@@ -115,6 +130,39 @@ def str_bytes(s: str) -> int:
     return len(s) + STR_HEADER if s.isascii() else sys.getsizeof(s)
 
 
+def table_growth(draft: dict[str, Any]) -> int:
+    """Bytes the draft's dict takes beyond the 21-key table RECORD_BASE_BYTES counts, once
+    sealing has added its keys (id, messages, its mark: three at most). Only drafts with many
+    fields (usage, response ids, streams, errors, a session, a span) get there."""
+    n = len(draft) + 3
+    return 0 if n <= 21 else 832 - 464 if n <= 42 else 1584 - 464
+
+
+def label_bytes(value: object) -> int:
+    """What a model or provider name (a str or None) takes."""
+    return str_bytes(value) if type(value) is str else 0
+
+
+def labels(session: str | None, tags: dict[str, Any], max_chars: int) -> tuple[dict[str, Any] | None, int]:
+    """(what a scope adds to each draft, the bytes it is counted for): the session truncated at
+    max_chars like any other string, the tags as bounded plain data. A scope's labels are one
+    object shared by its drafts; each record counts them all the same, so the ring's budget holds
+    whether they are shared or not."""
+    out: dict[str, Any] = {}
+    size = 0
+    if session is not None:
+        if len(session) > max_chars:
+            session = head_tail(session, max_chars)
+        out["session"] = session
+        size += DICT_PER_ITEM + str_bytes(session)
+    if tags:
+        budget = Budget(max_chars, 64 * 1024, scan=True)
+        copied = plain(tags, budget)
+        out["tags"] = copied if type(copied) is dict else {"value": copied}
+        size += DICT_PER_ITEM + budget.used
+    return out or None, size
+
+
 def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: dict[str, Any],
                 started: float, t0: float) -> dict[str, Any] | None:
     """The draft of the usual call, or None to send the call to `request()`.
@@ -149,7 +197,7 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         return None
     pairs: list[Any] = []
     append = pairs.append
-    size = RECORD_BASE_BYTES + DICT_BYTES + len(params) * PARAM_BYTES + TUPLE_BYTES
+    size = spec.base_bytes + len(params) * PARAM_BYTES + len(model)  # model: an ASCII name, as a rule
     max_chars = eff.max_chars
     for m in messages:
         if type(m) is not dict or len(m) != 2:
@@ -231,7 +279,7 @@ def model_name(model: object) -> str:
     """A name for a non-str `model` argument (an enum, a str subclass, an object)."""
     value = getattr(model, "value", model)  # enums
     if isinstance(value, str):
-        return str.__str__(value)[:256]
+        return str.__str__(value)[:LABEL_CHARS]
     return f"<{type(model).__name__}>"
 
 
@@ -274,8 +322,9 @@ def request(spec: CallSpec, eff: Effective, args: tuple[Any, ...],
         used = budget.used
     if type(model) is not str:
         model = None if model is None else model_name(model)
-    elif len(model) > 256:
-        model = model[:256]
+    elif len(model) > LABEL_CHARS:
+        model = model[:LABEL_CHARS]
+    used += label_bytes(model) + spec.provider_bytes
     if not eff.content:
         return model, [], params, used, None
     budget = Budget(eff.max_chars, eff.record_limit - used)
@@ -356,6 +405,10 @@ def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, 
                 value = [value]
             copied = plain(value, budget)
             draft[name] = copied if isinstance(copied, list) else [copied]
-        else:
-            copied = plain(value, Budget(budget.max_chars, budget.remaining, scan=True))
-            draft[name] = copied if copied is None or isinstance(copied, str) else str(copied)
+        else:  # model, provider, session, ...: short strings, bounded and counted like the rest
+            scanned = Budget(budget.max_chars, budget.remaining, scan=True)
+            copied = plain(value, scanned)
+            if copied is not None and not isinstance(copied, str):
+                copied = plain_str(str(copied), scanned)
+            draft[name] = copied
+            budget.take(scanned.used)

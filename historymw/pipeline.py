@@ -158,6 +158,7 @@ class ExportPipeline:
                 batch = self._take_batch()
                 if batch:
                     self._deliver(batch)
+                del batch  # an idle worker must not keep its last batch's records alive
             if self._stopping:
                 return
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import counters
 from .capture import decide, finish, start
-from .draft import CallSpec, held_bytes
+from .draft import LABEL_CHARS, CallSpec, held_bytes, label_bytes
 from .extract import usage_fields
 from .policy import FULL, SKIP, active_span_ids
 
@@ -76,8 +76,9 @@ class Recording:
         draft = start(self.eff, self.spec, self.mode, (model, messages), kwargs, self.started, self.span)
         if draft is None:
             return False
-        if provider is not None:
-            draft["provider"] = provider
+        if provider is not None:  # bounded and counted like the model
+            draft["provider"] = provider = str(provider)[:LABEL_CHARS]
+            draft["size_bytes"] = draft.get("size_bytes", 0) + label_bytes(provider)
         self.draft = draft
         return True
 

@@ -18,6 +18,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any, TypeVar
 
 from . import counters, runtime
+from .draft import labels as draft_labels
 from .errors import ConfigError
 from .plain import Budget, plain
 from .policy import FULL, SKIP, TAIL, Policy, parse_policy, trace_id_bound
@@ -30,8 +31,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 class Effective:
     """What a scope decides under one configuration generation (read on the hot path)."""
 
-    __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "labels", "content",
-                 "max_chars", "record_limit", "runtime", "commit", "count_sampled_out", "count_filtered_out")
+    __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "labels", "labels_bytes",
+                 "content", "max_chars", "record_limit", "runtime", "commit", "count_sampled_out", "count_filtered_out")
 
     def __init__(self, gen: int, mode: int, keep_errors: bool, rate: float, session: str | None,
                  tags: dict[str, Any], content: bool, max_chars: int, record_limit: int,
@@ -43,12 +44,8 @@ class Effective:
         self.bound = trace_id_bound(rate)
         self.session = session
         self.tags = tags
-        labels: dict[str, Any] = {}
-        if session is not None:
-            labels["session"] = session
-        if tags:
-            labels["tags"] = tags
-        self.labels = labels or None  # what start() adds to every draft, None when nothing
+        # What start() adds to every draft (None when nothing), bounded, and the bytes it counts for.
+        self.labels, self.labels_bytes = draft_labels(session, tags, max_chars)
         self.content = content
         self.max_chars = max_chars
         self.record_limit = record_limit
