@@ -46,7 +46,10 @@ def ring() -> RingBuffer:
 
 def recent(n: int = 10, *, session: str | None = None,
            status: Literal["ok", "error"] | None = None) -> list[LMCall]:
-    """The newest `n` records from the ring, newest last, optionally filtered."""
+    """The newest `n` records from the ring, newest last, optionally filtered.
+
+    With `session` and a 'sql' backend, calls the ring no longer holds (evicted, from before a
+    restart, from other processes) come from the store: see `historymw.store.with_stored`."""
     if status not in (None, "ok", "error"):
         raise ValueError(f"recent(status=...): expected 'ok', 'error' or None, not {status!r}")
     if isinstance(n, bool) or not isinstance(n, int):
@@ -57,7 +60,12 @@ def recent(n: int = 10, *, session: str | None = None,
         drafts = [d for d in drafts
                   if (session is None or d.get("session") == session)
                   and (status is None or d.get("status", "ok") == status)]
-    return [r.record(d) for d in drafts[-n:]] if n > 0 else []
+    found = [r.record(d) for d in drafts[-n:]] if n > 0 else []
+    if session is not None and len(found) < n:  # with a 'sql' backend, the store holds the rest
+        from .store import with_stored
+
+        return with_stored(found, n, session=session, status=status)
+    return found
 
 
 @overload

@@ -3,6 +3,7 @@
     historymw tail [-n N] [--follow]        the newest calls, one line each
     historymw show ID                       one call in full
     historymw stats [--by model] [--json]   calls, errors, tokens, cost, latency
+    historymw sessions [ID] [--json]        sessions, newest activity first; or one in full
     historymw export --format jsonl|csv     every call, for other tools
     historymw prune --older-than 30d        delete old calls (or --keep N)
     historymw ui [--port 8765] [--open]     a read-only web viewer (historymw/ui/)
@@ -316,6 +317,60 @@ def cmd_stats(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     return EXIT_OK
 
 
+_SESSIONS_HEADER = ("LAST ACTIVITY (UTC)", "FIRST (UTC)", "SESSION", "CALLS", "ERRORS", "TOKENS", "COST")
+
+
+def cmd_sessions(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    if args.id is not None:
+        return _show_session(store, args, out)
+    try:
+        page = store.sessions(args.n, before=args.before)
+    except ValueError as exc:
+        raise _UsageError(f"argument --before: {exc}") from None
+    more = page[-1].cursor if len(page) == args.n and page else None
+    if more is not None and not store.sessions(1, before=more):
+        more = None  # the page ended exactly at the last session
+    if args.json:
+        out.write(_json_safe(json.dumps({"sessions": [s.model_dump(mode="json") for s in page], "next": more},
+                                        indent=2, ensure_ascii=False)) + "\n")
+        return EXIT_OK
+    if not page:
+        out.write("no sessions recorded\n" if args.before is None else "no more sessions\n")
+        return EXIT_OK
+    _table(_SESSIONS_HEADER, [[_time(s.last_at), _time(s.first_at), _cell(s.id), _int(s.calls), _int(s.errors),
+                               _int(s.total_tokens), format_cost(s.cost)] for s in page], {3, 4, 5, 6}, out)
+    if more is not None:
+        out.write(f"\nnext page: historymw sessions --before {_shell_quote(more)}\n")
+    return EXIT_OK
+
+
+def _shell_quote(text: str) -> str:
+    import shlex
+
+    return shlex.quote(safe_text(text, one_line=True))
+
+
+def _show_session(store: Any, args: argparse.Namespace, out: TextIO) -> int:
+    summary = store.session_summary(args.id)
+    if summary is None:
+        return _fail(EXIT_NOT_FOUND, f"no session {safe_text(args.id, one_line=True)!r} in {store.display_url}")
+    if args.json:
+        out.write("{\"session\": " + _json_safe(summary.model_dump_json(exclude={"cursor"})) + ", \"calls\": [")
+        for i, c in enumerate(store.calls(session=args.id)):  # streamed: a session may be long
+            out.write(("\n  " if i == 0 else ",\n  ") + _json_line(c))
+        out.write("\n]}\n")
+        return EXIT_OK
+    out.write(f"session {_cell(summary.id)}: {summary.calls:,} calls, {summary.errors:,} errors, "
+              f"{summary.total_tokens:,} tokens, cost {format_cost(summary.cost)}, "
+              f"from {_time(summary.first_at)} to {_time(summary.last_at)} UTC\n\n")
+    if args.full:  # the conversation as it was, one call after another
+        for c in store.calls(session=args.id):
+            out.write(render([c]))
+    else:
+        _table(_TAIL_HEADER, [_tail_row(c) for c in store.calls(session=args.id)], _TAIL_RIGHT, out)
+    return EXIT_OK
+
+
 _CSV_FIELDS = tuple(LMCall.model_fields)
 
 
@@ -461,6 +516,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--by", choices=GROUPS, help="one line per model, session, status, ...")
     p.add_argument("--json", action="store_true", help="the numbers as JSON")
     _add_filters(p)
+
+    p = command("sessions", "sessions, most recent activity first; with ID, that session's calls in order",
+                cmd_sessions)
+    p.add_argument("id", metavar="ID", nargs="?", help="show this session: its totals and every call, oldest first")
+    p.add_argument("-n", type=_count, default=50, metavar="N", help="sessions per page (default 50)")
+    p.add_argument("--before", metavar="CURSOR", help="the next page: the cursor the previous page printed")
+    p.add_argument("--full", action="store_true", help="with ID: every call's messages and output in full")
+    p.add_argument("--json", action="store_true", help="the page (and its next cursor), or the session, as JSON")
 
     p = command("export", "every matching call, oldest first, as JSON lines or CSV", cmd_export)
     p.add_argument("--format", choices=("jsonl", "csv"), required=True)

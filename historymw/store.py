@@ -5,6 +5,9 @@
     with Store("sqlite:///historymw.db") as store:
         store.recent(20, status="error")           # newest last, as LMCall
         store.get("3f9a0c2e")                       # one call, by id, short id or a unique prefix
+        store.session("u-42")                       # one session's calls, oldest first
+        page = store.sessions(50)                   # sessions, most recent activity first
+        store.sessions(50, before=page[-1].cursor)  # ... and the next page
         for s in store.stats(by="model"):           # calls, errors, tokens, cost, p50/p95
             print(s.group, s.calls, s.latency_p95_s)
 
@@ -27,7 +30,7 @@ from .record import LMCall
 from .sql import GROUPS, StoreError
 from .sql.ids import AmbiguousIdError, short_id
 
-__all__ = ["GROUPS", "AmbiguousIdError", "CallStats", "Store", "StoreError", "short_id"]
+__all__ = ["GROUPS", "AmbiguousIdError", "CallStats", "SessionSummary", "Store", "StoreError", "short_id"]
 _STATUSES = ("ok", "error")
 
 T = TypeVar("T")
@@ -56,6 +59,21 @@ class CallStats(BaseModel):
     @property
     def error_rate(self) -> float:
         return self.errors / self.calls if self.calls else 0.0
+
+
+class SessionSummary(BaseModel):
+    """One session: its first and last activity (when its first and last calls started) and totals."""
+
+    id: str
+    first_at: _dt.datetime
+    last_at: _dt.datetime
+    calls: int
+    errors: int
+    input_tokens: int | None = Field(None, description="sum of the known values; None when none was known")
+    output_tokens: int | None = None
+    total_tokens: int = Field(0, description="total_tokens of each call, else its input + output")
+    cost: float | None = Field(None, description="sum of known costs; None when no call had one")
+    cursor: str = Field("", description="pass as Store.sessions(before=...) for the sessions after this one")
 
 
 def _epoch(value: TimeLike) -> float | None:
@@ -92,6 +110,7 @@ class Store:
         else:
             self._engine = engine.make_engine(url, create=False, read_only=True)
         self._cols: list[Any] = self._run(lambda: self._read(schema.readable_columns))
+        self._has_sessions: bool | None = None
 
     def _run(self, fn: Callable[[], T]) -> T:
         import sqlalchemy as sa
@@ -131,6 +150,53 @@ class Store:
         if not isinstance(call_id, str):
             raise TypeError(f"call_id must be a str, not {type(call_id).__name__}")
         return self._run(lambda: self._read(lambda conn: query.get(conn, self._cols, call_id)))
+
+    def session(self, session_id: str) -> list[LMCall]:
+        """Every call of one session, oldest first: the whole conversation, from every process and
+        restart that wrote it (an empty list for an unknown session)."""
+        return list(self.calls(session=session_id))
+
+    def sessions(self, limit: int = 50, *, before: str | None = None) -> list[SessionSummary]:
+        """Sessions, most recent activity first; `before`: the `cursor` of the last one of the previous
+        page. Read from the writer's `historymw_sessions` table (a database older than schema 4, read
+        as it is, by grouping its calls: slower, same answer)."""
+        from .sql import query
+
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _MAX_INT:
+            raise ValueError(f"limit must be a whole number from 0 to {_MAX_INT}, not {limit!r}")
+        dialect = self._engine.dialect.name
+        key = None if before is None else query.decode_session_cursor(before, dialect)
+        rows = self._run(lambda: self._read(
+            lambda conn: query.session_list(conn, limit, key, aggregated=self._aggregated(conn))))
+        return [self._summary(r) for r in rows]
+
+    def session_summary(self, session_id: str) -> SessionSummary | None:
+        """One session's first and last activity and totals; None when it has no calls."""
+        from .sql import query
+
+        row = self._run(lambda: self._read(
+            lambda conn: query.session_info(conn, session_id, aggregated=self._aggregated(conn))))
+        return None if row is None else self._summary(row)
+
+    def _aggregated(self, conn: Any) -> bool:
+        if self._has_sessions is None:
+            from .sql import schema
+
+            self._has_sessions = (schema.stored_version(conn) or 0) >= schema.SESSIONS_SINCE
+        return self._has_sessions
+
+    @staticmethod
+    def _summary(r: dict[str, Any]) -> SessionSummary:
+        from .sql.query import encode_session_cursor
+        from .sql.rows import to_datetime
+
+        return SessionSummary(id=r["session"], first_at=to_datetime(r["first_at"]), last_at=to_datetime(r["last_at"]),
+                              calls=int(r["calls"]), errors=int(r["errors"] or 0),
+                              input_tokens=None if r["input_tokens"] is None else int(r["input_tokens"]),
+                              output_tokens=None if r["output_tokens"] is None else int(r["output_tokens"]),
+                              total_tokens=int(r["total_tokens"] or 0),
+                              cost=None if r["cost"] is None else float(r["cost"]),
+                              cursor=encode_session_cursor(r["last_at"], r["session"]))
 
     def calls(self, *, session: str | None = None, model: str | None = None, status: str | None = None,
               provider: str | None = None, since: TimeLike = None, until: TimeLike = None) -> Iterator[LMCall]:
@@ -234,3 +300,34 @@ class Store:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# -- hm.recent(session=...) with a SQL backend ---------------------------------------------------
+
+_READERS: dict[str, Store] = {}  # one reader per URL, opened on first use
+
+
+def with_stored(found: list[LMCall], n: int, *, session: str, status: str | None) -> list[LMCall]:
+    """`found` (a session's newest calls in memory, newest last), completed from the SQL store when
+    memory holds fewer than `n` of them and a 'sql' backend is configured: the store's newest `n`
+    and memory's, merged by id, in time order, the newest `n`. Fail-open: when the store cannot be
+    read (not written yet, unreachable), memory's answer stands."""
+    from . import counters
+    from .runtime import current
+
+    settings = current().settings
+    if len(found) >= n or "sql" not in settings.backends:
+        return found
+    try:
+        store = _READERS.get(settings.sql_url)
+        if store is None:
+            store = _READERS[settings.sql_url] = Store(settings.sql_url)
+        stored = store.recent(n, session=session, status=status)
+    except StoreError:
+        return found  # nothing written yet, or the database cannot be reached: memory's answer
+    except Exception as exc:  # noqa: BLE001 - reading history never raises into the caller
+        counters.COUNTERS.error("recent_from_store", exc)
+        return found
+    merged = {c.id: c for c in stored}
+    merged.update((c.id, c) for c in found)  # memory's copy of a call both hold
+    return sorted(merged.values(), key=lambda c: (c.started_at, c.id))[-n:]

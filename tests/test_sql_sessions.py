@@ -17,6 +17,7 @@ from historymw.backends.sql import SQLBackend
 from historymw.record import seal
 from historymw.sql.engine import make_engine
 from historymw.sql.schema import HIST, SCHEMA_VERSION
+from historymw.store import Store
 
 MSGS = [{"role": "user", "content": "hello"}]
 SESSION_COLS = "session, first_at, last_at, calls, errors, input_tokens, output_tokens, total_tokens, cost"
@@ -188,3 +189,82 @@ def test_retention_keeps_the_aggregates_consistent(url: str) -> None:
         assert _rows(url, "SELECT count(*) FROM historymw_rollup") == [(0,)]
     finally:
         engine.dispose()
+
+
+# -- reading sessions back -----------------------------------------------------------------------
+
+
+def _drop_to_schema_3(url: str) -> None:
+    engine = make_engine(url, create=False)
+    with engine.begin() as conn:
+        conn.execute(sa.text("DROP TABLE historymw_sessions"))
+        conn.execute(sa.text("DROP TABLE historymw_rollup"))
+        conn.execute(sa.text("UPDATE historymw_schema SET version = 3"))
+    engine.dispose()
+
+
+@pytest.mark.parametrize("schema", ["current", "3 (read as it is)"])
+def test_store_lists_sessions_newest_activity_first_page_by_page(url: str, schema: str) -> None:
+    hm.configure(backends=["sql"], sql_url=url, batch_size=50)
+    base = time.time() - 10_000
+    for i in range(23):  # session k's last call starts at base + 100 * k; k = 5 also fails once
+        with hm.history(session=f"k{i:02d}"):
+            for j in range(3):
+                with hm.call(provider="p", model="m", messages=MSGS, started_at=base + 100 * i - 10 * j) as c:
+                    c.output(text="x", usage={"prompt_tokens": 2, "completion_tokens": 1}, cost=0.5)
+                    c.end(error=RuntimeError("boom") if (i, j) == (5, 1) else None,
+                          ended_at=base + 100 * i - 10 * j + 1)
+    assert hm.flush(timeout=30)
+    hm.shutdown()
+    if schema != "current":
+        _drop_to_schema_3(url)
+    with Store(url) as store:
+        seen: list[Any] = []
+        before = None
+        while True:
+            page = store.sessions(10, before=before)
+            seen += page
+            if len(page) < 10:
+                break
+            before = page[-1].cursor
+        assert [s.id for s in seen] == [f"k{i:02d}" for i in reversed(range(23))]
+        k5 = store.session_summary("k05")
+        assert k5 is not None
+        assert (k5.calls, k5.errors, k5.input_tokens, k5.total_tokens, k5.cost) == (3, 1, 6, 9, 1.5)
+        assert k5.first_at.timestamp() == pytest.approx(base + 480)
+        assert k5.last_at.timestamp() == pytest.approx(base + 500)
+        assert [s.model_dump(exclude={"cursor"}) for s in seen if s.id == "k05"] == [k5.model_dump(exclude={"cursor"})]
+        assert store.session_summary("nobody") is None and store.session("nobody") == []
+        assert store.sessions(5, before=seen[-1].cursor) == []
+    if schema != "current":  # a reader never migrates
+        assert _rows(url, "SELECT version FROM historymw_schema") == [(3,)]
+
+
+def test_a_session_is_read_whole_across_restarts(url: str) -> None:
+    """Memory holds a session's newest calls; with a SQL backend the rest, and whatever an earlier
+    process wrote, come from the store, merged in time order."""
+    hm.configure(backends=["ring", "sql"], sql_url=url, maxlen=5)
+    base = time.time() - 1000
+    with hm.history(session="chat-1"):
+        for i in range(8):
+            with hm.call(provider="p", model="m", messages=[{"role": "user", "content": f"turn {i}"}],
+                         started_at=base + i) as c:
+                c.output(text=f"reply {i}")
+    with hm.history(session="other"):
+        hm.call(provider="p", model="m", messages=MSGS).__enter__().end()
+    assert hm.flush(timeout=30)
+    assert [c.output_text for c in hm.recent(20, session="chat-1")] == [f"reply {i}" for i in range(8)]
+    hm.configure(backends=["ring", "sql"], sql_url=url, maxlen=5)  # a restart: memory is empty
+    with hm.history(session="chat-1"):
+        with hm.call(provider="p", model="m", messages=MSGS, started_at=base + 100) as c:
+            c.output(text="after the restart")
+    # Not flushed yet: the newest call is only in memory, the others only in the store.
+    got = hm.recent(4, session="chat-1")
+    assert [c.output_text for c in got] == ["reply 5", "reply 6", "reply 7", "after the restart"]
+    assert hm.flush(timeout=30)
+    with Store(url) as store:
+        whole = store.session("chat-1")
+    assert [c.messages[0]["content"] for c in whole[:8]] == [f"turn {i}" for i in range(8)]
+    assert whole[-1].output_text == "after the restart" and len(whole) == 9
+    hm.configure(backends=["ring"], sql_url=url)  # no SQL backend: memory only
+    assert hm.recent(5, session="chat-1") == []

@@ -9,6 +9,7 @@ an older database is read as it is, never migrated by a reader.
 
 from __future__ import annotations
 
+import datetime as _dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from . import GROUPS
 from .contents import resolve
 from .ids import MIN_PREFIX, SHORT_LEN, AmbiguousIdError, short_id
 from .rows import row_to_call, to_stored_time
-from .schema import calls
+from .schema import calls, sessions
 
 Cols = list[Any]  # the columns to select (see the module's docstring)
 _HEX = re.compile(r"^[0-9a-f]+$")
@@ -161,3 +162,71 @@ def aggregate(conn: sa.Connection, filters: Filters, by: str | None = None) -> l
         sa.func.max(r.started_at).label("last"),
     ).group_by(r.g).order_by(sa.func.count().desc(), r.g)
     return [dict(row) for row in conn.execute(stmt).mappings()]
+
+
+# -- sessions ---------------------------------------------------------------------------------------
+
+SESSION_FIELDS = ("session", "first_at", "last_at", "calls", "errors", "input_tokens", "output_tokens",
+                  "total_tokens", "cost")
+
+
+def encode_session_cursor(last_at: Any, session: str) -> str:
+    """A position in the sessions' (last_at, session) order, newest first: the stored time exactly (an
+    epoch float on SQLite, a datetime on PostgreSQL), then the id (which may hold any character)."""
+    return f"{last_at.isoformat() if isinstance(last_at, _dt.datetime) else repr(float(last_at))}~{session}"
+
+
+def decode_session_cursor(text: str, dialect: str) -> tuple[Any, str]:
+    head, sep, session = text.partition("~")
+    when: Any = None
+    try:
+        when = float(head)
+    except ValueError:
+        try:
+            when = _dt.datetime.fromisoformat(head)
+        except ValueError:
+            pass
+    if when is None or not sep:
+        raise ValueError(f"not a sessions cursor: {text[:80]!r} (pass the 'next' value a page printed)")
+    if dialect == "sqlite" and isinstance(when, _dt.datetime):
+        when = when.timestamp()
+    elif dialect != "sqlite" and not isinstance(when, _dt.datetime):
+        when = _dt.datetime.fromtimestamp(when, _dt.timezone.utc)
+    return when, session
+
+
+def _sessions_source(aggregated: bool) -> Any:
+    """The sessions as rows of SESSION_FIELDS: the writer's table, or (a database older than schema 4,
+    read as it is) the calls grouped by session."""
+    if aggregated:
+        return sessions
+    c = calls.c
+    known = sa.func.coalesce(c.input_tokens, 0) + sa.func.coalesce(c.output_tokens, 0)
+    tokens = sa.func.coalesce(c.total_tokens, known)
+    return (sa.select(c.session.label("session"), sa.func.min(c.started_at).label("first_at"),
+                      sa.func.max(c.started_at).label("last_at"), sa.func.count().label("calls"),
+                      sa.func.sum(sa.case((c.status == "error", 1), else_=0)).label("errors"),
+                      sa.func.sum(c.input_tokens).label("input_tokens"),
+                      sa.func.sum(c.output_tokens).label("output_tokens"),
+                      sa.func.sum(tokens).label("total_tokens"), sa.func.sum(c.cost).label("cost"))
+            .where(c.session.isnot(None)).group_by(c.session).subquery("sessions"))
+
+
+def session_list(conn: sa.Connection, limit: int, before: tuple[Any, str] | None = None, *,
+                 aggregated: bool = True) -> list[dict[str, Any]]:
+    """Sessions, most recent activity first (keyset on (last_at, session): any depth costs the same)."""
+    src = _sessions_source(aggregated)
+    s = src.c
+    stmt = sa.select(*(s[n] for n in SESSION_FIELDS))
+    if before is not None:
+        t, sid = before
+        stmt = stmt.where(s.last_at <= t, sa.or_(s.last_at < t, s.session < sid))
+    stmt = stmt.order_by(s.last_at.desc(), s.session.desc()).limit(max(limit, 0))
+    return [dict(r) for r in conn.execute(stmt).mappings()]
+
+
+def session_info(conn: sa.Connection, session: str, *, aggregated: bool = True) -> dict[str, Any] | None:
+    src = _sessions_source(aggregated)
+    row = conn.execute(sa.select(*(src.c[n] for n in SESSION_FIELDS))
+                       .where(src.c.session == session)).mappings().first()
+    return None if row is None else dict(row)

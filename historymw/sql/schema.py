@@ -28,6 +28,7 @@ from . import StoreError
 SCHEMA_VERSION = 5
 CALLS = "historymw_calls"
 SESSIONS = "historymw_sessions"
+SESSIONS_SINCE = 4  # the schema version that added historymw_sessions and historymw_rollup
 ROLLUP = "historymw_rollup"
 CONTENTS = "historymw_contents"
 VERSIONS = "historymw_schema"

@@ -1,0 +1,79 @@
+"""`historymw sessions`, run as a user types it (a subprocess) on a real SQLite file."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from test_cli import run
+
+import historymw as hm
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> str:
+    """12 sessions: session i's calls end at base + 60 * i; "chat-03" also has a failing call."""
+    hm.configure(backends=["sql"], sql_url=sqlite_url)
+    base = time.time() - 7200
+    for i in range(12):
+        with hm.history(session=f"chat-{i:02d}"):
+            for j in range(2 + (i == 3)):
+                with hm.call(provider="p", model="m", messages=[{"role": "user", "content": f"q{i}.{j}"}],
+                             started_at=base + 60 * i - 5 * (2 - j)) as c:
+                    c.output(text=f"a{i}.{j}", usage={"prompt_tokens": 4, "completion_tokens": 1}, cost=0.01)
+                    c.end(error=ValueError("bad") if (i, j) == (3, 2) else None)
+    with hm.history(session="evil\x1b[31m"):
+        hm.call(provider="p", model="m", messages=[{"role": "user", "content": "x"}],
+                started_at=base - 600).__enter__().end()
+    assert hm.flush(timeout=10)
+    hm.shutdown()
+    return sqlite_url
+
+
+def test_sessions_lists_newest_activity_first_and_pages_with_the_printed_cursor(db: str) -> None:
+    p = run("--db", db, "sessions", "-n", "5")
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    assert lines[0].split() == ["LAST", "ACTIVITY", "(UTC)", "FIRST", "(UTC)", "SESSION", "CALLS", "ERRORS", "TOKENS",
+                                "COST"]
+    assert [ln.split()[4] for ln in lines[1:6]] == [f"chat-{i:02d}" for i in (11, 10, 9, 8, 7)]
+    assert lines[-1].startswith("next page: historymw sessions --before ")
+    page = json.loads(run("--db", db, "sessions", "-n", "5", "--json").stdout)
+    assert [s["id"] for s in page["sessions"]] == [ln.split()[4] for ln in lines[1:6]]
+    assert lines[-1].endswith(page["next"]) or lines[-1].endswith(f"'{page['next']}'")
+    seen = [s["id"] for s in page["sessions"]]
+    while page["next"] is not None:  # follow the cursor each page gives
+        page = json.loads(run("--db", db, "sessions", "-n", "5", "--json", "--before", page["next"]).stdout)
+        seen += [s["id"] for s in page["sessions"]]
+    assert seen == [f"chat-{i:02d}" for i in reversed(range(12))] + ["evil\x1b[31m"]
+    last = json.loads(run("--db", db, "sessions", "-n", "13", "--json").stdout)
+    assert last["next"] is None and len(last["sessions"]) == 13
+    chat3 = next(s for s in last["sessions"] if s["id"] == "chat-03")
+    assert (chat3["calls"], chat3["errors"], chat3["input_tokens"], chat3["total_tokens"]) == (3, 1, 12, 15)
+    assert chat3["cost"] == pytest.approx(0.03)
+    text = run("--db", db, "sessions", "-n", "20").stdout
+    assert "\x1b" not in text and "evil\\x1b[31m" in text  # recorded text never drives the terminal
+    assert "next page" not in text
+
+
+def test_sessions_id_shows_the_conversation_in_order(db: str) -> None:
+    p = run("--db", db, "sessions", "chat-03")
+    assert p.returncode == 0, p.stderr
+    head, _, table = p.stdout.partition("\n\n")
+    assert head.startswith("session chat-03: 3 calls, 1 errors, 15 tokens, cost $0.03")
+    rows = table.splitlines()[1:]
+    assert len(rows) == 3 and "ValueError: bad" in rows[2] and "a3.0" in rows[0] and "a3.1" in rows[1]
+    doc = json.loads(run("--db", db, "sessions", "chat-03", "--json").stdout)
+    assert doc["session"]["id"] == "chat-03" and doc["session"]["calls"] == 3
+    assert [c["messages"][0]["content"] for c in doc["calls"]] == ["q3.0", "q3.1", "q3.2"]
+    full = run("--db", db, "sessions", "chat-03", "--full").stdout
+    assert full.index("q3.0") < full.index("a3.0") < full.index("q3.1") < full.index("q3.2")
+
+
+def test_unknown_session_is_exit_1_and_a_bad_cursor_exit_2(db: str) -> None:
+    p = run("--db", db, "sessions", "nobody")
+    assert (p.returncode, p.stdout) == (1, "")
+    assert p.stderr.startswith("historymw: no session 'nobody' in sqlite:///")
+    p = run("--db", db, "sessions", "--before", "yesterday")
+    assert p.returncode == 2 and "not a sessions cursor" in p.stderr and len(p.stderr.splitlines()) == 1
