@@ -199,6 +199,8 @@ def _drop_to_schema_3(url: str) -> None:
     with engine.begin() as conn:
         conn.execute(sa.text("DROP TABLE historymw_sessions"))
         conn.execute(sa.text("DROP TABLE historymw_rollup"))
+        conn.execute(sa.text("DROP TABLE historymw_contents"))  # (schema 5: messages in the row again)
+        conn.execute(sa.text("ALTER TABLE historymw_calls DROP COLUMN message_refs"))
         conn.execute(sa.text("UPDATE historymw_schema SET version = 3"))
     engine.dispose()
 

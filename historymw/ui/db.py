@@ -17,7 +17,7 @@ import sqlalchemy as sa
 
 from ..sql import StoreError
 from ..sql.engine import PG_CONNECT_TIMEOUT_S, describe, parse_url, sqlite_path
-from ..sql.schema import CALLS, VERSIONS
+from ..sql.schema import CALLS, ROLLUP, SESSIONS, VERSIONS
 
 T = TypeVar("T")
 # A query that runs longer than this is stopped (a text search over millions of rows).
@@ -33,6 +33,9 @@ class Database:
     engine: Any
     url: str  # without its password
     columns: frozenset[str]
+    # The writer's historymw_sessions and historymw_rollup (schema 4 on): the sessions list and the
+    # overview read them; without them (an older database, never migrated by the viewer) the calls.
+    aggregates: bool = False
 
     @property
     def dialect(self) -> str:
@@ -98,6 +101,8 @@ def open_database(url: str) -> Database:
                 raise StoreError(f"{shown}: table {CALLS} exists but {VERSIONS} does not: "
                                  "it was not created by historymw")
             columns = frozenset(c["name"] for c in insp.get_columns(CALLS))
+            # Created and filled in one transaction (the migration): present means complete.
+            aggregates = insp.has_table(SESSIONS) and insp.has_table(ROLLUP)
     except sa.exc.SQLAlchemyError as exc:
         engine.dispose()
         raise StoreError(_one_line(exc, shown)) from None
@@ -109,7 +114,7 @@ def open_database(url: str) -> Database:
         engine.dispose()
         raise StoreError(f"{shown}: table {CALLS} lacks column(s) {', '.join(missing)}: "
                          "it was not created by historymw")
-    return Database(engine=engine, url=shown, columns=columns)
+    return Database(engine=engine, url=shown, columns=columns, aggregates=aggregates)
 
 
 def _sqlite_engine(u: Any) -> Any:

@@ -17,9 +17,11 @@ from typing import Any
 
 import sqlalchemy as sa
 
+from ..sql.aggregates import bin_value
 from ..sql.contents import messages_like, resolve
 from ..sql.rows import to_datetime, to_stored_time
-from ..sql.schema import calls
+from ..sql.schema import HIST, ROLLUP_S, calls, rollup
+from ..sql.schema import sessions as sessions_table
 from .db import Database
 
 PAGE_SIZE = 50
@@ -273,7 +275,14 @@ def oldest_time(db: Database, since: float | None) -> float | None:
 
 
 def sessions(db: Database, q: Query, limit: int = SESSIONS_MAX) -> list[dict[str, Any]]:
-    """Sessions with calls in the query's range, most recently active first."""
+    """Sessions active in the query's range, most recently active first.
+
+    From the writer's historymw_sessions table when the query filters by nothing but the range and
+    the session (the sessions page's own filters): one index range, whatever the number of calls;
+    each session's totals are then its whole history's. Otherwise (other filters, or a database
+    older than that table) the range's calls grouped by session: totals of the matching calls."""
+    if db.aggregates and not (q.model or q.provider or q.status or q.tags or q.text):
+        return _sessions_from_table(db, q, limit)
     c = calls.c
     tokens = sa.func.coalesce(c.total_tokens,
                               sa.func.coalesce(c.input_tokens, 0) + sa.func.coalesce(c.output_tokens, 0))
@@ -292,6 +301,29 @@ def sessions(db: Database, q: Query, limit: int = SESSIONS_MAX) -> list[dict[str
                           sa.func.sum(sa.case((c.status == "error", 1), else_=0)).label("errors"))
                 .where(has_session, *q.where(db)).group_by(c.session)
                 .order_by(last.desc()).limit(limit))
+        out = []
+        for r in conn.execute(stmt).mappings():
+            d = dict(r)
+            d["first"], d["last"] = to_datetime(d["first"]), to_datetime(d["last"])
+            out.append(d)
+        return out
+
+    return db.run(read)
+
+
+def _sessions_from_table(db: Database, q: Query, limit: int) -> list[dict[str, Any]]:
+    t = sessions_table.c
+
+    def read(conn: sa.Connection) -> list[dict[str, Any]]:
+        stmt = sa.select(t.session, t.first_at.label("first"), t.last_at.label("last"), t.calls,
+                         t.total_tokens.label("tokens"), t.cost, t.errors)
+        if q.since is not None:
+            stmt = stmt.where(t.last_at >= to_stored_time(db.dialect, q.since))
+        if q.until is not None:
+            stmt = stmt.where(t.first_at < to_stored_time(db.dialect, q.until))
+        if q.session is not None:
+            stmt = stmt.where(t.session == q.session)
+        stmt = stmt.order_by(t.last_at.desc(), t.session.desc()).limit(limit)
         out = []
         for r in conn.execute(stmt).mappings():
             d = dict(r)
@@ -342,6 +374,8 @@ def overview(db: Database, q: Query) -> Overview:
     """
     if q.since is None or q.until is None:
         raise ValueError("the overview needs a time range")
+    if db.aggregates and not (q.session or q.tags or q.text):
+        return _overview_from_rollup(db, q)
     since, until = q.since, q.until
     width = max((until - since) / BUCKETS, 1e-3)
     ov = Overview(since=since, until=until, width=width)
@@ -407,6 +441,79 @@ def overview(db: Database, q: Query) -> Overview:
         "cost": sum(float(m["cost"] or 0.0) for m in ov.models),
     }
     return ov
+
+
+def _overview_from_rollup(db: Database, q: Query) -> Overview:
+    """The overview from the writer's 5-minute rollup (model, provider and status filters are among its
+    keys): its cost follows the number of 5-minute buckets in the range, not the number of calls.
+
+    The range is widened to whole 5-minute buckets (the page shows the range it drew) and chart buckets
+    are whole multiples of them. Counts, tokens and cost are exact; p50/p95 are read from each
+    bucket's latency histogram: the nearest-rank bin's middle, within 12% of the exact value."""
+    assert q.since is not None and q.until is not None
+    since = math.floor(q.since / ROLLUP_S) * ROLLUP_S
+    until = max(math.ceil(q.until / ROLLUP_S) * ROLLUP_S, since + ROLLUP_S)
+    width = math.ceil((until - since) / BUCKETS / ROLLUP_S) * ROLLUP_S
+    n_buckets = math.ceil((until - since) / width)
+    ov = Overview(since=float(since), until=float(until), width=float(width))
+    r = rollup.c
+    where = [r.bucket >= since, r.bucket < until]
+    for name in ("model", "provider", "status"):
+        value = getattr(q, name)
+        if value is not None:
+            where.append(r[name] == value)
+    b = ((r.bucket - since) // width).label("b")
+    stmt = (sa.select(b, r.model, r.status, sa.func.sum(r.calls).label("calls"),
+                      sa.func.sum(r.total_tokens).label("tokens"), sa.func.sum(r.cost).label("cost"),
+                      *(sa.func.sum(r[h]).label(h) for h in HIST))
+            .where(*where).group_by(b, r.model, r.status))
+
+    def read(conn: sa.Connection) -> list[Any]:
+        return list(conn.execute(stmt))
+
+    rows = db.run(read)
+    # per chart bucket: calls, errors, latency histogram
+    per_bucket: list[tuple[list[int], list[int]]] = [([0, 0], [0] * len(HIST)) for _ in range(n_buckets)]
+    per_model: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        i, model, status, n, tokens, cost = row[:6]
+        hist = row[6:]
+        counts, bins = per_bucket[min(int(i), n_buckets - 1)]
+        errs = n if status == "error" else 0
+        counts[0] += int(n)
+        counts[1] += int(errs)
+        for j, y in enumerate(hist):
+            if y:
+                bins[j] += int(y)
+        key = model or None  # '' in the rollup is a call without a model
+        pm = per_model.setdefault(key, {"model": key, "calls": 0, "errors": 0, "tokens": 0, "cost": None})
+        pm["calls"] += int(n)
+        pm["errors"] += int(errs)
+        pm["tokens"] += int(tokens or 0)
+        if cost is not None:
+            pm["cost"] = (pm["cost"] or 0.0) + float(cost)
+    ov.models = sorted(per_model.values(), key=lambda m: (-m["calls"], str(m["model"])))[:20]
+    for i, ((n, errs), bins) in enumerate(per_bucket):
+        ov.buckets.append({"start": float(since + i * width), "calls": n, "errors": errs,
+                           "p50": _hist_rank(bins, n, 50), "p95": _hist_rank(bins, n, 95)})
+    ov.totals = {"calls": sum(int(m["calls"]) for m in per_model.values()),
+                 "errors": sum(int(m["errors"]) for m in per_model.values()),
+                 "tokens": sum(int(m["tokens"]) for m in per_model.values()),
+                 "cost": sum(float(m["cost"] or 0.0) for m in per_model.values())}
+    return ov
+
+
+def _hist_rank(hist: list[int], n: int, pct: int) -> float | None:
+    """The nearest-rank percentile (the ceil(pct% * n)-th smallest) as its histogram bin's middle."""
+    if not n:
+        return None
+    k = max((n * pct + 99) // 100, 1)
+    seen = 0
+    for i, count in enumerate(hist):
+        seen += count
+        if seen >= k:
+            return bin_value(i)
+    return bin_value(len(hist) - 1)
 
 
 def in_window(q: Query, since: float | None, until: float | None) -> Query:
