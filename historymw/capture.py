@@ -19,7 +19,17 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from . import counters, runtime
-from .draft import RECORD_BASE_BYTES, CallSpec, outcome, request, str_bytes, table_growth, usual_draft
+from .draft import (
+    LOOKUP,
+    RECORD_BASE_BYTES,
+    STR_HEADER,
+    CallSpec,
+    outcome,
+    request,
+    str_bytes,
+    table_growth,
+    usual_draft,
+)
 from .extract import usage_fields
 from .plain import clip
 from .policy import FULL, SKIP, TAIL, active_span_ids, sampled_in
@@ -35,7 +45,6 @@ _modules_get = sys.modules.get
 _random = random.random
 _OTEL_TRACE = "opentelemetry.trace"
 _STATE = runtime.STATE
-LOOKUP: Any = object()  # start(span=...): look the active span up now
 
 
 def effective_now() -> Effective:
@@ -70,21 +79,23 @@ def head(eff: Effective) -> int:
 
 
 def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwargs: dict[str, Any],
-          started: float | None = None, span: Any = LOOKUP) -> dict[str, Any] | None:
+          started: float | None = None, span: Any = LOOKUP, usual: bool = True) -> dict[str, Any] | None:
     """The draft of a call the head decision kept (FULL or TAIL); None on an internal error.
 
     `span`: the (trace_id, span_id, trace_flags) the call belongs to, when it was taken
-    earlier on the caller's context (None: no span); by default, the span active now."""
+    earlier on the caller's context (None: no span); by default, the span active now.
+    `usual=False`: `usual_draft` was tried already (the recorded function's wrapper)."""
     try:
+        if mode == FULL and usual:
+            draft = usual_draft(spec, eff, args, kwargs, started, span)
+            if draft is not None:
+                return draft
         t0 = _perf()
         wall = _now() if started is None else started
         if mode != FULL:  # TAIL: keep only the references the call holds anyway, copy if it fails
-            draft: dict[str, Any] | None = {
-                "started": wall, "duration": t0, "provider": spec.provider, "operation": spec.operation,
-                "source": spec.source, "_args": args, "_kwargs": kwargs}
-        else:
-            draft = usual_draft(spec, eff, args, kwargs, wall, t0) if eff.content else None
-        if draft is None:
+            draft = {"started": wall, "duration": t0, "provider": spec.provider, "operation": spec.operation,
+                     "source": spec.source, "_args": args, "_kwargs": kwargs}
+        else:  # any other call shape: copied by `request()`
             model, messages, params, size, system = request(spec, eff, args, kwargs)
             # "duration" holds the start's perf_counter until finish() turns it into the duration.
             draft = {"started": wall, "duration": t0, "provider": spec.provider, "model": model,
@@ -197,8 +208,11 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return finish_result(draft, spec, eff, result)
         return async_wrapper
 
-    # The hot path, inline: a disabled call costs a ContextVar read and a branch;
-    # a sampled-out one, a random number more (head() when OpenTelemetry is loaded).
+    # The hot path, in one place: the head decision (a disabled call costs a ContextVar read
+    # and a branch; a sampled-out one, a random number more), the usual draft, the call, a str
+    # result. Any other call shape goes through start(), any other result through finish().
+    text_result = spec.extract is None
+
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         eff = get_frame().eff
@@ -215,18 +229,28 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
                 mode = FULL
             elif (mode := head(eff)) == SKIP:
                 return fn(*args, **kwargs)
-        draft = start(eff, spec, mode, args, kwargs)
-        if draft is None:
+        try:
+            draft = usual_draft(spec, eff, args, kwargs) if mode == FULL else None
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error("capture", exc)
+            return fn(*args, **kwargs)
+        if draft is None and (draft := start(eff, spec, mode, args, kwargs, usual=False)) is None:
             return fn(*args, **kwargs)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             finish(draft, spec, eff, None, exc)
             raise
-        if type(result) is str and mode == FULL and spec.extract is None:
-            finish_text(draft, eff, result)
-            return result
-        return finish_result(draft, spec, eff, result)
+        if type(result) is not str or mode != FULL or not text_result or not eff.content:
+            return finish_result(draft, spec, eff, result)
+        try:  # finish_text(), inline: the usual outcome
+            draft["duration"] = _perf() - draft["duration"]
+            draft["output_text"] = text = result if len(result) <= 1024 else clip(result, eff.max_chars)
+            draft["size_bytes"] += len(text) + STR_HEADER if text.isascii() else str_bytes(text)
+            eff.commit(draft)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error("capture", exc)
+        return result
     return wrapper
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import inspect
 import sys
+import time
 import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -29,6 +30,7 @@ from .plain import (
     plain,
     plain_str,
 )
+from .policy import active_span_ids
 from .redact import KEY_CACHE
 
 if TYPE_CHECKING:
@@ -55,6 +57,10 @@ LABEL_CHARS = 256  # longest model or provider name kept
 DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
 PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
 SCALARS = frozenset({int, float, bool, type(None)})
+_now = time.time
+_perf = time.perf_counter
+_modules_get = sys.modules.get
+LOOKUP: Any = object()  # start(span=...), usual_draft(span=...): look the active span up now
 
 # Request parameters that name no credential: a call whose params all come from
 # here (with scalar values) skips the per-key check.
@@ -82,7 +88,7 @@ class CallSpec:
     """What is known about a recorded function before any call: computed once."""
 
     __slots__ = ("provider", "provider_bytes", "base_bytes", "operation", "source", "extract", "names",
-                 "skip_first", "model_pos", "messages_pos", "simple_upto")
+                 "skip_first", "model_pos", "messages_pos", "simple_upto", "draft")
 
     def __init__(self, fn: Callable[..., Any] | None, provider: str | None, operation: str,
                  source: str, extract: Callable[[Any], dict[str, Any]] | None) -> None:
@@ -113,6 +119,10 @@ class CallSpec:
         while upto < len(names) and names[upto] in ("model", "messages"):
             upto += 1
         self.simple_upto = upto
+        # What `usual_draft` copies: every key of a usual draft, in order, the constant ones filled in.
+        self.draft: dict[str, Any] = {
+            "started": 0.0, "duration": 0.0, "provider": provider, "model": None, "operation": operation,
+            "source": source, "_pairs": (), "params": None, "size_bytes": 0, "output_text": None, "stream": False}
 
 
 def held_bytes(value: Any) -> int:
@@ -164,8 +174,8 @@ def labels(session: str | None, tags: dict[str, Any], max_chars: int) -> tuple[d
 
 
 def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: dict[str, Any],
-                started: float, t0: float) -> dict[str, Any] | None:
-    """The draft of the usual call, or None to send the call to `request()`.
+                started: float | None = None, span: Any = LOOKUP) -> dict[str, Any] | None:
+    """The whole draft of the usual call, started now; None sends the call to `request()`.
 
     The usual call: `model` a str, `messages` a list of {"role": str, "content": str}
     within the field and record limits, other arguments scalar and named in
@@ -174,12 +184,15 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     a message: they are kept as one flat (role, content, role, content, ...) tuple
     under "_pairs", which `record.seal` turns into "messages". The collector
     untracks a tuple of str at its first pass, so a queued draft is one object for
-    later collections to walk, not one per message.
+    later collections to walk, not one per message. Like `capture.start`, it adds
+    the scope's labels and the span's ids (`span`: as `capture.start` takes it).
     """
-    n = len(args)
-    if n > spec.simple_upto:
+    if not eff.content:
         return None
+    n = len(args)
     if n:  # by position (a method's self is skipped by model_pos/messages_pos)
+        if n > spec.simple_upto:
+            return None
         mp, sp = spec.model_pos, spec.messages_pos
         model = args[mp] if 0 <= mp < n else kwargs.get("model")
         messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
@@ -187,16 +200,15 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         model, messages = kwargs.get("model"), kwargs.get("messages")
     if type(model) is not str or type(messages) is not list or len(model) > 256:
         return None
+    params = kwargs  # the wrapper's own **kwargs dict (Python builds one per call): kept as is
     if "model" in kwargs or "messages" in kwargs:  # by name: the params are the other arguments
         params = kwargs.copy()
         params.pop("model", None)
         params.pop("messages", None)
-    else:  # the wrapper's own **kwargs dict (Python builds one per call): kept as is
-        params = kwargs
-    if params and not (params.keys() <= COMMON_PARAMS and SCALARS.issuperset(map(type, params.values()))):
-        return None
-    pairs: list[Any] = []
-    append = pairs.append
+    for k in params:  # a loop: cheaper than set operations for the few params a call has
+        if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
+            return None
+    pairs: list[str] = []
     size = spec.base_bytes + len(params) * PARAM_BYTES + len(model)  # model: an ASCII name, as a rule
     max_chars = eff.max_chars
     for m in messages:
@@ -205,14 +217,27 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         role, content = m.get("role"), m.get("content")
         if type(role) is not str or type(content) is not str or len(content) > max_chars:
             return None
-        append(role)
-        append(content)
+        pairs += role, content
         size += PAIR_BYTES + len(role) + (len(content) + STR_HEADER if content.isascii() else str_bytes(content))
     if size > eff.record_limit:
         return None
-    return {"started": started, "duration": t0, "provider": spec.provider, "model": model,
-            "operation": spec.operation, "source": spec.source, "_pairs": tuple(pairs),
-            "params": params, "size_bytes": size, "output_text": None, "stream": params.get("stream") is True}
+    draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
+    draft["started"] = _now() if started is None else started
+    draft["model"] = model
+    draft["_pairs"] = tuple(pairs)
+    draft["params"] = params
+    draft["size_bytes"] = size
+    if "stream" in params and params["stream"] is True:
+        draft["stream"] = True
+    if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
+        draft.update(eff.labels)
+        draft["size_bytes"] = size + eff.labels_bytes
+    if span is LOOKUP:
+        span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
+    if span is not None:
+        draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
+    draft["duration"] = _perf()  # the start's perf_counter, until the call ends
+    return draft
 
 
 def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any], int] | None:

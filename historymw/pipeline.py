@@ -364,11 +364,18 @@ def _flush_when_multiprocessing_child_exits() -> None:
     util.Finalize(None, _flush_at_child_exit, exitpriority=100)
 
 
-def _flush_at_child_exit() -> None:
-    from . import runtime
+def _no_flush() -> object:
+    return None
 
+
+# What a multiprocessing child runs at exit: `runtime.shutdown` (bounded by shutdown_timeout), which
+# `runtime` sets here when it is imported; this module does not import `runtime` (which imports it).
+child_exit_flush: Callable[[], object] = _no_flush
+
+
+def _flush_at_child_exit() -> None:
     try:
-        runtime.shutdown()  # bounded by shutdown_timeout
+        child_exit_flush()
     except Exception as exc:  # noqa: BLE001
         counters.COUNTERS.error("exit_flush", exc)
 

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
-from . import counters
+from . import counters, pipeline
 from .backends import factory
 from .backends.ring import RingBuffer
 from .config import Problem, build_settings, load_settings, mask_url, parse_values
@@ -309,6 +309,9 @@ def shutdown(timeout: float | None = None) -> FlushResult:
     """Flush and stop every export worker; the ring stays readable."""
     rt = STATE.runtime
     return rt.shutdown(timeout) if rt is not None else FlushResult(True)
+
+
+pipeline.child_exit_flush = shutdown  # a multiprocessing child flushes through it (see pipeline)
 
 
 @atexit.register

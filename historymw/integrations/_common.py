@@ -9,8 +9,6 @@ from __future__ import annotations
 import contextvars
 from typing import Any
 
-from ..errors import require
-
 # The DSPy LM call in flight (set by DSPy's integration, in the caller's context), else None.
 # LiteLLM's logger skips calls made under it, so that a DSPy call that goes through
 # LiteLLM becomes one record, not two. LiteLLM runs its pre-call hook and its
@@ -49,7 +47,3 @@ def split_model(model: Any) -> tuple[str | None, str | None]:
         return None, model
     return provider, name
 
-
-def require_framework(module: str, what: str, extra: str) -> Any:
-    """Import the framework or raise `MissingDependencyError` naming the extra (`pip install historymw[extra]`)."""
-    return require(module, what=what, extra=extra)

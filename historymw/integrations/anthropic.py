@@ -23,9 +23,10 @@ from typing import Any
 
 from .. import counters
 from ..capture import StreamAbandoned
+from ..errors import require
 from ..extract import usage_fields
 from ..streams import stand_in
-from ._common import model_params, require_framework
+from ._common import model_params
 from ._stack import (
     AsyncStream,
     Frame,
@@ -49,7 +50,7 @@ _installed: list[tuple[type, str, Any]] = []
 
 
 def _sdk() -> Any:
-    return require_framework("anthropic", "historymw.integrations.anthropic", "anthropic")
+    return require("anthropic", what="historymw.integrations.anthropic", extra="anthropic")
 
 
 def install() -> None:

@@ -27,7 +27,8 @@ from typing import Any
 from uuid import UUID
 
 from .. import counters
-from ._common import model_params, require_framework
+from ..errors import require
+from ._common import model_params
 from ._stack import FrameworkRun, Recording, begin, close_frame, inside_framework, open_frame, specs
 
 __all__ = ["async_callback_handler", "callback_handler", "install", "installed", "uninstall"]
@@ -51,7 +52,7 @@ _runs_lock = threading.Lock()
 
 
 def _langchain() -> Any:
-    return require_framework("langchain_core", "historymw.integrations.langchain", "langchain")
+    return require("langchain_core", what="historymw.integrations.langchain", extra="langchain")
 
 
 def _handler_classes() -> tuple[type, type]:

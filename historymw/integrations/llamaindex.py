@@ -24,8 +24,9 @@ from typing import Any
 
 from .. import counters
 from ..capture import StreamAbandoned
+from ..errors import require
 from ..extract import get, usage_fields
-from ._common import model_params, require_framework
+from ._common import model_params
 from ._stack import FrameworkRun, begin, close_frame, inside_framework, open_frame, specs
 
 __all__ = ["install", "installed", "uninstall"]
@@ -43,7 +44,7 @@ _runs_lock = threading.Lock()
 
 
 def _llamaindex() -> Any:
-    return require_framework("llama_index.core", "historymw.integrations.llamaindex", "llamaindex")
+    return require("llama_index.core", what="historymw.integrations.llamaindex", extra="llamaindex")
 
 
 def _make_handlers() -> tuple[Any, Any]:

@@ -24,8 +24,9 @@ from typing import Any
 
 from .. import counters
 from ..capture import StreamAbandoned
+from ..errors import require
 from ..extract import usage_fields
-from ._common import model_params, require_framework
+from ._common import model_params
 from ._stack import (
     AsyncStream,
     Frame,
@@ -54,7 +55,7 @@ _installed: list[tuple[type, str, Any]] = []  # (class, method name, the origina
 
 
 def _sdk() -> Any:
-    return require_framework("openai", "historymw.integrations.openai", "openai")
+    return require("openai", what="historymw.integrations.openai", extra="openai")
 
 
 def install() -> None:
