@@ -201,10 +201,11 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     if type(model) is not str or type(messages) is not list or len(model) > 256:
         return None
     params = kwargs  # the wrapper's own **kwargs dict (Python builds one per call): kept as is
-    if "model" in kwargs or "messages" in kwargs:  # by name: the params are the other arguments
+    if not n:  # both by name (both are there: a str and a list): the params are the other arguments
         params = kwargs.copy()
-        params.pop("model", None)
-        params.pop("messages", None)
+        del params["model"], params["messages"]
+    elif "model" in kwargs or "messages" in kwargs:  # one by position, one by name
+        params = {k: v for k, v in kwargs.items() if k != "model" and k != "messages"}
     for k in params:  # a loop: cheaper than set operations for the few params a call has
         if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
             return None
