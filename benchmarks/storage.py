@@ -9,16 +9,21 @@ an answer of ~300. They are recorded through the hot path (a @hm.recorded functi
 ring), and the drafts it captured are what every store below is given.
 
 Side by side, in one run, into SQLite (a file, WAL) and PostgreSQL (a fresh schema):
-- historymw: the store as it is (schema 4, content-addressed messages), written through the
+- historymw: the store as it is (schema 5, content-addressed messages), written through the
   SQL backend's export path (`prepare_drafts` + `export_prepared`, batches of 512), i.e.
-  the export worker's work per record, from drafts to committed rows and contents.
+  the export worker's work per record, from drafts to committed rows, contents and the
+  session and rollup aggregates.
 - v3 rows: the row layout of schema 3 (every call's messages as JSON in its row, same table,
-  same indexes), the same rows otherwise, inserted with the same multi-row statements.
+  same indexes, no aggregates), the same rows otherwise, built before the clock starts and
+  inserted with the same multi-row statements: a lower bound of what schema 3 cost.
 - JSON lines: one JSON object per call (the same fields) appended to a file.
 
 Measured: bytes on disk (SQLite: the database file after a WAL checkpoint; PostgreSQL:
 pg_total_relation_size of the tables, with indexes and TOAST), records written per second,
-and reading one call back whole through `Store.get` (median of 300 random ids, warm).
+and reading one call back whole through `Store.get` (median of 300 random ids, warm). Rates
+and read times are given twice: by the wall clock, and by this process's CPU time, which a
+machine shared with other work inflates far less (for SQLite it is all the work; for
+PostgreSQL the server's share is not in it).
 Targets (issue 18): >= 10x smaller than v3 rows, >= 50,000 records/s into SQLite and
 >= 20,000/s into PostgreSQL, <= 1 ms to read a call. `--quick`: 3,000 calls, for CI.
 """
@@ -37,6 +42,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from itertools import chain
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
@@ -106,20 +112,31 @@ def make_drafts(n: int) -> list[dict[str, Any]]:
 # -- the three stores -----------------------------------------------------------
 
 
-def write_historymw(url: str, drafts: list[dict[str, Any]]) -> float:
+Rate = tuple[float, float]  # records/s by the wall clock, by this process's CPU time
+
+
+def _timed(fn: Any, n: int) -> Rate:
+    gc.collect()
+    w, c = time.perf_counter(), time.process_time()
+    fn()
+    return n / (time.perf_counter() - w), n / max(time.process_time() - c, 1e-9)
+
+
+def write_historymw(url: str, drafts: list[dict[str, Any]]) -> Rate:
     """Records per second through the SQL backend's export path."""
     backend = SQLBackend(url)
     warm = [dict(d) for d in drafts[:50]]
     backend.export_prepared(backend.prepare_drafts(warm, True, _fail))  # schema, statements, connection
     batches = [[dict(d) for d in drafts[i:i + BATCH]] for i in range(50, len(drafts), BATCH)]
-    gc.collect()
-    t0 = time.perf_counter()
-    for b in batches:
-        if backend.export_prepared(backend.prepare_drafts(b, True, _fail)):
-            sys.exit("rows refused")
-    elapsed = time.perf_counter() - t0
+
+    def run() -> None:
+        for b in batches:
+            if backend.export_prepared(backend.prepare_drafts(b, True, _fail)):
+                sys.exit("rows refused")
+
+    rate = _timed(run, len(drafts) - 50)
     backend.shutdown()
-    return (len(drafts) - 50) / elapsed
+    return rate
 
 
 def _fail(exc: BaseException) -> None:
@@ -154,29 +171,42 @@ def v3_schema(engine: Any) -> None:
         conn.execute(schema.versions.insert().values(name="calls", version=3))
 
 
-def write_v3(url: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> float:
+def write_v3(url: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Rate:
     """Records per second inserting the v3 rows with historymw's multi-row statements."""
     engine = sql_engine.make_engine(url, create=True)
     v3_schema(engine)
     ins = write.Insert(engine.dialect, columns)
     batches = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
-    t0 = time.perf_counter()
-    for b in batches:
-        write.insert_rows(engine, [(ins, b)])
-    elapsed = time.perf_counter() - t0
+
+    def run() -> None:
+        for b in batches:  # schema 3 had no aggregates: the rows alone, a transaction per batch
+            with engine.connect().execution_options(**sql_engine.WRITE) as conn, conn.begin():
+                whole = len(b) - len(b) % ins.per
+                if whole:
+                    conn.exec_driver_sql(ins.many, [tuple(chain.from_iterable(b[i:i + ins.per]))
+                                                    for i in range(0, whole, ins.per)])
+                if whole < len(b):
+                    conn.exec_driver_sql(ins.one, list(b[whole:]))
+
+    rate = _timed(run, len(rows))
     engine.dispose()
-    return len(rows) / elapsed
+    return rate
 
 
-def write_jsonl(path: Path, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> float:
+def write_jsonl(path: Path, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Rate:
     encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
-    t0 = time.perf_counter()
-    with open(path, "w", encoding="utf-8") as fh:
-        for row in rows:
-            record = {c: v for c, v in zip(columns, row, strict=True) if v is not None}
-            record["messages"] = json.loads(record["messages"])
-            fh.write(encode(record) + "\n")
-    return len(rows) / (time.perf_counter() - t0)
+    records = []
+    for row in rows:
+        record = {c: v for c, v in zip(columns, row, strict=True) if v is not None}
+        record["messages"] = json.loads(record["messages"])
+        records.append(record)
+
+    def run() -> None:
+        with open(path, "w", encoding="utf-8") as fh:
+            for record in records:
+                fh.write(encode(record) + "\n")
+
+    return _timed(run, len(rows))
 
 
 # -- measures ---------------------------------------------------------------------
@@ -203,21 +233,22 @@ def postgres_bytes(url: str) -> int:
     return total
 
 
-def read_ms(url: str, ids: list[str]) -> float:
-    """Median ms of `Store.get(id)`, one call read back whole (its messages included)."""
+def read_ms(url: str, ids: list[str]) -> Rate:
+    """Median ms of `Store.get(id)`, one call read back whole (its messages included): wall, CPU."""
     rng = random.Random(3)
     picks = [rng.choice(ids) for _ in range(READS)]
     with Store(url) as store:
         for i in picks[:20]:  # warm: connection, statements, pages
             store.get(i)
-        times = []
+        times, cpu = [], []
         for i in picks:
-            t0 = time.perf_counter()
+            w, c = time.perf_counter(), time.process_time()
             call = store.get(i)
-            times.append(time.perf_counter() - t0)
+            times.append(time.perf_counter() - w)
+            cpu.append(time.process_time() - c)
             if call is None or len(call.messages) != 10:
                 sys.exit(f"call {i} not read back whole")
-    return statistics.median(times) * 1e3
+    return statistics.median(times) * 1e3, statistics.median(cpu) * 1e3
 
 
 @contextmanager
@@ -237,14 +268,14 @@ def fresh_schema(base_url: str) -> Iterator[str]:
         admin.dispose()
 
 
-def _row(name: str, size: int, base: int, rate: float | None, read: float | None) -> str:
-    rate_s = f"{rate:,.0f}" if rate is not None else "-"
-    read_s = f"{read:.3f}" if read is not None else "-"
-    return f"| {name} | {size / len(DRAFTS_N):,.0f} | {size / 2**20:,.1f} | {base / size:.1f}x | {rate_s} | {read_s} |"
+def _row(name: str, size: int, base: int, rate: Rate, read: Rate | None) -> str:
+    read_s = f"{read[0]:.3f} / {read[1]:.3f}" if read is not None else "-"
+    return (f"| {name} | {size / len(DRAFTS_N):,.0f} | {size / 2**20:,.1f} | {base / size:.1f}x "
+            f"| {rate[0]:,.0f} / {rate[1]:,.0f} | {read_s} |")
 
 
 DRAFTS_N: list[int] = []
-Result = tuple[str, int, float, "float | None"]  # (store, bytes, records/s, read ms)
+Result = tuple[str, int, Rate, "Rate | None"]  # (store, bytes, records/s, read ms)
 
 
 def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[Result]:
@@ -253,7 +284,7 @@ def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[
     v4_rate = write_historymw(f"sqlite:///{v4_path}", drafts)
     v3_rate = write_v3(f"sqlite:///{v3_path}", cols, rows)
     jl_rate = write_jsonl(jl_path, cols, rows)
-    return [("historymw (schema 4)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
+    return [("historymw (schema 5)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
             ("v3 rows (today's store)", sqlite_bytes(v3_path), v3_rate, read_ms(f"sqlite:///{v3_path}", ids)),
             ("JSON lines", jl_path.stat().st_size, jl_rate, None)]
 
@@ -263,16 +294,22 @@ def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str]) ->
     out = []
     with fresh_schema(base_url) as url:
         rate = write_historymw(url, drafts)
-        out.append(("historymw (schema 4)", postgres_bytes(url), rate, read_ms(url, ids)))
+        out.append(("historymw (schema 5)", postgres_bytes(url), rate, read_ms(url, ids)))
     with fresh_schema(base_url) as url:
         rate = write_v3(url, cols, rows)
         out.append(("v3 rows (today's store)", postgres_bytes(url), rate, read_ms(url, ids)))
     return out
 
 
+def _read(result: Result) -> float:
+    read = result[3]
+    return read[0] if read is not None else float("inf")
+
+
 def table(title: str, results: list[Result]) -> str:
     base = results[1][1]
-    lines = [f"\n{title}\n", "| store | bytes/call | MiB | smaller than v3 | records/s written | read 1 call, ms |",
+    lines = [f"\n{title}\n", "| store | bytes/call | MiB | smaller than v3 | records/s written (wall / CPU) "
+             "| read 1 call, ms (wall / CPU) |",
              "|---|---|---|---|---|---|"]
     lines += [_row(name, size, base, rate, read) for name, size, rate, read in results]
     return "\n".join(lines)
@@ -301,16 +338,17 @@ def main(argv: list[str] | None = None) -> int:
     print(table("SQLite (file, WAL)", sqlite_results))
     checks: list[tuple[str, bool]] = [
         ("SQLite >= 10x smaller than v3 rows", sqlite_results[1][1] >= 10 * sqlite_results[0][1]),
-        ("SQLite >= 50,000 records/s", sqlite_results[0][2] >= 50_000),
-        ("SQLite read <= 1 ms", (sqlite_results[0][3] or 0) <= 1.0),
+        ("SQLite >= 50,000 records/s (wall)", sqlite_results[0][2][0] >= 50_000),
+        ("SQLite >= 50,000 records/s (CPU)", sqlite_results[0][2][1] >= 50_000),
+        ("SQLite read <= 1 ms (wall)", _read(sqlite_results[0]) <= 1.0),
     ]
     if args.postgres:
         pg_results = run_postgres(args.postgres, drafts, ids)
         print(table("PostgreSQL", pg_results))
         checks += [
             ("PostgreSQL >= 10x smaller than v3 rows", pg_results[1][1] >= 10 * pg_results[0][1]),
-            ("PostgreSQL >= 20,000 records/s", pg_results[0][2] >= 20_000),
-            ("PostgreSQL read <= 1 ms", (pg_results[0][3] or 0) <= 1.0),
+            ("PostgreSQL >= 20,000 records/s (wall)", pg_results[0][2][0] >= 20_000),
+            ("PostgreSQL read <= 1 ms (wall)", _read(pg_results[0]) <= 1.0),
         ]
     else:
         print("\nPostgreSQL: skipped (no --postgres URL nor HISTORYMW_TEST_POSTGRES_URL)")

@@ -184,6 +184,7 @@ def messages_from(refs: bytes | memoryview | None, bodies: Mapping[bytes, Any]) 
 
 
 _LOAD_CHUNK = 500  # digests a statement asks for (bound parameters stay well under any limit)
+_load_stmt: Any = None
 
 
 def load(conn: Any, digests: Iterable[bytes]) -> dict[bytes, Any]:
@@ -192,11 +193,14 @@ def load(conn: Any, digests: Iterable[bytes]) -> dict[bytes, Any]:
 
     from .schema import contents
 
+    global _load_stmt
+    if _load_stmt is None:  # built once: its cache key is computed once too
+        _load_stmt = sa.select(contents.c.hash, contents.c.body).where(
+            contents.c.hash.in_(sa.bindparam("hashes", expanding=True)))
     wanted = sorted(set(digests))
     out: dict[bytes, Any] = {}
     for i in range(0, len(wanted), _LOAD_CHUNK):
-        stmt = sa.select(contents.c.hash, contents.c.body).where(contents.c.hash.in_(wanted[i:i + _LOAD_CHUNK]))
-        for dg, body in conn.execute(stmt):
+        for dg, body in conn.execute(_load_stmt, {"hashes": wanted[i:i + _LOAD_CHUNK]}):
             out[bytes(dg)] = json.loads(decode_body(body).decode("utf-8", "surrogatepass"))
     return out
 

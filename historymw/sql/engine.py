@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+import weakref
 from pathlib import Path
 from typing import Any
 
@@ -124,7 +125,26 @@ def _sqlite_reader(sa: Any, u: Any) -> Any:
         conn.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
         return conn
 
-    return sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.NullPool)
+    # Pooled: opening a connection (and SQLite's parse of the schema on its first statement) costs
+    # more than reading a call. Idle connections hold no transaction, so writers checkpoint freely.
+    engine = sa.create_engine("sqlite://", creator=connect, poolclass=sa.pool.QueuePool, pool_size=1,
+                              max_overflow=7)
+    _READERS.add(engine)
+    return engine
+
+
+# SQLite readers of this process: a child of fork() forgets their pooled connections (without
+# closing them: they are the parent's), and opens its own.
+_READERS: weakref.WeakSet[Any] = weakref.WeakSet()
+
+
+def _forget_readers() -> None:
+    for engine in list(_READERS):
+        engine.dispose(close=False)
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_forget_readers)
 
 
 def _sqlite_engine(sa: Any, u: Any, create: bool) -> Any:

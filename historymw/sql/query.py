@@ -67,14 +67,28 @@ def recent(conn: sa.Connection, cols: Cols, n: int, filters: Filters) -> list[LM
     return rows
 
 
+_by_id: dict[tuple[str, ...], Any] = {}
+
+
+def _select_by_id(cols: Cols) -> Any:
+    """The select of one row by id, built once per set of columns: building a 40-column select and
+    its cache key costs more than SQLite spends finding the row."""
+    key = tuple(c.name for c in cols)
+    stmt = _by_id.get(key)
+    if stmt is None:
+        stmt = _by_id[key] = _select(cols).where(calls.c.id == sa.bindparam("call_id"))
+    return stmt
+
+
 def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
     """One call by its full id, its short id, or a unique prefix of either (the rule in `ids`)."""
-    row = conn.execute(_select(cols).where(calls.c.id == call_id)).mappings().first()
+    by_id = _select_by_id(cols)
+    row = conn.execute(by_id, {"call_id": call_id}).mappings().first()
     if row is not None:
         return _one(conn, row)
     key = call_id.strip().lower()
     if key != call_id:
-        row = conn.execute(_select(cols).where(calls.c.id == key)).mappings().first()
+        row = conn.execute(by_id, {"call_id": key}).mappings().first()
         if row is not None:
             return _one(conn, row)
     if len(key) < MIN_PREFIX or not _HEX.match(key):
@@ -89,7 +103,7 @@ def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
         raise AmbiguousIdError(call_id, ids)
     if not ids:
         return None
-    row = conn.execute(_select(cols).where(calls.c.id == ids[0])).mappings().first()
+    row = conn.execute(by_id, {"call_id": ids[0]}).mappings().first()
     return None if row is None else _one(conn, row)
 
 
