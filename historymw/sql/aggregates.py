@@ -196,7 +196,8 @@ def write_rollup(conn: sa.Connection, totals: Totals, sign: int = 1) -> None:
     if not totals.buckets:
         return
     rows = []
-    for key, (n, tin, tout, tokens, cost, dur, hist) in totals.rollup_rows():  # key order: see the module's doc
+    merged = totals.rollup_rows()
+    for key, (n, tin, tout, tokens, cost, dur, hist) in merged:  # key order: see the module's doc
         if sign < 0:
             n, tin, tout, tokens, cost, dur = -n, _neg(tin), _neg(tout), -tokens, _neg(cost), -dur
             hist = [-h for h in hist]
@@ -205,8 +206,9 @@ def write_rollup(conn: sa.Connection, totals: Totals, sign: int = 1) -> None:
         row.update(zip(HIST, hist, strict=True))
         rows.append(row)
     conn.execute(_statement(conn.dialect.name, "r"), rows)
-    if sign < 0:
-        conn.execute(sa.delete(rollup).where(rollup.c.calls <= 0))
+    if sign < 0:  # buckets left with no calls go (looked for among the buckets touched: the key's prefix)
+        conn.execute(sa.delete(rollup).where(rollup.c.bucket.between(merged[0][0][0], merged[-1][0][0]),
+                                             rollup.c.calls <= 0))
 
 
 def write_sessions(conn: sa.Connection, totals: Totals) -> None:
