@@ -5,9 +5,9 @@
 
 The store is written through historymw itself (the SQL backend: the writer keeps
 historymw_sessions as it inserts), `--calls-per-session` calls each. Each figure is
-the median wall time of `historymw ...` run in a subprocess after one warm-up, next
-to `historymw --help` measured in the same run: a process that starts, imports the
-command line and exits (the part of any command no query can save). Then the
+the median wall time and CPU time (user + system) of `historymw ...` run in a
+subprocess after one warm-up, next to `historymw --help` measured in the same run:
+a process that starts, imports the command line and exits (the part of any command no query can save). Then the
 command in-process (`historymw.cli.main`, imports done: opening the store, the
 query, the output), and `Store.sessions(50)` from the sessions table against the
 same page from the calls grouped by session (what a database older than schema 4
@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -56,18 +57,23 @@ def fill(url: str, sessions: int, per: int) -> None:
     hm.shutdown()
 
 
-def timed(argv: list[str], env: dict[str, str]) -> tuple[float, str]:
+def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
+    """Wall time and the child's CPU time (user + system: what a busy machine disturbs least), ms."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t = time.perf_counter()
     p = subprocess.run([EXE, *argv], capture_output=True, text=True, env=env, timeout=120)
     ms = (time.perf_counter() - t) * 1000
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime + after.ru_stime - before.ru_utime - before.ru_stime) * 1000
     if p.returncode:
         raise SystemExit(f"historymw {' '.join(argv)} failed: {p.stderr.strip()}")
-    return ms, p.stdout
+    return ms, cpu, p.stdout
 
 
-def median_ms(argv: list[str], env: dict[str, str]) -> float:
+def median_ms(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     timed(argv, env)  # warm-up: the page cache, Python's bytecode cache
-    return statistics.median(timed(argv, env)[0] for _ in range(REPEAT))
+    runs = [timed(argv, env)[:2] for _ in range(REPEAT)]
+    return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
 def bench(label: str, url: str, sessions: int) -> dict[str, Any]:
@@ -75,7 +81,7 @@ def bench(label: str, url: str, sessions: int) -> dict[str, Any]:
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HISTORYMW_")}
     env["HISTORYMW_SQL_URL"] = url
-    page = json.loads(timed(["sessions", "--json", "-n", str(sessions - 50)], env)[1])
+    page = json.loads(timed(["sessions", "--json", "-n", str(sessions - 50)], env)[2])
     deep = page["sessions"][-1]["cursor"]
     cases = {
         "historymw --help (baseline: start, import, exit)": ["--help"],
@@ -85,11 +91,16 @@ def bench(label: str, url: str, sessions: int) -> dict[str, Any]:
         "historymw sessions ID (one session's calls)": ["sessions", page["sessions"][0]["id"]],
     }
     out: dict[str, float] = {}
+    base_cpu = 0.0
     for name, argv in cases.items():
-        out[name] = median_ms(argv, env)
-        base = next(iter(out.values()))
-        extra = "" if name.startswith("historymw --help") else f"  (+{out[name] - base:.0f} ms over the baseline)"
-        print(f"  {label:10s} {name:60s} {out[name]:7.0f} ms{extra}", flush=True)
+        out[name], cpu = median_ms(argv, env)
+        out[name + " (CPU)"] = cpu
+        if name.startswith("historymw --help"):
+            base_cpu = cpu
+            extra = ""
+        else:
+            extra = f"  (CPU +{cpu - base_cpu:.0f} ms over the baseline)"
+        print(f"  {label:10s} {name:60s} {out[name]:7.0f} ms wall, {cpu:5.0f} ms CPU{extra}", flush=True)
     in_process(label, url, deep, out)
     return out
 
