@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import threading
 import zlib
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -74,6 +76,51 @@ def encode_body(data: bytes, codec: int | None = None) -> bytes:
     return bytes((codec,)) + bytes(packed)
 
 
+_local = threading.local()
+
+
+def _zstd_decompressor() -> Any:
+    """One per thread (a decompressor is not safe to share, and costly to make for each body)."""
+    d = getattr(_local, "zstd", None)
+    if d is None:
+        d = _local.zstd = _zstandard.ZstdDecompressor()
+    return d
+
+
+class _Decoded:
+    """digest -> the decoded bytes of a content, for readers: the few prompts every call refers to
+    are fetched and decompressed once. A digest names its bytes for good, so nothing goes stale;
+    bounded by bytes, least recently used first out."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._held = 0
+        self._items: OrderedDict[bytes, bytes] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, dg: bytes) -> bytes | None:
+        with self._lock:
+            data = self._items.get(dg)
+            if data is not None:
+                self._items.move_to_end(dg)
+            return data
+
+    def put(self, dg: bytes, data: bytes) -> None:
+        if len(data) > self.max_bytes // 8:
+            return
+        with self._lock:
+            if dg in self._items:
+                return
+            self._items[dg] = data
+            self._held += len(data)
+            while self._held > self.max_bytes:
+                _, old = self._items.popitem(last=False)
+                self._held -= len(old)
+
+
+_decoded = _Decoded(8 * 2**20)
+
+
 def decode_body(stored: bytes | memoryview) -> bytes:
     """The bytes `encode_body` was given."""
     stored = bytes(stored)
@@ -88,7 +135,7 @@ def decode_body(stored: bytes | memoryview) -> bytes:
 
             raise StoreError("this history store holds zstd-compressed messages: "
                              "install zstandard (pip install 'historymw[zstd]') to read them")
-        return bytes(_zstandard.ZstdDecompressor().decompress(data))
+        return bytes(_zstd_decompressor().decompress(data))
     from . import StoreError
 
     raise StoreError(f"unknown content codec {codec} in the history store: upgrade historymw")
@@ -197,11 +244,20 @@ def load(conn: Any, digests: Iterable[bytes]) -> dict[bytes, Any]:
     if _load_stmt is None:  # built once: its cache key is computed once too
         _load_stmt = sa.select(contents.c.hash, contents.c.body).where(
             contents.c.hash.in_(sa.bindparam("hashes", expanding=True)))
-    wanted = sorted(set(digests))
     out: dict[bytes, Any] = {}
+    wanted = []
+    for dg in sorted(set(digests)):
+        data = _decoded.get(dg)
+        if data is None:
+            wanted.append(dg)
+        else:  # parsed anew for each call: the caller owns (and may change) its messages
+            out[dg] = json.loads(data.decode("utf-8", "surrogatepass"))
     for i in range(0, len(wanted), _LOAD_CHUNK):
         for dg, body in conn.execute(_load_stmt, {"hashes": wanted[i:i + _LOAD_CHUNK]}):
-            out[bytes(dg)] = json.loads(decode_body(body).decode("utf-8", "surrogatepass"))
+            dg = bytes(dg)
+            data = decode_body(body)
+            _decoded.put(dg, data)
+            out[dg] = json.loads(data.decode("utf-8", "surrogatepass"))
     return out
 
 
