@@ -17,7 +17,7 @@ litellm, dspy): each is imported when its backend or integration is used.
 from typing import TYPE_CHECKING
 
 from ._version import __version__
-from .api import configure, flush, recent, ring, settings, shutdown, stats
+from .api import configure, flush, recent, ring, sessions, settings, shutdown, stats
 from .backends import Backend
 from .backends.ring import RingBuffer
 from .capture import StreamAbandoned, call, recorded
@@ -26,6 +26,7 @@ from .inspect import inspect_history
 from .pipeline import FlushResult
 from .policy import Policy
 from .scope import ContextExecutor, history, wrap
+from .sessions import SessionInfo
 
 if TYPE_CHECKING:
     from .config_model import Settings
@@ -58,6 +59,7 @@ __all__ = [
     "MissingDependencyError",
     "Policy",
     "RingBuffer",
+    "SessionInfo",
     "Settings",
     "Stats",
     "Store",
@@ -72,6 +74,7 @@ __all__ = [
     "recent",
     "recorded",
     "ring",
+    "sessions",
     "settings",
     "shutdown",
     "stats",

@@ -9,6 +9,8 @@ from . import counters as _stats
 from . import runtime
 from .backends.ring import RingBuffer
 from .pipeline import FlushResult
+from .plain import head_tail
+from .sessions import SessionInfo
 
 if TYPE_CHECKING:
     from .config_model import Settings
@@ -48,6 +50,8 @@ def recent(n: int = 10, *, session: str | None = None,
            status: Literal["ok", "error"] | None = None) -> list[LMCall]:
     """The newest `n` records from the ring, newest last, optionally filtered.
 
+    `session=`: that session's own window in memory (its newest `session_maxlen` records,
+    kept beyond the ring's turnover until it has been idle for `session_idle`).
     With `session` and a 'sql' backend, calls the ring no longer holds (evicted, from before a
     restart, from other processes) come from the store: see `historymw.store.with_stored`."""
     if status not in (None, "ok", "error"):
@@ -55,10 +59,11 @@ def recent(n: int = 10, *, session: str | None = None,
     if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"recent(n): n must be a whole number of records, not {n!r}")
     r = ring()
-    drafts = r.drafts()
+    window = r.session_drafts(_session_key(session)) if session is not None else None
+    drafts = window if window is not None else r.drafts()
     if session is not None or status is not None:
         drafts = [d for d in drafts
-                  if (session is None or d.get("session") == session)
+                  if (session is None or d.get("session") == _session_key(session))
                   and (status is None or d.get("status", "ok") == status)]
     found = [r.record(d) for d in drafts[-n:]] if n > 0 else []
     if session is not None and len(found) < n:  # with a 'sql' backend, the store holds the rest
@@ -66,6 +71,21 @@ def recent(n: int = 10, *, session: str | None = None,
 
         return with_stored(found, n, session=session, status=status)
     return found
+
+
+def sessions() -> list[SessionInfo]:
+    """The active sessions in memory, least recently active first: id, first and last
+    activity, calls, errors, tokens, cost, and how many of its records are held. A session
+    is active from its first recorded call until it has been idle for `session_idle`
+    (HISTORYMW_SESSION_IDLE, 10 minutes by default); under byte pressure the least recently
+    active ones are released first. Empty with `session_maxlen=0` or without a ring."""
+    return ring().sessions()
+
+
+def _session_key(session: str) -> str:
+    # Records keep a session truncated at max_field_chars: look a long id up the same way.
+    limit = settings().max_field_chars
+    return head_tail(session, limit) if isinstance(session, str) and len(session) > limit else session
 
 
 @overload

@@ -197,6 +197,17 @@ def _duration(value: object) -> float:
     return parse_duration(value)
 
 
+def _positive_duration(value: object) -> float:
+    allowed = "expected a duration such as 30s, 10m or 1h (more than 0)"
+    try:
+        seconds = parse_duration(value)
+    except ValueError:
+        raise ValueError(allowed) from None
+    if seconds <= 0:  # 0 would release every session as soon as it is written
+        raise ValueError(allowed)
+    return seconds
+
+
 def _otel_compat(value: object) -> str | None:
     if value is None or (isinstance(value, str) and not value.strip()):
         return None
@@ -228,6 +239,8 @@ SPEC: dict[str, tuple[Any, Callable[[object], Any]]] = {
     "sql_max_age": (None, _positive_duration_or_unset),
     "otel_capture_content": (None, _optional_bool),
     "otel_compat": (None, _otel_compat),
+    "session_maxlen": (100, _count),  # 0: no per-session windows (a session is only a field)
+    "session_idle": (600.0, _positive_duration),
 }
 SETTING_NAMES: tuple[str, ...] = tuple(SPEC)
 # Settings that only code can give (a callable has no environment spelling).

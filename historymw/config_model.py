@@ -47,6 +47,9 @@ class Settings(BaseModel):
     otel_capture_content: bool | None = SPEC["otel_capture_content"][0]
     # Extra attribute sets on spans beside the GenAI conventions: "openinference" (Phoenix, Arize).
     otel_compat: str | None = SPEC["otel_compat"][0]
+    # In-memory sessions: records kept per session, and the idle time after which they are released.
+    session_maxlen: int = SPEC["session_maxlen"][0]
+    session_idle: float = SPEC["session_idle"][0]
 
     @field_validator("*", mode="before")
     @classmethod
