@@ -68,13 +68,14 @@ class Counters:
         self._last_logged[kind] = now
         try:
             from ._log import logger
+            from .errtext import describe
             from .redact import redact_text
 
             # The text of an exception may quote what failed: a URL with its password, a key.
             logger.warning(
                 "historymw.internal_error",
                 kind=kind,
-                error=None if exc is None else redact_text(f"{type(exc).__name__}: {exc}")[:500],
+                error=None if exc is None else redact_text(describe(exc))[:500],
                 total=self.errors[kind].value,
                 note="the observed call was not affected; repeats of this kind are logged at most once a minute",
             )

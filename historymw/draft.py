@@ -13,11 +13,10 @@ from __future__ import annotations
 import inspect
 import sys
 import time
-import traceback
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-from . import counters
+from . import counters, errtext
 from .extract import result_fields
 from .plain import (
     DICT_OVERHEAD,
@@ -294,7 +293,7 @@ def copy_messages(messages: Any, budget: Budget) -> list[Any]:
         budget.take(fast[1])
         return fast[0]
     if isinstance(messages, str):
-        return [{"role": "user", "content": plain_str(str(messages), budget)}]
+        return [{"role": "user", "content": plain_str(str.__str__(messages), budget)}]
     if messages is None:
         return []
     copied = plain(messages, budget)
@@ -368,15 +367,12 @@ def outcome(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any,
     budget = Budget(eff.max_chars, eff.record_limit - draft["size_bytes"])
     if error is not None:
         draft["status"] = "error"
-        draft["error_type"] = type(error).__name__
-        try:
-            message = str(error)
-        except Exception:  # noqa: BLE001 - an exception whose __str__ fails
-            message = f"<{type(error).__name__}>"
+        draft["error_type"] = errtext.type_name(error)
+        message = errtext.message(error)  # the exception's __str__ is user code: read within a bound
         draft["error_message"] = plain_str(message, Budget(eff.max_chars, eff.record_limit, scan=True))
         if error.__traceback__ is not None:  # for the exception event an APM shows; failures only
             stack = Budget(eff.max_chars, eff.record_limit - draft["size_bytes"], scan=True)
-            draft["error_stacktrace"] = plain_str("".join(traceback.format_exception(error)), stack)
+            draft["error_stacktrace"] = plain_str(errtext.stacktrace(error, message), stack)
             draft["size_bytes"] += stack.used
     elif spec.extract is not None:
         _apply_extract(draft, spec.extract, result, budget, eff.content)
@@ -420,7 +416,7 @@ def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, 
             if type(value) is str and outputs and outputs[0] is value:
                 draft[name] = value  # the first output itself, counted there
             else:
-                draft[name] = None if value is None else plain_str(str(value), budget)
+                draft[name] = None if value is None else plain_str(errtext.text_of(value), budget)
         elif name in ("metadata", "tags"):  # free-form: may hold credentials, so redact like params
             scanned = Budget(budget.max_chars, budget.remaining, scan=True)
             copied = plain(value, scanned)

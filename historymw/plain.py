@@ -94,8 +94,10 @@ def plain_str(s: str, budget: Budget) -> str:
 def _key(k: object) -> str:
     if isinstance(k, str):
         return k
-    if k is None or isinstance(k, (int, float, bool)):
+    if k is None or type(k) in (int, float, bool):
         return str(k)
+    if issubclass(type(k), (int, float)):  # a subclass (an IntEnum): its own __str__ could be anything
+        return int.__repr__(k) if issubclass(type(k), int) else float.__repr__(k)  # type: ignore[arg-type]
     return f"<{type(k).__name__}>"
 
 
