@@ -56,9 +56,10 @@ def run(sessions: int, concurrent: int, check_every: int) -> dict[str, Any]:
     worst = checks = mismatches = 0
     rss_start = 0
     total_calls = sessions * CALLS_PER_SESSION
+    tick = min(1.0, 300.0 / concurrent)  # a session calls every `concurrent * tick` s, within the idle time
     t0 = time.perf_counter()
     for step in range(total_calls):
-        clock.now += 1.0
+        clock.now += tick
         k = step % concurrent
         if k >= len(slots) or slots[k][1] == CALLS_PER_SESSION:
             sid = f"session-{started:06d}"
@@ -80,7 +81,7 @@ def run(sessions: int, concurrent: int, check_every: int) -> dict[str, Any]:
             except TimeoutError:
                 pass
         t = truth.get(sid)
-        if t is None or t[0] <= clock.now - 1.0 - IDLE_S:  # new, or back after its release
+        if t is None or t[0] <= clock.now - tick - IDLE_S:  # new, or back after its release
             t = truth[sid] = [clock.now, 0, 0, 0, 0.0]
         t[0] = clock.now
         t[1] += 1
