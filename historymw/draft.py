@@ -22,9 +22,11 @@ from .plain import (
     DICT_OVERHEAD,
     DICT_PER_ITEM,
     LIST_OVERHEAD,
+    LIST_PER_ITEM,
     SCALAR_SIZE,
     STR_OVERHEAD,
     Budget,
+    clip,
     head_tail,
     plain,
     plain_str,
@@ -130,7 +132,10 @@ def held_bytes(value: Any) -> int:
     if t is str:
         return str_bytes(value)
     if t is tuple or t is list:
-        return TUPLE_BYTES + 8 * len(value) + sum(held_bytes(v) for v in value)
+        size = TUPLE_BYTES + 8 * len(value)
+        for v in value:
+            size += SCALAR_SIZE if type(v) in SCALARS else held_bytes(v)
+        return size
     return SCALAR_SIZE
 
 
@@ -434,3 +439,71 @@ def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, 
                 copied = plain_str(str(copied), scanned)
             draft[name] = copied
             budget.take(scanned.used)
+
+
+def keep_private(draft: dict[str, Any], name: str, value: Any) -> None:
+    """Keep `value` with the draft for historymw's own readers under "_" + name (never part of
+    the record), counted in its size once."""
+    key = "_" + name
+    if key not in draft:
+        draft["size_bytes"] = draft.get("size_bytes", 0) + held_bytes(value)
+    draft[key] = value
+
+
+# Fields `parsed_outcome` takes as they are, by the type `apply_fields` would keep.
+_PARSED_TYPES = {**dict.fromkeys(_INT_FIELDS, int), "cost": float, "cache_hit": bool,
+                 **dict.fromkeys(("finish_reason", "response_id", "response_model", "server_address"), str)}
+
+
+def parsed_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs: list[Any] | None,
+                   fields: dict[str, Any], private: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Set an outcome a framework already parsed into plain values, without `apply_fields`' copy.
+
+    `outputs`: a list of str built for this record (not the framework's own list); its first is
+    the output text. `fields`: values of exactly the type the record keeps (ints, a float cost, a
+    bool cache_hit, str ids). A str is immutable, so holding the framework's own str objects is
+    holding a copy. Strings are clipped and every byte counted as `apply_fields` does; they are
+    not scanned here: `record.seal` scans every string of a record before anyone reads or exports
+    it. `private`: see `keep_private`. Returns the fields not taken (another type, or the record
+    over its limit), for `apply_fields`."""
+    rest: dict[str, Any] = {}
+    taken: dict[str, Any] = {}
+    used = 0
+    max_chars = eff.max_chars
+    for name, value in fields.items():
+        t = type(value)
+        if t is not _PARSED_TYPES.get(name):
+            if value is not None:
+                rest[name] = value
+            continue
+        if t is str:
+            if len(value) > 1024:
+                value = clip(value, max_chars)
+            used += len(value) + STR_HEADER if value.isascii() else sys.getsizeof(value)
+        elif t is not bool:
+            used += SCALAR_SIZE
+        if name not in draft:
+            used += DICT_PER_ITEM
+        taken[name] = value
+    if outputs is not None and eff.content:
+        used += LIST_OVERHEAD + (0 if "outputs" in draft else DICT_PER_ITEM)
+        for i, text in enumerate(outputs):
+            if len(text) > 1024:
+                outputs[i] = text = clip(text, max_chars)
+            used += LIST_PER_ITEM + (len(text) + STR_HEADER if text.isascii() else sys.getsizeof(text))
+        taken["outputs"] = outputs
+        taken["output_text"] = outputs[0] if outputs else None  # the first output, counted there
+    if draft["size_bytes"] + used > eff.record_limit:  # apply_fields truncates to fit: let it
+        rest.update(taken)
+        taken.clear()
+        used = 0
+    if private:
+        for name, value in private.items():
+            key = "_" + name
+            if key not in draft:
+                used += held_bytes(value)
+            taken[key] = value
+    taken["duration"] = duration
+    draft.update(taken)
+    draft["size_bytes"] += used + (table_growth(draft) if not rest else 0)  # else finish() adds it
+    return rest

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import counters
 from .capture import decide, finish, start
-from .draft import LABEL_CHARS, CallSpec, held_bytes, label_bytes
+from .draft import CallSpec, keep_private, parsed_outcome
 from .extract import usage_fields
 from .policy import FULL, SKIP, active_span_ids
 
@@ -37,26 +37,28 @@ class Recording:
     __slots__ = ("spec", "eff", "mode", "span", "started", "t0", "draft", "where")
 
     def __init__(self, spec: CallSpec, eff: Any, mode: int, span: tuple[int, int, int] | None,
-                 started: float | None, where: str) -> None:
+                 started: float | None, where: str, t0: float | None = None) -> None:
         self.spec = spec
         self.eff = eff
         self.mode = mode
         self.span = span
         self.started = _now() if started is None else started
-        self.t0 = _perf()
+        self.t0 = _perf() if t0 is None else t0
         self.draft: dict[str, Any] | None = None
         self.where = where  # the counter name errors are reported under
 
     @classmethod
-    def begin(cls, spec: CallSpec, started: float | None = None,
-              where: str = "integration") -> Recording | None:
-        """The head decision and the active span, on the caller's context; None when nothing is recorded."""
+    def begin(cls, spec: CallSpec, started: float | None = None, where: str = "integration",
+              t0: float | None = None) -> Recording | None:
+        """The head decision and the active span, on the caller's context; None when nothing is recorded.
+
+        `started`, `t0`: the call's start (time.time(), time.perf_counter()) when it was taken earlier."""
         try:
             eff, mode = decide()
             if mode == SKIP:
                 return None
             span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
-            return cls(spec, eff, mode, span, started, where)
+            return cls(spec, eff, mode, span, started, where, t0)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error(where, exc)
             return None
@@ -67,29 +69,23 @@ class Recording:
         return self.mode == FULL
 
     def request(self, model: Any, messages: Any, params: dict[str, Any] | None = None, *,
-                provider: str | None = None, system: Any = None) -> bool:
+                system: Any = None) -> bool:
         """Capture the request. `params` becomes the record's (the dict is kept: hand over your own).
-        `system`: a system prompt given beside the messages. False when nothing will be recorded."""
+        `system`: a system prompt given beside the messages. The provider is the spec's.
+        False when nothing will be recorded."""
         kwargs = params if params is not None else {}
         if system is not None:
             kwargs["system"] = system
         draft = start(self.eff, self.spec, self.mode, (model, messages), kwargs, self.started, self.span)
         if draft is None:
             return False
-        if provider is not None:  # bounded and counted like the model
-            draft["provider"] = provider = str(provider)[:LABEL_CHARS]
-            draft["size_bytes"] = draft.get("size_bytes", 0) + label_bytes(provider)
         self.draft = draft
         return True
 
     def note(self, name: str, value: Any) -> None:
         """Keep private data with the draft (never in the record: its name starts with "_"), counted in its size."""
-        draft = self.draft
-        if draft is not None:
-            key = "_" + name
-            if key not in draft:
-                draft["size_bytes"] = draft.get("size_bytes", 0) + held_bytes(value)
-            draft[key] = value
+        if self.draft is not None:
+            keep_private(self.draft, name, value)
 
     def _ended(self, ended: float | None) -> float:
         return self.started + (_perf() - self.t0) if ended is None else ended
@@ -107,6 +103,34 @@ class Recording:
             finish(draft, self.spec, self.eff, result, None, self._ended(ended), given or None)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error(self.where, exc)
+
+    def complete(self, model: Any, messages: Any, params: dict[str, Any], outputs: list[Any], *,
+                 ended: float | None = None, private: dict[str, Any] | None = None, **fields: Any) -> bool:
+        """`request()` and `succeed()` in one go, for a call observed when it is over whose outcome
+        the framework already parsed: `outputs` a list of str made for this record, fields of the
+        types the record keeps (see `draft.parsed_outcome`), taken as they are; any other value is
+        copied as `succeed()` copies it. `private`: `note()`'s data. False (nothing done) unless
+        the scope keeps successes with their content: then use `request()` and `succeed()`."""
+        if self.mode != FULL or not self.eff.content:
+            return False
+        eff = self.eff
+        try:
+            draft = start(eff, self.spec, FULL, (model, messages), params, self.started, self.span)
+            if draft is None:
+                return True
+            if ended is None:
+                duration = _perf() - self.t0
+                ended = self.started + duration
+            else:
+                duration = ended - self.started
+            rest = parsed_outcome(draft, eff, duration, outputs, fields, private)
+            if rest:
+                finish(draft, self.spec, eff, None, None, ended, rest)
+            else:
+                eff.commit(draft)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error(self.where, exc)
+        return True
 
     def fail(self, error: BaseException, *, ended: float | None = None, **fields: Any) -> None:
         """Finish with the call's error (kept under every policy that records anything)."""

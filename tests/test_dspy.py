@@ -129,6 +129,29 @@ def test_cache_hits_are_marked() -> None:
     assert second.cache_hit is True and second.output_text == REPLY
 
 
+def test_records_keep_their_own_copies_of_what_dspy_built_and_returned() -> None:
+    # The record reuses DSPy's request and parsed outputs without copying their strings, but it
+    # holds lists and dicts of its own: what the caller changes after the call is not in it.
+    lm = make_lm(temperature=0.1, cache=True)
+    question = f"q {uuid.uuid4()}"
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}]
+    lm(messages=messages)
+    outputs = lm(messages=messages)  # a cache hit
+    outputs.append("added by the caller")
+    outputs[0] = "changed by the caller"
+    messages[1]["content"] = "changed by the caller"
+    messages.append({"role": "user", "content": "appended by the caller"})
+    lm.kwargs["temperature"] = 0.9
+    miss, hit = records()
+    for r in (miss, hit):
+        assert r.outputs == [REPLY] and r.output_text == REPLY
+        assert r.messages == [{"role": "system", "content": "Be brief."}, {"role": "user", "content": question}]
+        assert r.params == {"temperature": 0.1}
+    assert hit.cache_hit is True and miss.cache_hit is False
+    # Its bytes count what it holds: the reply and the prompt, beyond a bare record's.
+    assert hit.size_bytes > len(REPLY) + sum(len(m["content"]) for m in hit.messages)
+
+
 def test_failures_are_recorded_once() -> None:
     cot = dspy.ChainOfThought("question -> answer")
     with dspy.context(lm=make_lm("litellm.RateLimitError")), pytest.raises(dspy.LMRateLimitError) as info:

@@ -31,6 +31,7 @@ from typing import Any, TextIO
 from .. import counters
 from ..draft import CallSpec
 from ..errors import require
+from ..extract import usage_fields
 from ..record import LMCall
 from ..recording import Recording
 from ..scope import CURRENT
@@ -45,7 +46,6 @@ def _lm_call(model: Any, messages: Any, **params: Any) -> None:
     """The shape records are captured from: model and messages by position, parameters by name."""
 
 
-_SPEC = CallSpec(_lm_call, None, "chat", "dspy", None)
 _MISSING = object()
 _perf = time.perf_counter
 _now = time.time
@@ -233,42 +233,58 @@ def _modules() -> Any:
         return ()
 
 
-_MODELS: dict[str, tuple[str | None, str | None]] = {}
+# Per model string: the spec of its provider and the model's name (DSPy's "openai/gpt-4o-mini").
+_MODELS: dict[str, tuple[CallSpec, str | None]] = {}
+_SPECS: dict[str | None, CallSpec] = {}
 
 
-def _request(lm: Any, model: Any, messages: Any,
-             call_kwargs: Any) -> tuple[str | None, tuple[Any, Any], dict[str, Any]]:
-    split = _MODELS.get(model) if type(model) is str else None
-    if split is None:
-        split = split_model(model)
+def _spec_of(model: Any) -> tuple[CallSpec, str | None]:
+    hit = _MODELS.get(model) if type(model) is str else None
+    if hit is None:
+        provider, name = split_model(model)
+        spec = _SPECS.get(provider)
+        if spec is None:
+            spec = _SPECS.setdefault(provider, CallSpec(_lm_call, provider, "chat", "dspy", None))
+        hit = (spec, name)
         if type(model) is str and len(_MODELS) < 1024:
-            _MODELS[model] = split
-    params = model_params(getattr(lm, "kwargs", None), call_kwargs)
-    return split[0], (split[1], messages), params
+            _MODELS[model] = hit
+    return hit
 
 
-def _begin(lm: Any, model: Any, messages: Any, call_kwargs: Any, state: _CallState | None) -> Recording | None:
-    """A recording of the call with its request captured, or None when nothing is recorded."""
-    recording = Recording.begin(_SPEC, state.started if state is not None else None, where="dspy_integration")
-    if recording is None:
+def _begin(lm: Any, model: Any, messages: Any, params: dict[str, Any], system: Any,
+           state: _CallState | None, mods: Any) -> Recording | None:
+    """A recording of the call with its request captured, or None when nothing is recorded.
+
+    `params`: a dict made for the record (it is kept)."""
+    spec, name = _spec_of(model)
+    if state is None:
+        recording = Recording.begin(spec, where="dspy_integration")
+    else:
+        recording = Recording.begin(spec, state.started, "dspy_integration", state.t0)
+    if recording is None or not recording.request(name, messages, params, system=system):
         return None
-    if state is not None:
-        recording.t0 = state.t0
-    provider, (name, messages), params = _request(lm, model, messages, call_kwargs)
-    system = call_kwargs.get("system") if isinstance(call_kwargs, dict) else None
-    if not recording.request(name, messages, params, provider=provider, system=system):
-        return None
-    mods = _modules()
     # For lm.inspect_history and module.inspect_history: never part of a record.
-    recording.note("dspy", (id(lm), *[id(m) for m in mods]))
+    recording.note("dspy", (id(lm), *[id(m) for m in mods]) if mods else (id(lm),))
     limit = getattr(_settings, "max_history_size", 10000)  # DSPy's bound at this call, for the views
     if limit != 10000:
         recording.note("dspy_max", limit)
     return recording
 
 
+# The metadata's module path per tuple of module classes: built and scanned once.
+_MODULE_NAMES: dict[tuple[type, ...], str] = {}
+
+
 def _module_name(mods: Any) -> dict[str, Any] | None:
-    return {"dspy_module": ".".join(type(m).__name__ for m in mods)} if mods else None
+    if not mods:
+        return None
+    kinds = tuple(type(m) for m in mods)
+    name = _MODULE_NAMES.get(kinds)
+    if name is None:
+        name = ".".join(k.__name__ for k in kinds)
+        if len(_MODULE_NAMES) < 1024:
+            _MODULE_NAMES[kinds] = name
+    return {"dspy_module": name}
 
 
 def _route(lm: Any, entry: Any) -> None:
@@ -282,8 +298,12 @@ def _route(lm: Any, entry: Any) -> None:
         messages = entry.get("messages")
         if not messages and entry.get("prompt") is not None:
             messages = entry.get("prompt")
-        recording = _begin(lm, entry.get("model") or getattr(lm, "model", None), messages, entry.get("kwargs"),
-                           state)
+        call_kwargs = entry.get("kwargs")
+        params = model_params(getattr(lm, "kwargs", None), call_kwargs)
+        system = call_kwargs.get("system") if isinstance(call_kwargs, dict) else None
+        mods = _modules()
+        recording = _begin(lm, entry.get("model") or getattr(lm, "model", None), messages, params, system, state,
+                           mods)
         if recording is None:
             return
         if not entry.get("messages") and entry.get("prompt") is not None:
@@ -293,37 +313,87 @@ def _route(lm: Any, entry: Any) -> None:
             return
         cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
         _succeed(recording, entry.get("outputs"), entry.get("usage"), entry.get("cost"), entry.get("response"),
-                 entry.get("response_model"), cache_hit)
+                 entry.get("response_model"), cache_hit, mods)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
 
 def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
-    """The record of a DSPy call that went through `finalize`, read from DSPy's call and result."""
+    """The record of a DSPy call that went through `finalize`, read from what DSPy built for it:
+    the request it sent (`call.legacy`: the LM's and the call's parameters merged, the messages
+    rendered) and the outputs, usage and cost it parsed (`result`)."""
     try:
         state.done = True
         messages = call.messages
-        if not messages:
-            prompt = call.prompt
-            # lm("...") as the one user message it is: the core's usual path copies that shape.
-            messages = [{"role": "user", "content": prompt}] if type(prompt) is str else prompt
-        recording = _begin(lm, lm.model, messages, call.kwargs, state)
+        legacy = getattr(call, "legacy", None)
+        if type(legacy) is dict:
+            params = model_params(legacy)
+            if not messages:  # lm("..."): DSPy rendered the prompt as one user message
+                messages = legacy.get("messages")
+        else:
+            params = model_params(getattr(lm, "kwargs", None), call.kwargs)
+            if not messages:
+                prompt = call.prompt
+                messages = [{"role": "user", "content": prompt}] if type(prompt) is str else prompt
+        model = lm.model
+        hit = _MODELS.get(model) if type(model) is str else None
+        spec, name = hit if hit is not None else _spec_of(model)
+        recording = Recording.begin(spec, state.started, "dspy_integration", state.t0)
         if recording is None:
             return
+        mods = _modules()
+        # For lm.inspect_history, module.inspect_history and DSPy's history views: never in a record.
+        private: dict[str, Any] = {"dspy": (id(lm), *[id(m) for m in mods]) if mods else (id(lm),)}
+        limit = getattr(_settings, "max_history_size", 10000)  # DSPy's bound at this call, for the views
+        if limit != 10000:
+            private["dspy_max"] = limit
         if not call.messages and type(call.prompt) is str:
-            recording.note("dspy_prompt", True)  # lm("..."): DSPy's entry has the prompt, no messages
+            private["dspy_prompt"] = True  # lm("..."): DSPy's entry has the prompt, no messages
+        outputs = result.outputs
+        system = call.kwargs.get("system")
+        if (system is None and type(outputs) is list and outputs
+                and (type(outputs[0]) is str if len(outputs) == 1 else all(type(o) is str for o in outputs))):
+            # DSPy's usual outputs: str. The caller gets DSPy's list back from the call, so the
+            # record keeps a list of its own holding the same (immutable) str objects.
+            fields = _outcome_fields(result.raw if result.raw is not None else result.responses, result.cost,
+                                     result.response_model, result.cache_hit, mods)
+            usage = result.usage
+            if usage:
+                usage_fields(usage, fields)
+            if recording.complete(name, messages, params, list(outputs), private=private, **fields):
+                return
+        if not recording.request(name, messages, params, system=system):
+            return
+        for key, value in private.items():
+            recording.note(key, value)
         if not recording.keeps_success:  # errors-only: nothing of a success is read
             recording.succeed()
             return
         raw = result.raw
-        _succeed(recording, result.outputs, result.usage, result.cost,
-                 raw if raw is not None else result.responses, result.response_model, result.cache_hit)
+        _succeed(recording, outputs, result.usage, result.cost,
+                 raw if raw is not None else result.responses, result.response_model, result.cache_hit, mods)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
 
+def _outcome_fields(response: Any, cost: Any, response_model: Any, cache_hit: Any, mods: Any) -> dict[str, Any]:
+    """LMCall fields from what DSPy parsed: its cost and response model, the provider's response ids."""
+    reason = rid = None
+    if response is not None:  # a LiteLLM ModelResponse, or an lm15 Response (a tuple of them from finalize)
+        if type(response) is tuple and len(response) == 1:
+            response = response[0]
+        choices = getattr(response, "choices", None)
+        reason = getattr(choices[0], "finish_reason", None) if choices else getattr(response, "finish_reason", None)
+        rid = getattr(response, "id", None)
+    return {"cost": float(cost) if type(cost) is int else cost,
+            "finish_reason": reason[:64] if type(reason) is str else None,
+            "response_id": rid[:256] if type(rid) is str else None,
+            "response_model": response_model[:256] if type(response_model) is str else None,
+            "cache_hit": cache_hit, "metadata": _module_name(mods)}
+
+
 def _succeed(recording: Recording, outputs: Any, usage: Any, cost: Any, response: Any, response_model: Any,
-             cache_hit: Any) -> None:
+             cache_hit: Any, mods: Any) -> None:
     """Finish with what DSPy already parsed: its outputs, usage, cost and response."""
     text = None
     if type(outputs) is list and outputs:
@@ -332,21 +402,8 @@ def _succeed(recording: Recording, outputs: Any, usage: Any, cost: Any, response
         text = head if type(head) is str else None
     else:
         outputs = None
-    reason = rid = None
-    if response is not None:  # a LiteLLM ModelResponse, or an lm15 Response (a tuple of them from finalize)
-        if type(response) is tuple and len(response) == 1:
-            response = response[0]
-        choices = getattr(response, "choices", None)
-        reason = getattr(choices[0], "finish_reason", None) if choices else getattr(response, "finish_reason", None)
-        rid = getattr(response, "id", None)
-    recording.succeed(
-        outputs=outputs, output_text=text, usage=usage or None,
-        cost=cost if type(cost) is float or type(cost) is int else None,
-        finish_reason=reason[:64] if type(reason) is str else None,
-        response_id=rid[:256] if type(rid) is str else None,
-        response_model=response_model[:256] if type(response_model) is str else None,
-        cache_hit=cache_hit if type(cache_hit) is bool else None,
-        metadata=_module_name(_modules()))
+    fields = _outcome_fields(response, cost, response_model, cache_hit, mods)
+    recording.succeed(outputs=outputs, output_text=text, usage=usage or None, **fields)
 
 
 def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: _CallState,
@@ -360,9 +417,11 @@ def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stat
         if messages is None:
             messages = args[0] if args and isinstance(args[0], (str, list)) else kwargs.get("prompt")
         call_kwargs = {k: v for k, v in kwargs.items() if k not in ("messages", "prompt")}
-        recording = _begin(lm, getattr(lm, "model", None), messages, call_kwargs, state)
+        mods = _modules()
+        recording = _begin(lm, getattr(lm, "model", None), messages, model_params(getattr(lm, "kwargs", None),
+                           call_kwargs), call_kwargs.get("system"), state, mods)
         if recording is not None:
-            recording.fail(exc, metadata=_module_name(_modules()))
+            recording.fail(exc, metadata=_module_name(mods))
     except Exception as err:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", err)
 

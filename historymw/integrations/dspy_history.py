@@ -33,7 +33,7 @@ from collections.abc import Iterable, Iterator
 from typing import Any, SupportsIndex, TextIO, overload
 
 from ..backends.ring import RingBuffer
-from ..record import LMCall, seal
+from ..record import LMCall
 
 __all__ = ["HistoryView", "install", "installed", "uninstall"]
 
@@ -70,15 +70,15 @@ def _record_id(ring: RingBuffer, draft: dict[str, Any]) -> str:
     rid = draft.get("id")
     if type(rid) is str:
         return rid
-    return str(seal(draft, ring._redactor, ring._redact_content)["id"])
+    return ring.record(draft).id  # sealed under the ring's settings: the id is set once, in the draft
 
 
 def _newest_id() -> str | None:
     """The watermark for "now": the id of the newest record in the ring."""
-    ring = _ring()
-    with ring._lock:  # the newest only: no copy of the ring (every DSPy module made asks this)
-        newest = ring._items[-1] if ring._items else None
-    return _record_id(ring, newest) if newest is not None else None
+    try:
+        return _ring()[-1].id
+    except IndexError:  # an empty ring
+        return None
 
 
 def _local_iso(when: _dt.datetime) -> str:
@@ -111,7 +111,7 @@ def _uuid_shaped(rid: str) -> str:
 
 def _build(ring: RingBuffer, draft: dict[str, Any]) -> dict[str, Any]:
     """The DSPy history entry of one record (what DSPy's finalize would have appended)."""
-    r = ring._model(draft)
+    r = ring.record(draft)
     ids = draft.get("_dspy") or (0,)
     view = _lm_views.get(ids[0])
     lm = view._owner() if view is not None and view._owner is not None else None

@@ -337,6 +337,16 @@ def _lm_call(model: Any, messages: Any, **params: Any) -> None:
 
 
 _SPECS = {op: CallSpec(_lm_call, None, op, "litellm", None) for op in set(_OPERATIONS.values())}
+_PROVIDER_SPECS: dict[tuple[str, str], CallSpec] = {}  # (operation, provider): the provider is the spec's
+
+
+def _spec(operation: str, provider: str) -> CallSpec:
+    spec = _PROVIDER_SPECS.get((operation, provider))
+    if spec is None:
+        spec = CallSpec(_lm_call, provider, operation, "litellm", None)
+        if len(_PROVIDER_SPECS) < 1024:
+            _PROVIDER_SPECS[(operation, provider)] = spec
+    return spec
 
 
 class _Parked:
@@ -378,8 +388,9 @@ def _capture_request(recording: Recording, operation: str, model: Any, messages:
     if kwargs.get("stream") is True:
         params["stream"] = True
     system = kwargs.get("system")  # Anthropic-style: beside the messages
+    if isinstance(provider, str):
+        recording.spec = _spec(operation, provider)
     return recording.request(model if isinstance(model, str) else None, messages, params,
-                             provider=provider if isinstance(provider, str) else None,
                              system=system if isinstance(system, (str, list)) else None)
 
 
