@@ -324,7 +324,7 @@ def count(spec: str, calls: int) -> dict[str, Any]:
 
 def measure(names: list[str], calls: int | None = None) -> dict[str, Any]:
     """Every named scenario (and the baselines they need), with "added" over each baseline."""
-    wanted = list(dict.fromkeys(n for name in names for n in (BY_NAME[name][2], name) if n in BY_NAME))
+    wanted = list(dict.fromkeys(n for name in names if name in BY_NAME for n in (BY_NAME[name][2], name) if n))
     wanted += [n for n in names if n not in BY_NAME and n not in wanted]  # module:function specs
     results: dict[str, Any] = {}
     for name in wanted:

@@ -17,15 +17,17 @@ import sys
 import time
 from typing import Any
 
-from . import counters
-from .capture import decide, finish, start
+from . import counters, runtime
+from .capture import decide, finish, head, start
 from .draft import CallSpec, keep_private, parsed_outcome
 from .extract import usage_fields
 from .policy import FULL, SKIP, active_span_ids
+from .scope import CURRENT
 
 _perf = time.perf_counter
 _now = time.time
 _modules_get = sys.modules.get
+_STATE = runtime.STATE
 
 
 class Recording:
@@ -104,33 +106,41 @@ class Recording:
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error(self.where, exc)
 
-    def complete(self, model: Any, messages: Any, params: dict[str, Any], outputs: list[Any], *,
-                 ended: float | None = None, private: dict[str, Any] | None = None, **fields: Any) -> bool:
-        """`request()` and `succeed()` in one go, for a call observed when it is over whose outcome
-        the framework already parsed: `outputs` a list of str made for this record, fields of the
-        types the record keeps (see `draft.parsed_outcome`), taken as they are; any other value is
-        copied as `succeed()` copies it. `private`: `note()`'s data. False (nothing done) unless
-        the scope keeps successes with their content: then use `request()` and `succeed()`."""
-        if self.mode != FULL or not self.eff.content:
-            return False
-        eff = self.eff
+    @classmethod
+    def complete(cls, spec: CallSpec, started: float, t0: float, model: Any, messages: Any,
+                 params: dict[str, Any], outputs: list[Any], fields: dict[str, Any],
+                 private: dict[str, Any] | None = None, where: str = "integration") -> Recording | None:
+        """Record a call observed once it is over, on the caller's context, in one step: the
+        request, and an outcome the framework already parsed (`outputs` a list of str made for
+        this record, fields of the types the record keeps: see `draft.parsed_outcome`), taken as
+        they are; any other value is copied as `succeed()` copies it. `private`: `note()`'s data.
+
+        None when that is done (or the scope records nothing). A scope that keeps only errors, or
+        no content, gets a begun Recording back instead: go on with `request()` and `succeed()`.
+        """
         try:
-            draft = start(eff, self.spec, FULL, (model, messages), params, self.started, self.span)
+            frame = CURRENT.get()  # decide(), inline: this is an integration's hot path
+            eff = frame.eff
+            if eff.gen != _STATE.gen:
+                eff = frame.refresh()
+            mode = eff.mode
+            if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+                return None
+            span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
+            if mode != FULL or not eff.content:
+                return cls(spec, eff, mode, span, started, where, t0)
+            draft = start(eff, spec, FULL, (model, messages), params, started, span)
             if draft is None:
-                return True
-            if ended is None:
-                duration = _perf() - self.t0
-                ended = self.started + duration
-            else:
-                duration = ended - self.started
+                return None
+            duration = _perf() - t0
             rest = parsed_outcome(draft, eff, duration, outputs, fields, private)
             if rest:
-                finish(draft, self.spec, eff, None, None, ended, rest)
+                finish(draft, spec, eff, None, None, started + duration, rest)
             else:
                 eff.commit(draft)
         except Exception as exc:  # noqa: BLE001 - fail open
-            counters.COUNTERS.error(self.where, exc)
-        return True
+            counters.COUNTERS.error(where, exc)
+        return None
 
     def fail(self, error: BaseException, *, ended: float | None = None, **fields: Any) -> None:
         """Finish with the call's error (kept under every policy that records anything)."""

@@ -338,10 +338,10 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
         model = lm.model
         hit = _MODELS.get(model) if type(model) is str else None
         spec, name = hit if hit is not None else _spec_of(model)
-        recording = Recording.begin(spec, state.started, "dspy_integration", state.t0)
-        if recording is None:
-            return
-        mods = _modules()
+        try:
+            mods = _settings.caller_modules or ()  # the DSPy modules the call came through
+        except Exception:  # noqa: BLE001
+            mods = ()
         # For lm.inspect_history, module.inspect_history and DSPy's history views: never in a record.
         private: dict[str, Any] = {"dspy": (id(lm), *[id(m) for m in mods]) if mods else (id(lm),)}
         limit = getattr(_settings, "max_history_size", 10000)  # DSPy's bound at this call, for the views
@@ -351,6 +351,7 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
             private["dspy_prompt"] = True  # lm("..."): DSPy's entry has the prompt, no messages
         outputs = result.outputs
         system = call.kwargs.get("system")
+        recording: Recording | None
         if (system is None and type(outputs) is list and outputs
                 and (type(outputs[0]) is str if len(outputs) == 1 else all(type(o) is str for o in outputs))):
             # DSPy's usual outputs: str. The caller gets DSPy's list back from the call, so the
@@ -360,9 +361,11 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
             usage = result.usage
             if usage:
                 usage_fields(usage, fields)
-            if recording.complete(name, messages, params, list(outputs), private=private, **fields):
-                return
-        if not recording.request(name, messages, params, system=system):
+            recording = Recording.complete(spec, state.started, state.t0, name, messages, params, list(outputs),
+                                           fields, private, "dspy_integration")
+        else:
+            recording = Recording.begin(spec, state.started, "dspy_integration", state.t0)
+        if recording is None or not recording.request(name, messages, params, system=system):
             return
         for key, value in private.items():
             recording.note(key, value)
@@ -389,7 +392,7 @@ def _outcome_fields(response: Any, cost: Any, response_model: Any, cache_hit: An
             "finish_reason": reason[:64] if type(reason) is str else None,
             "response_id": rid[:256] if type(rid) is str else None,
             "response_model": response_model[:256] if type(response_model) is str else None,
-            "cache_hit": cache_hit, "metadata": _module_name(mods)}
+            "cache_hit": cache_hit, "metadata": _module_name(mods) if mods else None}
 
 
 def _succeed(recording: Recording, outputs: Any, usage: Any, cost: Any, response: Any, response_model: Any,
