@@ -210,6 +210,24 @@ def _sqlite_bytes(url: str) -> bytes:
     return b"".join(p.read_bytes() for p in sorted(path.parent.iterdir()) if p.name.startswith(path.name))
 
 
+def _contents(conn: Any) -> bytes:
+    """The message contents the store keeps apart from the call rows, decoded: a compressed body would
+    hide a secret from a scan of the raw bytes."""
+    from historymw.sql.contents import decode_body
+
+    bodies = conn.execute(sa.text("SELECT body FROM historymw_contents")).scalars().all()
+    return b"\n".join(decode_body(b) for b in bodies)
+
+
+def _sqlite_contents(url: str) -> bytes:
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as conn:
+            return _contents(conn)
+    finally:
+        engine.dispose()
+
+
 def _leaked(core: str, raw: bytes) -> bool:
     """The secret, whole or its distinctive tail (a half-masked key is a leak too)."""
     return core.encode() in raw or core[-12:].encode() in raw
@@ -286,11 +304,12 @@ def test_no_secret_family_in_any_place_reaches_any_sink(sqlite_url: str, span_si
     if pg_check is not None:
         with pg_check.connect() as conn:
             rows = conn.execute(sa.text("SELECT row_to_json(c)::text FROM historymw_calls c")).scalars().all()
+            contents = _contents(conn)
         assert len(rows) == made
-        sinks["postgresql rows"] = "\n".join(rows).encode()
+        sinks["postgresql rows"] = "\n".join(rows).encode() + contents
     sinks["sqlite file + WAL"] = _sqlite_bytes(sqlite_url)
     hm.shutdown(timeout=10)
-    sinks["sqlite file + WAL"] += _sqlite_bytes(sqlite_url)
+    sinks["sqlite file + WAL"] += _sqlite_bytes(sqlite_url) + _sqlite_contents(sqlite_url)
     cli = Path(sys.executable).parent / "historymw"
     exported = subprocess.run([str(cli), "--db", sqlite_url, "export", "--format", "jsonl"], capture_output=True,
                               timeout=120, check=True)
