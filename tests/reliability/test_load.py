@@ -26,14 +26,25 @@ def ask(model: str, messages: list[dict[str, str]]) -> str:
 
 
 def _rows(url: str, engine: sa.Engine | None) -> list[tuple[str, str | None, Any, str]]:
-    """(id, session, tags, first message) of every stored row, read without historymw."""
-    sql = "SELECT id, session, tags, messages FROM historymw_calls"
+    """(id, session, tags, first message) of every stored row, read with plain SQL: the first message
+    through its `message_refs` digest into historymw_contents (decoded, since it may be compressed)."""
+    from historymw.sql.contents import decode_body, split_refs
+
+    sql = "SELECT id, session, tags, message_refs FROM historymw_calls"
+    bodies_sql = "SELECT hash, body FROM historymw_contents"
     if engine is None:
         with sqlite3.connect(url.removeprefix("sqlite:///")) as conn:
-            raw = conn.execute(sql).fetchall()
-        return [(i, s, json.loads(t) if t else {}, json.loads(m)[0]["content"]) for i, s, t, m in raw]
-    with engine.connect() as conn:
-        return [(i, s, t or {}, m[0]["content"]) for i, s, t, m in conn.execute(sa.text(sql)).all()]
+            raw = [(i, s, json.loads(t) if t else {}, r) for i, s, t, r in conn.execute(sql).fetchall()]
+            bodies = dict(conn.execute(bodies_sql).fetchall())
+    else:
+        with engine.connect() as conn:
+            raw = [(i, s, t or {}, r) for i, s, t, r in conn.execute(sa.text(sql)).all()]
+            bodies = {bytes(h): b for h, b in conn.execute(sa.text(bodies_sql)).all()}
+
+    def first(refs: bytes) -> str:
+        return str(json.loads(decode_body(bodies[split_refs(refs)[0]]))["content"])
+
+    return [(i, s, t, first(r)) for i, s, t, r in raw]
 
 
 def _check_accounting(stored: int) -> hm.Stats:
