@@ -30,6 +30,8 @@ import structlog
 
 import historymw as hm
 
+from ._stored import contents, sqlite_bytes, sqlite_contents
+
 _SEED = int(os.environ.get("HISTORYMW_SECRET_SEED") or random.SystemRandom().randrange(2**32))
 _REPORT = os.environ.get("HISTORYMW_SECRET_REPORT")  # where secret_report collects the figures
 
@@ -205,29 +207,6 @@ PLACES = ("prompt", "output", "system instructions", "tool call arguments", "nes
           "header list", "exception", "model", "session", "tags", "metadata", "litellm exception")
 
 
-def _sqlite_bytes(url: str) -> bytes:
-    path = Path(url.removeprefix("sqlite:///"))
-    return b"".join(p.read_bytes() for p in sorted(path.parent.iterdir()) if p.name.startswith(path.name))
-
-
-def _contents(conn: Any) -> bytes:
-    """The message contents the store keeps apart from the call rows, decoded: a compressed body would
-    hide a secret from a scan of the raw bytes."""
-    from historymw.sql.contents import decode_body
-
-    bodies = conn.execute(sa.text("SELECT body FROM historymw_contents")).scalars().all()
-    return b"\n".join(decode_body(b) for b in bodies)
-
-
-def _sqlite_contents(url: str) -> bytes:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return _contents(conn)
-    finally:
-        engine.dispose()
-
-
 def _leaked(core: str, raw: bytes) -> bool:
     """The secret, whole or its distinctive tail (a half-masked key is a leak too)."""
     return core.encode() in raw or core[-12:].encode() in raw
@@ -304,12 +283,12 @@ def test_no_secret_family_in_any_place_reaches_any_sink(sqlite_url: str, span_si
     if pg_check is not None:
         with pg_check.connect() as conn:
             rows = conn.execute(sa.text("SELECT row_to_json(c)::text FROM historymw_calls c")).scalars().all()
-            contents = _contents(conn)
+            decoded = contents(conn)
         assert len(rows) == made
-        sinks["postgresql rows"] = "\n".join(rows).encode() + contents
-    sinks["sqlite file + WAL"] = _sqlite_bytes(sqlite_url)
+        sinks["postgresql rows"] = "\n".join(rows).encode() + decoded
+    sinks["sqlite file + WAL"] = sqlite_bytes(sqlite_url)
     hm.shutdown(timeout=10)
-    sinks["sqlite file + WAL"] += _sqlite_bytes(sqlite_url) + _sqlite_contents(sqlite_url)
+    sinks["sqlite file + WAL"] += sqlite_bytes(sqlite_url) + sqlite_contents(sqlite_url)
     cli = Path(sys.executable).parent / "historymw"
     exported = subprocess.run([str(cli), "--db", sqlite_url, "export", "--format", "jsonl"], capture_output=True,
                               timeout=120, check=True)

@@ -8,7 +8,6 @@ import json
 import os
 import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")  # no network at import
@@ -19,6 +18,8 @@ import sqlalchemy as sa
 import structlog
 
 import historymw as hm
+
+from ._stored import contents, sqlite_bytes, sqlite_contents
 
 # Shaped like the real thing (caught by shape anywhere) ...
 OPENAI_KEY = "sk-proj-R3l1ab1l1tyKey0123456789abcdefXYZ"
@@ -124,29 +125,6 @@ def _drive_every_path() -> int:
     return made
 
 
-def _sqlite_bytes(url: str) -> bytes:
-    path = Path(url.removeprefix("sqlite:///"))
-    return b"".join(p.read_bytes() for p in sorted(path.parent.iterdir()) if p.name.startswith(path.name))
-
-
-def _contents(conn: Any) -> bytes:
-    """The message contents the store keeps apart from the call rows, decoded: a compressed body would
-    hide a secret from a scan of the raw bytes."""
-    from historymw.sql.contents import decode_body
-
-    bodies = conn.execute(sa.text("SELECT body FROM historymw_contents")).scalars().all()
-    return b"\n".join(decode_body(b) for b in bodies)
-
-
-def _sqlite_contents(url: str) -> bytes:
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as conn:
-            return _contents(conn)
-    finally:
-        engine.dispose()
-
-
 def _check(stored: dict[str, bytes]) -> None:
     for where, raw in stored.items():
         assert CANARY.encode() in raw, f"{where}: the calls are not there, so the scan proves nothing"
@@ -174,16 +152,16 @@ def test_credentials_never_reach_any_sink(db: str, sinks: dict[str, Any], reques
             "log lines": "\n".join(str(args[0]) for _, args, _ in sinks["log_lines"].calls).encode(),
         }
         if check is None:
-            stored["sqlite file and WAL"] = _sqlite_bytes(url) + _sqlite_contents(url)
+            stored["sqlite file and WAL"] = sqlite_bytes(url) + sqlite_contents(url)
         else:
             with check.connect() as conn:
                 rows = conn.execute(sa.text("SELECT row_to_json(c)::text FROM historymw_calls c")).scalars().all()
-                contents = _contents(conn)
+                decoded = contents(conn)
             assert len(rows) == made
-            stored["postgresql rows"] = "\n".join(rows).encode() + contents
+            stored["postgresql rows"] = "\n".join(rows).encode() + decoded
         hm.shutdown(timeout=10)
         if check is None:
-            stored["sqlite file after shutdown"] = _sqlite_bytes(url) + _sqlite_contents(url)
+            stored["sqlite file after shutdown"] = sqlite_bytes(url) + sqlite_contents(url)
     assert len(sinks["spans"].get_finished_spans()) == made and len(sinks["log_lines"].calls) == made
     _check(stored)
     assert not _leaks(json.dumps(internal, default=str).encode())
