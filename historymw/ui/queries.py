@@ -301,14 +301,19 @@ def sessions(db: Database, q: Query, limit: int = SESSIONS_MAX) -> list[dict[str
                           sa.func.sum(sa.case((c.status == "error", 1), else_=0)).label("errors"))
                 .where(has_session, *q.where(db)).group_by(c.session)
                 .order_by(last.desc()).limit(limit))
-        out = []
-        for r in conn.execute(stmt).mappings():
-            d = dict(r)
-            d["first"], d["last"] = to_datetime(d["first"]), to_datetime(d["last"])
-            out.append(d)
-        return out
+        return _session_rows(conn, stmt)
 
     return db.run(read)
+
+
+def _session_rows(conn: sa.Connection, stmt: Any) -> list[dict[str, Any]]:
+    """The sessions page's rows, from the table or the grouped calls alike, with datetimes."""
+    out = []
+    for r in conn.execute(stmt).mappings():
+        d = dict(r)
+        d["first"], d["last"] = to_datetime(d["first"]), to_datetime(d["last"])
+        out.append(d)
+    return out
 
 
 def _sessions_from_table(db: Database, q: Query, limit: int) -> list[dict[str, Any]]:
@@ -324,12 +329,7 @@ def _sessions_from_table(db: Database, q: Query, limit: int) -> list[dict[str, A
         if q.session is not None:
             stmt = stmt.where(t.session == q.session)
         stmt = stmt.order_by(t.last_at.desc(), t.session.desc()).limit(limit)
-        out = []
-        for r in conn.execute(stmt).mappings():
-            d = dict(r)
-            d["first"], d["last"] = to_datetime(d["first"]), to_datetime(d["last"])
-            out.append(d)
-        return out
+        return _session_rows(conn, stmt)
 
     return db.run(read)
 
