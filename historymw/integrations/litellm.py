@@ -55,6 +55,7 @@ PENDING_MAX_AGE_S = 900.0
 
 _lock = threading.Lock()
 _logger: Any = None
+_monotonic = time.monotonic
 
 
 class _Pending:
@@ -69,6 +70,9 @@ class _Pending:
         self.max_items = max_items
         self.max_age = max_age
         self._items: dict[str, tuple[float, object | None]] = {}
+        # No parked call expires before this (monotonic) time: the oldest one's deadline, or a
+        # bound below it. Until then a put() need not look at the oldest.
+        self._expires = time.monotonic() + max_age
         self._building = 0  # popped, record not yet committed
         # Keys whose outcome was taken: LiteLLM may report one call twice (its sync handler on a
         # thread and its async one on the loop), and the second report must not become a record.
@@ -76,23 +80,34 @@ class _Pending:
         self._lock = threading.Lock()
 
     def put(self, key: str, value: object | None) -> None:
-        now = time.monotonic()
-        expired = 0
+        now = _monotonic()
+        items = self._items
         with self._lock:
-            if key in self._items:  # LiteLLM ran the hook twice for one call: keep the first
+            if key in items:  # LiteLLM ran the hook twice for one call: keep the first
                 return
-            self._items[key] = (now + self.max_age, value)
-            items = self._items
-            while items:
-                oldest = next(iter(items))
-                deadline, parked = items[oldest]
-                if len(items) <= self.max_items and deadline > now:
-                    break
-                del items[oldest]
-                if parked is not None:
-                    expired += 1
+            items[key] = (now + self.max_age, value)
+            if len(items) <= self.max_items and now < self._expires:
+                return
+            expired = self._expire(now)
         if expired:
             counters.COUNTERS.drop("integration_timeout", expired)
+
+    def _expire(self, now: float) -> int:
+        """Drop the oldest calls past their deadline or over `max_items` (under the lock); how many
+        of them would have become records."""
+        items = self._items
+        expired = 0
+        while items:
+            oldest = next(iter(items))
+            deadline, parked = items[oldest]
+            if len(items) <= self.max_items and deadline > now:
+                self._expires = deadline
+                return expired
+            del items[oldest]
+            if parked is not None:
+                expired += 1
+        self._expires = now + self.max_age  # every call parked from now on expires later
+        return expired
 
     def parked(self, key: str) -> bool:
         """Is a call that will become a record waiting under this id?"""
@@ -308,9 +323,21 @@ async def aflush(timeout: float = 5.0) -> bool:
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
+_SERVERS: dict[str, tuple[str | None, int | None]] = {}  # api_base -> _server(api_base): a program has few
+
+
 def _server(api_base: str) -> tuple[str | None, int | None]:
     """(host, port) of an API base URL: the host only, as a URL may carry credentials; the
     scheme's default port when none is written (the conventions want a port beside an address)."""
+    server = _SERVERS.get(api_base)
+    if server is None:
+        server = _parse_server(api_base)
+        if len(_SERVERS) < 256:
+            _SERVERS[api_base] = server
+    return server
+
+
+def _parse_server(api_base: str) -> tuple[str | None, int | None]:
     try:
         parts = urlsplit(api_base)
         host = parts.hostname
@@ -321,6 +348,8 @@ def _server(api_base: str) -> tuple[str | None, int | None]:
 
 
 def _epoch(value: Any) -> float | None:
+    if type(value) is float:  # LiteLLM's standard logging payload's times
+        return value
     if isinstance(value, (int, float)) and not isinstance(value, bool):
         return float(value)
     timestamp = getattr(value, "timestamp", None)  # datetime (LiteLLM's are naive local time)
@@ -444,12 +473,12 @@ def _record_outcome(kwargs: Mapping[str, Any], response: Any, failed: bool, key:
                     parked: object | None) -> None:
     try:
         slo = kwargs.get("standard_logging_object")
-        slo = slo if isinstance(slo, Mapping) else {}
+        slo = slo if type(slo) is dict or isinstance(slo, Mapping) else {}
         if found:
             if not isinstance(parked, _Parked):
                 return
             recording = parked.recording
-            started = _epoch(parked.start_time) or _epoch(slo.get("startTime"))
+            started = _epoch(slo.get("startTime")) or _epoch(parked.start_time)
             if started is not None:
                 recording.started = started
             kept = _capture_request(recording, parked.operation, parked.model, parked.messages, parked.kwargs)
