@@ -9,7 +9,8 @@ an answer of ~300. They are recorded through the hot path (a @hm.recorded functi
 ring), and the drafts it captured are what every store below is given.
 
 Side by side, in one run, into SQLite (a file, WAL) and PostgreSQL (a fresh schema):
-- historymw: the store as it is (schema 5, content-addressed messages), written through the
+- historymw: the store as it is (schema 6: content-addressed messages, the shared prefix one ref,
+  the last message inline), written through the
   SQL backend's export path (`prepare_drafts` + `export_prepared`, batches of 512), i.e.
   the export worker's work per record, from drafts to committed rows, contents and the
   session and rollup aggregates.
@@ -149,10 +150,10 @@ def v3_rows(drafts: list[dict[str, Any]], postgres: bool) -> tuple[tuple[str, ..
     built = build_rows([dict(d) for d in drafts], postgres=postgres)
     ((columns, rows),) = built.groups.items()
     at = columns.index("message_refs")
-    bodies = {dg: contents_mod.decode_body(b).decode() for dg, b, _ in built.contents}
+    raw = {dg: contents_mod.decode_body(b) for dg, b, _ in built.contents}
     out = []
     for row in rows:
-        messages = "[" + ",".join(bodies[dg] for dg in contents_mod.split_refs(row[at])) + "]"
+        messages = "[" + ",".join(b.decode() for b in contents_mod.message_bytes(row[at], raw)) + "]"  # type: ignore[union-attr]
         out.append((*row[:at], messages, *row[at + 1:]))
     return (*columns[:at], "messages", *columns[at + 1:]), out
 
@@ -207,6 +208,27 @@ def write_jsonl(path: Path, columns: tuple[str, ...], rows: list[tuple[Any, ...]
                 fh.write(encode(record) + "\n")
 
     return _timed(run, len(rows))
+
+
+WRITER_BATCH = BATCH
+
+
+def writer_scenario() -> tuple[Any, None]:
+    """For benchmarks/instructions.py (`--scenarios storage:writer_scenario`): one call writes a batch of
+    WRITER_BATCH drafts into SQLite through the export path, from drafts to committed rows: instructions
+    per record = its figure / WRITER_BATCH, stable on a loaded machine where the rates above are not."""
+    drafts = make_drafts(8 * WRITER_BATCH)
+    backend = SQLBackend(f"sqlite:///{tempfile.mkdtemp()}/writer.db")
+    at = [0]
+
+    def call() -> None:
+        i = at[0] % 8 * WRITER_BATCH
+        at[0] += 1
+        if backend.export_prepared(backend.prepare_drafts([dict(d) for d in drafts[i:i + WRITER_BATCH]], True,
+                                                          _fail)):
+            sys.exit("rows refused")
+
+    return call, None
 
 
 # -- measures ---------------------------------------------------------------------
@@ -284,7 +306,7 @@ def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[
     v4_rate = write_historymw(f"sqlite:///{v4_path}", drafts)
     v3_rate = write_v3(f"sqlite:///{v3_path}", cols, rows)
     jl_rate = write_jsonl(jl_path, cols, rows)
-    return [("historymw (schema 5)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
+    return [("historymw (schema 6)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
             ("v3 rows (today's store)", sqlite_bytes(v3_path), v3_rate, read_ms(f"sqlite:///{v3_path}", ids)),
             ("JSON lines", jl_path.stat().st_size, jl_rate, None)]
 
@@ -294,7 +316,7 @@ def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str]) ->
     out = []
     with fresh_schema(base_url) as url:
         rate = write_historymw(url, drafts)
-        out.append(("historymw (schema 5)", postgres_bytes(url), rate, read_ms(url, ids)))
+        out.append(("historymw (schema 6)", postgres_bytes(url), rate, read_ms(url, ids)))
     with fresh_schema(base_url) as url:
         rate = write_v3(url, cols, rows)
         out.append(("v3 rows (today's store)", postgres_bytes(url), rate, read_ms(url, ids)))

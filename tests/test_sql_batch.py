@@ -13,7 +13,7 @@ import pytest
 import historymw as hm
 from historymw.record import materialize, seal
 from historymw.sql.batch import Built, build_rows
-from historymw.sql.contents import Pending, decode_body, digest, split_refs
+from historymw.sql.contents import INLINE, LIST, Pending, decode_body, digest, items, messages_from, split_refs
 from historymw.sql.rows import draft_rows, strip_nul
 
 MSGS = [{"role": "system", "content": "You are terse."}, {"role": "user", "content": "What is six times seven?"}]
@@ -50,16 +50,20 @@ def _captured(calls: list[Call], **scope: Any) -> list[dict[str, Any]]:
 def _by_column(built: Built) -> dict[str, dict[str, Any]]:
     """id -> {column: value}, whatever order the columns were bound in, with "contents": the JSON of
     the messages its `message_refs` refer to. Every content of the batch is referred to by a row."""
-    bodies = {dg: decode_body(body).decode() for dg, body, _ in built.contents}
+    bodies = {dg: decode_body(body) for dg, body, _ in built.contents}
     assert len(bodies) == len(built.contents)
     out = {}
     used: set[bytes] = set()
     for cols, rows in built.groups.items():
         for row in rows:
             values = dict(zip(cols, row, strict=True))
-            refs = split_refs(values.get("message_refs"))
-            used.update(refs)
-            values["contents"] = [bodies[dg] for dg in refs] or None
+            refs = values.get("message_refs")
+            for tag, dg in items(refs):
+                if tag == LIST:  # the messages of a list, which the row refers to through it
+                    used.update(split_refs(bodies[dg]))
+                if tag != INLINE:
+                    used.add(dg)
+            values["contents"] = messages_from(refs, bodies) or None
             out[values["id"]] = {k: v for k, v in values.items() if v is not None}
     assert used == bodies.keys(), "a content no row refers to"
     return out
@@ -96,12 +100,14 @@ def test_the_usual_drafts_take_the_fast_path_and_write_what_sealing_would() -> N
     assert type(r["stream"]) is int  # SQLite stores a bool as 0/1: bound so, sqlite3 skips its adapter lookup
     assert type(_by_column(build_rows(drafts, postgres=True))[drafts[0]["id"]]["stream"]) is bool
     assert r["params"] == '{"temperature":0.2,"max_tokens":64}'
-    # Each message once, under the digest of its JSON; the row refers to them in order.
+    # The system prompt (the prefix) once, under the digest of its JSON; the row refers to it, then holds
+    # the question (the last message) inline.
     system = b'{"role":"system","content":"You are terse."}'
     user = b'{"role":"user","content":"What is six times seven?"}'
-    assert r["message_refs"] == digest(system) + digest(user) and "messages" not in r
+    assert r["message_refs"] == b"\x01" + digest(system) + bytes((3, len(user) + 1, 0)) + user
+    assert "messages" not in r
     built = build_rows(drafts)
-    assert {dg: decode_body(body) for dg, body, _ in built.contents} == {digest(system): system, digest(user): user}
+    assert {dg: decode_body(body) for dg, body, _ in built.contents} == {digest(system): system}
     assert r["status"] == "ok" and r["output_text"] == "42"
 
 

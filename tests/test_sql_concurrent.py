@@ -31,12 +31,14 @@ WRITER = textwrap.dedent("""
     assert hm.flush(timeout=60), hm.stats()
     time.sleep(max(0.0, start - time.time()))
     for i in range(%(calls)d):
-        if i %% 2:
-            question = {"role": "user", "content": f"shared question {i // 2 %% %(shared)d}"}
+        if i %% 2:  # a follow-up to a shared question: a prefix (a list and its new messages) all write
+            shared = {"role": "user", "content": f"shared question {i // 2 %% %(shared)d}"}
+            follow_up = [shared, {"role": "assistant", "content": "ok"},
+                         {"role": "user", "content": f"{name} follows up {i}"}]
         else:
-            question = {"role": "user", "content": f"{name} asks question {i}"}
+            follow_up = [{"role": "user", "content": f"{name} asks question {i}"}]
         with hm.history(session=f"s{i %% 5}"):
-            ask("m", [system, *demos, question])
+            ask("m", [system, *demos, *follow_up])
     assert hm.flush(timeout=120), hm.stats()
     s = hm.stats()
     assert s.exported == %(calls)d + 1 and s.dropped == 0 and not s.errors, s
@@ -60,18 +62,20 @@ def _check(url: str, engine: sa.Engine) -> None:
         n_contents, n_hashes = conn.execute(
             sa.text("SELECT count(*), count(DISTINCT hash) FROM historymw_contents")).one()
     assert n_calls == n_ids == PROCESSES * (CALLS + 1)
-    # The system prompt, 2 demos, the shared questions and each process's own questions: once each,
-    # however many processes wrote them at the same moment.
-    assert n_contents == n_hashes == 1 + 2 + SHARED_QUESTIONS + PROCESSES * (CALLS // 2)
+    # Once each, however many processes wrote them at the same moment: the system prompt, 2 demos and
+    # the list of the three; the shared questions, the answer "ok" and a list per shared question (each
+    # process's own questions are inline in its rows).
+    assert n_contents == n_hashes == 1 + 2 + 1 + SHARED_QUESTIONS + 1 + SHARED_QUESTIONS
     with Store(url) as store:
         calls = [c for c in store.calls() if c.model == "m"]
     assert len(calls) == PROCESSES * CALLS
-    per_question = collections.Counter(c.messages[-1]["content"] for c in calls)
-    assert all(len(c.messages) == 4 and c.messages[0]["content"] == "You answer in one line. " * 150
-               for c in calls)
+    assert all(c.messages[0]["content"] == "You answer in one line. " * 150 for c in calls)
+    assert sorted(len(c.messages) for c in calls) == [4] * (PROCESSES * CALLS // 2) + [6] * (PROCESSES * CALLS // 2)
+    per_question = collections.Counter(c.messages[3]["content"] for c in calls)
     asked = collections.Counter(j % SHARED_QUESTIONS for j in range(CALLS // 2))  # by one process
     assert all(per_question[f"shared question {k}"] == PROCESSES * asked[k] for k in range(SHARED_QUESTIONS))
     assert per_question["p3 asks question 0"] == 1
+    assert collections.Counter(c.messages[-1]["content"] for c in calls)["p5 follows up 7"] == 1
     sessions = collections.Counter(c.session for c in calls)
     assert sessions == {f"s{k}": PROCESSES * CALLS // 5 for k in range(5)}
     with engine.connect() as conn:  # the writers' session aggregates, summed under the same race

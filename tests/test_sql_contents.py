@@ -1,6 +1,7 @@
-"""Content-addressed messages in the SQL store: each distinct message stored once, compressed when
-large (zstd or zlib, either readable), read back whole everywhere, orphans removed by retention,
-and a store written at schema version 3 carried forward."""
+"""Content-addressed messages in the SQL store: each distinct message stored once, a call's shared
+prefix referred to by one digest and its last message inline, compressed when large (zstd or zlib,
+either readable, an inline one against its prefix), read back whole everywhere, searched, orphans
+removed by retention, and stores written at schema versions 3 and 5 carried forward."""
 
 from __future__ import annotations
 
@@ -23,6 +24,7 @@ from historymw.sql.schema import SCHEMA_VERSION
 from historymw.store import Store
 
 V3_DUMP = Path(__file__).parent / "data" / "store_v3.sql"
+V5_DUMP = Path(__file__).parent / "data" / "store_v5.sql"
 SYSTEM = {"role": "system", "content": "Answer in the style of a careful historian. " * 70}  # ~3 KB
 DEMOS = [{"role": "user", "content": "Who wrote the Principia?"},
          {"role": "assistant", "content": "Isaac Newton, in 1687."}]
@@ -58,12 +60,19 @@ def test_each_distinct_message_is_stored_once_and_read_back_whole(sqlite_url: st
     _record(sqlite_url, 40, batch_size=7)  # several batches: the shared prompt is met again in each
     engine = _engine(sqlite_url)
     stored = _contents(engine)
-    # The system prompt and the two demos once, and one question per call.
-    assert len(stored) == 3 + 40
+    # The system prompt and the two demos once, and the list of the three; each question is inline.
+    assert len(stored) == 3 + 1
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT count(*) FROM historymw_calls WHERE messages IS NOT NULL")).scalar() == 0
         refs = [bytes(r) for r in conn.execute(sa.text("SELECT message_refs FROM historymw_calls")).scalars()]
-    assert all(len(r) == 4 * contents.DIGEST_BYTES for r in refs)
+    members = b"".join(contents.digest(contents.message_json(m).encode()) for m in [SYSTEM, *DEMOS])
+    the_list = {dg for dg, body in stored if decode_body(body) == members}
+    assert len(the_list) == 1
+    for i, r in enumerate(refs):
+        # One ref to the list, then the question: a row of ~60 bytes of messages instead of 4 digests.
+        assert [tag for tag, _ in contents.items(r)] == [contents.LIST, contents.INLINE] and len(r) % 16
+        assert contents.items(r)[0][1] in the_list
+        assert decode_body(contents.items(r)[1][1]) == contents.message_json(_question(i)).encode()
     engine.dispose()
     with Store(sqlite_url) as store:
         calls = store.recent(100)
@@ -71,6 +80,101 @@ def test_each_distinct_message_is_stored_once_and_read_back_whole(sqlite_url: st
         one = store.get(calls[5].id)
         assert one is not None and one.messages == [SYSTEM, *DEMOS, _question(5)]
         assert [c.messages[-1] for c in store.calls()] == [_question(i) for i in range(40)]
+
+
+def _long_question(i: int) -> dict[str, str]:
+    return {"role": "user", "content": f"Question {i}: " + "what did the careful historian answer? " * 12}
+
+
+@pytest.mark.parametrize("codec", ["zstd", "zlib"])
+def test_a_long_last_message_is_compressed_against_its_prompt(sqlite_url: str, monkeypatch: pytest.MonkeyPatch,
+                                                              codec: str) -> None:
+    """A question past COMPRESS_MIN shares its words with the prompt before it: compressed with that
+    prompt as the dictionary (from the second call of a prompt on), it takes a fraction of its size,
+    and reads back whole; the first call of a prompt is compressed alone."""
+    if codec == "zstd":
+        pytest.importorskip("zstandard", reason="the dev extra installs zstandard (the 'zstd' extra)")
+    monkeypatch.setattr(contents, "WRITE_CODEC", ZSTD if codec == "zstd" else ZLIB)
+    monkeypatch.setattr(contents, "_codecs", contents._Codecs())  # (compressors made with the other codec)
+    hm.configure(backends=["sql"], sql_url=sqlite_url)
+    for i in range(5):
+        ask("gpt-4o-mini", [SYSTEM, *DEMOS, _long_question(i)])
+    assert hm.flush(timeout=30)
+    hm.configure(backends=["ring"])
+    engine = _engine(sqlite_url)
+    with engine.connect() as conn:
+        refs = [bytes(r) for r in conn.execute(sa.text("SELECT message_refs FROM historymw_calls ORDER BY id"))
+                .scalars()]
+    engine.dispose()
+    inline = [contents.items(r)[-1][1] for r in refs]
+    size = len(contents.message_json(_long_question(0)).encode())
+    want = contents.DICT_ZSTD if codec == "zstd" else contents.DICT_ZLIB
+    assert inline[0][0] == (ZSTD if codec == "zstd" else ZLIB)
+    assert all(b[0] == want and len(b) < size // 4 for b in inline[1:]), [len(b) for b in inline]
+    monkeypatch.setattr(contents, "_codecs", contents._Codecs())  # a reader with no decompressor made yet
+    contents._decoded.__init__(contents._decoded.max_bytes)  # nor the prompt's bytes
+    with Store(sqlite_url) as store:
+        assert [c.messages for c in store.recent(10)] == [[SYSTEM, *DEMOS, _long_question(i)] for i in range(5)]
+
+
+def test_a_very_long_last_message_is_a_content_and_one_message_alone_is_inline(sqlite_url: str) -> None:
+    document = {"role": "user", "content": "A document to summarise. " * 500}  # past INLINE_MAX
+    hm.configure(backends=["sql"], sql_url=sqlite_url)
+    ask("m", [SYSTEM, document])
+    ask("m", [document])
+    ask("m", [{"role": "user", "content": "hello"}])
+    ask("m", [SYSTEM, DEMOS[0], DEMOS[1]])
+    assert hm.flush(timeout=30)
+    hm.configure(backends=["ring"])
+    engine = _engine(sqlite_url)
+    with engine.connect() as conn:
+        refs = [bytes(r) for r in conn.execute(sa.text("SELECT message_refs FROM historymw_calls ORDER BY id"))
+                .scalars()]
+    engine.dispose()
+    message, listed, inline = contents.MESSAGE, contents.LIST, contents.INLINE
+    assert [[tag for tag, _ in contents.items(r)] for r in refs] == [
+        [message, message], [message], [inline], [listed, inline]]
+    assert refs[0][-17:] == refs[1][:17]  # the document, stored once
+    with Store(sqlite_url) as store:
+        assert [c.messages for c in store.recent(10)] == [
+            [SYSTEM, document], [document], [{"role": "user", "content": "hello"}], [SYSTEM, *DEMOS]]
+
+
+def _search(url: str, text: str) -> list[str]:
+    """The last message of the calls whose messages the viewer's text search matches."""
+    from historymw.sql.schema import calls
+
+    pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    engine = _engine(url)
+    with engine.connect() as conn:
+        found = conn.execute(sa.select(calls.c.message_refs).where(
+            contents.messages_like(engine.dialect.name, pattern, calls.c.message_refs))).scalars().all()
+        bodies = dict(conn.execute(sa.text("SELECT hash, body FROM historymw_contents")).all())
+    engine.dispose()
+    return sorted(contents.stored_messages(r, bodies)[-1]["content"] for r in found)
+
+
+def _search_checks(url: str) -> None:
+    hm.configure(backends=["sql"], sql_url=url)
+    for q in ("Who built the Pont du Gard?", "Où est né Rømer?", 'He said "50% of it" \\o/', "Why?"):
+        ask("m", [SYSTEM, *DEMOS, {"role": "user", "content": q}])
+    assert hm.flush(timeout=30)
+    hm.configure(backends=["ring"])
+    assert _search(url, "pont DU gard") == ["Who built the Pont du Gard?"]  # inline, any ASCII case
+    assert _search(url, "Rømer") == ["Où est né Rømer?"]
+    assert _search(url, '"50% of it" \\o') == ['He said "50% of it" \\o/']
+    assert len(_search(url, "Isaac Newton")) == 4  # a demo: a content, through the list
+    assert _search(url, "Kepler") == []
+    # One character: found in the message's text only, never in the digests and lengths around it.
+    assert _search(url, "%") == ['He said "50% of it" \\o/']
+
+
+def test_the_text_search_finds_inline_messages(sqlite_url: str) -> None:
+    _search_checks(sqlite_url)
+
+
+def test_the_text_search_finds_inline_messages_in_postgresql(pg: tuple[str, sa.Engine]) -> None:
+    _search_checks(pg[0])
 
 
 def test_large_contents_are_compressed_and_small_ones_are_not(sqlite_url: str) -> None:
@@ -103,7 +207,8 @@ def test_a_store_written_with_zlib_and_one_with_zstd_are_both_read(sqlite_url: s
     engine = _engine(sqlite_url)
     codecs = sorted(b[0] for _, b in _contents(engine))
     engine.dispose()
-    assert codecs.count(ZLIB) == 1 and codecs.count(RAW) == 2 + 4  # the prompt, once; demos and questions raw
+    # The prompt, once; the demos raw, the list of the three.
+    assert codecs.count(ZLIB) == 1 and codecs.count(RAW) == 2 and codecs.count(contents.BINARY) == 1
     with Store(sqlite_url) as store:
         assert [c.messages for c in store.recent(10)] == [[SYSTEM, *DEMOS, _question(i)] for i in range(4)]
 
@@ -132,26 +237,34 @@ def test_incompressible_large_contents_are_kept_raw() -> None:
     assert encode_body(noise)[0] == RAW and decode_body(encode_body(noise)) == noise
 
 
+OLD_SYSTEM = {"role": "system", "content": "An earlier prompt, since replaced. " * 60}
+DOCUMENT = {"role": "user", "content": "A long document, a content of its own. " * 300}  # past INLINE_MAX
+
+
 def _prune_checks(url: str, engine: sa.Engine) -> None:
-    """Old calls each with a question of their own, then new ones: pruning the old ones deletes their
-    questions and keeps what the new ones still refer to (the shared prompt and demos)."""
+    """Old calls with a prompt (and a document) of their own, then new ones: pruning the old ones deletes
+    what only they referred to, lists and the messages in them, and keeps what the new ones still
+    refer to (the demos they share with the old ones too)."""
     backend = SQLBackend(url)
     now = time.time()
     drafts = [{"started": now - 3 * 86400 + i, "duration": 0.1, "model": "m", "size_bytes": 1,
-               "messages": [SYSTEM, *DEMOS, _question(i)]} for i in range(30)]
+               "messages": [OLD_SYSTEM, *DEMOS, _question(i)]} for i in range(30)]
+    drafts.append({"started": now - 3 * 86400 + 40, "duration": 0.1, "model": "m", "size_bytes": 1,
+                   "messages": [DEMOS[0], DOCUMENT]})
     drafts += [{"started": now + i, "duration": 0.1, "model": "m", "size_bytes": 1,
                 "messages": [SYSTEM, *DEMOS, _question(1000 + i)]} for i in range(10)]
     backend.export_prepared(backend.prepare_drafts(drafts, True, _raise))  # one batch: old and new together
-    assert len(_contents(engine)) == 3 + 40
+    # The two prompts, the two demos, the two lists of three, the document.
+    assert len(_contents(engine)) == 2 + 2 + 2 + 1
     with Store(url) as store:
-        assert store.prune(older_than=86400) == 30
+        assert store.prune(older_than=86400) == 31
+        assert [c.messages for c in store.recent(20)] == [[SYSTEM, *DEMOS, _question(1000 + i)] for i in range(10)]
     left = {decode_body(b) for _, b in _contents(engine)}
-    want = {contents.message_json(m).encode() for m in [SYSTEM, *DEMOS] + [_question(1000 + i) for i in range(10)]}
-    assert left == want
+    assert {contents.message_json(m).encode() for m in [SYSTEM, *DEMOS]} < left and len(left) == 3 + 1
     # Retention by count, through the backend's own settings: the 4 newest calls are kept.
     backend.max_rows = 4
     backend.flush()
-    assert len(_contents(engine)) == 3 + 4
+    assert len(_contents(engine)) == 3 + 1
     with Store(url) as store:
         assert [c.messages for c in store.recent(10)] == [[SYSTEM, *DEMOS, _question(1006 + i)] for i in range(4)]
         assert store.prune(keep=0) == 4
@@ -172,6 +285,20 @@ def test_retention_deletes_orphaned_contents(sqlite_url: str) -> None:
 def test_retention_deletes_orphaned_contents_in_postgresql(pg: tuple[str, sa.Engine]) -> None:
     url, check = pg
     _prune_checks(url, check)
+
+
+def _check_every_content_referred_to(stored: dict[bytes, bytes], refs: list[bytes]) -> None:
+    """Each distinct message once: no content twice, none that no call refers to."""
+    used: set[bytes] = set()
+    for r in refs:
+        for tag, dg in contents.items(r):
+            if tag == contents.LIST:
+                used.update(contents.split_refs(decode_body(stored[dg])))
+            if tag != contents.INLINE:
+                used.add(dg)
+    assert used == stored.keys()
+    messages = [decode_body(b) for dg, b in stored.items() if dg in used and decode_body(b)[:1] == b"{"]
+    assert len(messages) == len(set(messages))
 
 
 def _load_v3(path: Path) -> list[tuple[str, Any]]:
@@ -198,11 +325,10 @@ def test_a_version_3_store_is_read_as_it_is_then_migrated_by_the_next_writer(
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT version FROM historymw_schema").fetchone() == (SCHEMA_VERSION,)
     assert conn.execute("SELECT count(*) FROM historymw_calls WHERE messages IS NOT NULL").fetchone() == (0,)
-    n_contents = conn.execute("SELECT count(*) FROM historymw_contents").fetchone()[0]
+    stored = dict(conn.execute("SELECT hash, body FROM historymw_contents").fetchall())
+    refs = conn.execute("SELECT message_refs FROM historymw_calls").fetchall()
     conn.close()
-    distinct = {json.dumps(m, sort_keys=True) for _, ms in before for m in ms}
-    distinct |= {json.dumps(m, sort_keys=True) for m in [SYSTEM, *DEMOS, _question(99)]}
-    assert n_contents == len(distinct)
+    _check_every_content_referred_to(stored, [r for (r,) in refs])
     with Store(url) as store:
         after = {c.id: c for c in store.recent(100)}
     assert len(after) == 35
@@ -256,3 +382,39 @@ def test_the_cli_and_export_show_whole_messages(sqlite_url: str) -> None:
     assert exported.returncode == 0, exported.stderr
     lines = [json.loads(line) for line in exported.stdout.splitlines() if line.strip()]
     assert [r["messages"] for r in lines] == [[SYSTEM, *DEMOS, _question(i)] for i in range(3)]
+
+
+def test_a_version_5_store_is_read_as_it_is_then_carried_forward(tmp_path: Path) -> None:
+    """Rows of schema 5 (each message's digest in `message_refs`) keep their refs: read before and after
+    the next writer moves the store to schema 6, beside the packed rows it writes; retention still
+    finds the orphans of both."""
+    path = tmp_path / "v5.db"
+    conn = sqlite3.connect(path)
+    conn.executescript(V5_DUMP.read_text())
+    old_refs = [bytes(r) for (r,) in conn.execute("SELECT message_refs FROM historymw_calls")]
+    conn.close()
+    assert len(old_refs) == 34 and all(len(r) % 16 == 0 for r in old_refs)
+    url = f"sqlite:///{path}"
+    with Store(url) as store:  # a reader: never migrates
+        old = {c.id: c for c in store.recent(100)}
+    assert len(old) == 34 and sum(len(c.messages) >= 3 for c in old.values()) >= 24
+    assert all(c.messages and "missing from the store" not in str(c.messages) for c in old.values())
+    _record(url, 3, first=50)
+    conn = sqlite3.connect(path)
+    assert conn.execute("SELECT version FROM historymw_schema").fetchone() == (SCHEMA_VERSION,) == (6,)
+    stored = dict(conn.execute("SELECT hash, body FROM historymw_contents").fetchall())
+    refs = [r for (r,) in conn.execute("SELECT message_refs FROM historymw_calls")]
+    conn.close()
+    with Store(url) as store:
+        after = {c.id: c for c in store.recent(100)}
+        assert len(after) == 37
+        for i, c in old.items():
+            assert after[i].model_dump() == c.model_dump()
+        assert [c.messages for c in store.recent(3)] == [[SYSTEM, *DEMOS, _question(50 + i)] for i in range(3)]
+        assert store.prune(keep=3) == 34
+    conn = sqlite3.connect(path)
+    left = dict(conn.execute("SELECT hash, body FROM historymw_contents").fetchall())
+    refs = [r for (r,) in conn.execute("SELECT message_refs FROM historymw_calls")]
+    conn.close()
+    assert len(stored) > len(left) == 3 + 1
+    _check_every_content_referred_to(left, refs)

@@ -25,7 +25,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from . import StoreError
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 CALLS = "historymw_calls"
 SESSIONS = "historymw_sessions"
 SESSIONS_SINCE = 4  # the schema version that added historymw_sessions and historymw_rollup
@@ -79,7 +79,8 @@ calls = sa.Table(
     sa.Column("metadata", Json),
     # LMCall fields added after this schema version, until a migration gives them a column.
     sa.Column("extra", Json),
-    # The digests of the call's messages, in order, 16 bytes each (historymw.sql.contents).
+    # The call's messages (historymw.sql.contents): since schema 6 its shared prefix by one digest and
+    # its last message inline, packed; written by schema 5, the digest of each message in order.
     sa.Column("message_refs", sa.LargeBinary),
 )
 
@@ -202,9 +203,15 @@ def _v4_to_v5(conn: sa.Connection) -> None:
     migrate_messages(conn)
 
 
+def _v5_to_v6(conn: sa.Connection) -> None:
+    """v6: `message_refs` packed (a list content for the shared prefix, the last message inline: see
+    `historymw.sql.contents`). The rows already there keep their refs, which readers tell apart by
+    their length; the version keeps a reader of schema 5, which could not read the new ones, out."""
+
+
 # version N -> the step that turns a version-N database into version N+1.
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
-                                                             4: _v4_to_v5}
+                                                             4: _v4_to_v5, 5: _v5_to_v6}
 
 
 def stored_version(conn: sa.Connection) -> int | None:

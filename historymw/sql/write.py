@@ -195,7 +195,7 @@ def _not_stored(conn: sa.Connection, batches: Batches) -> Batches:
 def insert_each(engine: Any, batches: Batches, content_rows: Contents = ()) -> list[BaseException]:
     """Insert rows one at a time, each in its own transaction with the contents it refers to;
     returns the errors of rows refused."""
-    from .contents import split_refs
+    from .contents import row_contents
 
     errors: list[BaseException] = []
     by_digest = {r[0]: r for r in content_rows}
@@ -206,7 +206,7 @@ def insert_each(engine: Any, batches: Batches, content_rows: Contents = ()) -> l
                 try:
                     with conn.begin():
                         if at is not None and row[at]:
-                            _contents(conn, sorted({by_digest[d] for d in split_refs(row[at]) if d in by_digest}))
+                            _contents(conn, sorted(set(row_contents(row[at], by_digest))))
                         if conn.exec_driver_sql(ins.one, row).rowcount != 0:
                             aggregates.add(conn, [(ins.columns, [row])])
                 except sa.exc.DBAPIError as exc:

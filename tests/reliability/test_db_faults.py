@@ -42,12 +42,11 @@ def ask(model: str, messages: list[dict[str, str]]) -> str:
 
 def _phases(conn: sa.Connection) -> Counter[str]:
     """Stored calls by the first word of their first message, read through historymw_contents."""
-    from historymw.sql.contents import decode_body, split_refs
+    from historymw.sql.contents import stored_messages
 
     bodies = {bytes(h): b for h, b in conn.execute(sa.text("SELECT hash, body FROM historymw_contents")).all()}
     refs = conn.execute(sa.text("SELECT message_refs FROM historymw_calls")).scalars()
-    return Counter(str(json.loads(decode_body(bodies[split_refs(r)[0]]))["content"]).split(" ", 1)[0]
-                   for r in refs)
+    return Counter(str(stored_messages(r, bodies)[0]["content"]).split(" ", 1)[0] for r in refs)
 
 
 def _calls(n: int, tag: str, first: int = 0) -> float:

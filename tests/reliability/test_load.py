@@ -27,8 +27,9 @@ def ask(model: str, messages: list[dict[str, str]]) -> str:
 
 def _rows(url: str, engine: sa.Engine | None) -> list[tuple[str, str | None, Any, str]]:
     """(id, session, tags, first message) of every stored row, read with plain SQL: the first message
-    through its `message_refs` digest into historymw_contents (decoded, since it may be compressed)."""
-    from historymw.sql.contents import decode_body, split_refs
+    through its `message_refs` (inline, or a digest into historymw_contents: decoded, since it may be
+    compressed)."""
+    from historymw.sql.contents import stored_messages
 
     sql = "SELECT id, session, tags, message_refs FROM historymw_calls"
     bodies_sql = "SELECT hash, body FROM historymw_contents"
@@ -42,7 +43,7 @@ def _rows(url: str, engine: sa.Engine | None) -> list[tuple[str, str | None, Any
             bodies = {bytes(h): b for h, b in conn.execute(sa.text(bodies_sql)).all()}
 
     def first(refs: bytes) -> str:
-        return str(json.loads(decode_body(bodies[split_refs(refs)[0]]))["content"])
+        return str(stored_messages(refs, bodies)[0]["content"])
 
     return [(i, s, t, first(r)) for i, s, t, r in raw]
 
