@@ -16,11 +16,13 @@ def sqlite_bytes(url: str) -> bytes:
 
 
 def contents(conn: Any) -> bytes:
-    """Every stored message content, decoded."""
-    from historymw.sql.contents import decode_body
+    """Every stored message content, decoded, and every call's messages (an inline one, the last
+    message of a call, may be compressed in the call's row: schema 6)."""
+    from historymw.sql.contents import decode_body, message_bytes
 
-    bodies = conn.execute(sa.text("SELECT body FROM historymw_contents")).scalars().all()
-    return b"\n".join(decode_body(b) for b in bodies)
+    bodies = {bytes(h): decode_body(b) for h, b in conn.execute(sa.text("SELECT hash, body FROM historymw_contents"))}
+    refs = conn.execute(sa.text("SELECT message_refs FROM historymw_calls")).scalars().all()
+    return b"\n".join([*bodies.values(), *(m or b"" for r in refs for m in message_bytes(r, bodies))])
 
 
 def sqlite_contents(url: str) -> bytes:
