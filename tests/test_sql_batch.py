@@ -103,8 +103,8 @@ def test_the_usual_drafts_take_the_fast_path_and_write_what_sealing_would() -> N
     # The system prompt (the prefix) once, under the digest of its JSON; the row refers to it, then holds
     # the question (the last message) inline.
     system = b'{"role":"system","content":"You are terse."}'
-    user = b'{"role":"user","content":"What is six times seven?"}'
-    assert r["message_refs"] == b"\x01" + digest(system) + bytes((3, len(user) + 1, 0)) + user
+    question = b"What is six times seven?"  # (the message {"role": "user", "content": ...} as its text)
+    assert r["message_refs"] == b"\x01" + digest(system) + bytes((3, len(question) + 1, 7)) + question
     assert "messages" not in r
     built = build_rows(drafts)
     assert {dg: decode_body(body) for dg, body, _ in built.contents} == {digest(system): system}

@@ -72,7 +72,11 @@ def test_each_distinct_message_is_stored_once_and_read_back_whole(sqlite_url: st
         # One ref to the list, then the question: a row of ~60 bytes of messages instead of 4 digests.
         assert [tag for tag, _ in contents.items(r)] == [contents.LIST, contents.INLINE] and len(r) % 16
         assert contents.items(r)[0][1] in the_list
-        assert decode_body(contents.items(r)[1][1]) == contents.message_json(_question(i)).encode()
+        inline = contents.items(r)[1][1]  # the question's text, its codec naming its role
+        assert inline == bytes((contents.TEXT + contents.TEXT_ROLES.index("user"),)) + _question(i)["content"].encode()
+    with engine.connect() as conn:
+        # A new file has 16 KiB pages: a 4 KiB one holds 5 rows of ~700 bytes and ~500 bytes of nothing.
+        assert conn.exec_driver_sql("PRAGMA page_size").scalar() == 16384
     engine.dispose()
     with Store(sqlite_url) as store:
         calls = store.recent(100)
@@ -142,6 +146,10 @@ def test_a_very_long_last_message_is_a_content_and_one_message_alone_is_inline(s
 
 def _search(url: str, text: str) -> list[str]:
     """The last message of the calls whose messages the viewer's text search matches."""
+    return sorted(m["content"] for m in _search_messages(url, text))
+
+
+def _search_messages(url: str, text: str) -> list[Any]:
     from historymw.sql.schema import calls
 
     pattern = "%" + text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
@@ -151,13 +159,15 @@ def _search(url: str, text: str) -> list[str]:
             contents.messages_like(engine.dialect.name, pattern, calls.c.message_refs))).scalars().all()
         bodies = dict(conn.execute(sa.text("SELECT hash, body FROM historymw_contents")).all())
     engine.dispose()
-    return sorted(contents.stored_messages(r, bodies)[-1]["content"] for r in found)
+    return [contents.stored_messages(r, bodies)[-1] for r in found]
 
 
 def _search_checks(url: str) -> None:
     hm.configure(backends=["sql"], sql_url=url)
     for q in ("Who built the Pont du Gard?", "Où est né Rømer?", 'He said "50% of it" \\o/', "Why?"):
         ask("m", [SYSTEM, *DEMOS, {"role": "user", "content": q}])
+    parts = [{"type": "text", "text": 'The "Aqueduct" of Nîmes'}]  # not a str: inline as its JSON
+    ask("m", [SYSTEM, {"role": "user", "content": parts}])
     assert hm.flush(timeout=30)
     hm.configure(backends=["ring"])
     assert _search(url, "pont DU gard") == ["Who built the Pont du Gard?"]  # inline, any ASCII case
@@ -165,6 +175,7 @@ def _search_checks(url: str) -> None:
     assert _search(url, '"50% of it" \\o') == ['He said "50% of it" \\o/']
     assert len(_search(url, "Isaac Newton")) == 4  # a demo: a content, through the list
     assert _search(url, "Kepler") == []
+    assert [m for m in _search_messages(url, '"aqueduct" of nîmes')] == [{"role": "user", "content": parts}]
     # One character: found in the message's text only, never in the digests and lengths around it.
     assert _search(url, "%") == ['He said "50% of it" \\o/']
 
@@ -402,6 +413,7 @@ def test_a_version_5_store_is_read_as_it_is_then_carried_forward(tmp_path: Path)
     _record(url, 3, first=50)
     conn = sqlite3.connect(path)
     assert conn.execute("SELECT version FROM historymw_schema").fetchone() == (SCHEMA_VERSION,) == (6,)
+    assert conn.execute("PRAGMA page_size").fetchone() == (4096,)  # an existing file keeps its pages
     stored = dict(conn.execute("SELECT hash, body FROM historymw_contents").fetchall())
     refs = [r for (r,) in conn.execute("SELECT message_refs FROM historymw_calls")]
     conn.close()

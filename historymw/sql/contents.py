@@ -10,7 +10,8 @@ of its own. A call row's `message_refs` packs its messages as items (schema 6):
   shares its words and fields with its prompt and demos). A very long one (past `INLINE_MAX`) is a
   content ref instead (a document sent again and again is then stored once).
 Items: tag 1 + digest (a message content), tag 2 + digest (a list content), tag 3 + length (one
-byte, or two when past 127: LEB128) + an inline body. A packed value's length is never a multiple of
+byte, or two when past 127: LEB128) + an inline body (a short {"role", "content"} message as its text
+alone, the codec byte naming its role: `TEXT`). A packed value's length is never a multiple of
 16 (a 0 byte ends it when it would be): a value of schema 5, the digests of every message in order,
 always is, and is read as before.
 
@@ -45,6 +46,11 @@ RAW, ZLIB, ZSTD = 0, 1, 2
 DICT_ZLIB, DICT_ZSTD = 3, 4
 # A list's body: its digests, as they are (not text: a search of raw bodies must not read them).
 BINARY = 5
+# Inline bodies only: a message {"role": one of TEXT_ROLES, "content": a str} as its content's UTF-8,
+# the codec naming the role (TEXT + its index): 28 bytes of JSON less a call, and nothing to escape.
+TEXT = 6
+TEXT_ROLES = ("system", "user", "assistant", "tool", "developer")
+_ROLE_CODEC = {role: TEXT + i for i, role in enumerate(TEXT_ROLES)}
 # Items of a packed `message_refs` (see the module's doc).
 END, MESSAGE, LIST, INLINE = 0, 1, 2, 3
 INLINE_MAX = 8192  # a last message longer than this (its JSON, bytes) is a content of its own
@@ -289,28 +295,38 @@ class Pending:
                 dg = prefix.digest
                 if self.last_used[dg] < started:  # type: ignore[index]
                     self.last_used[dg] = started  # type: ignore[index]
-        data = f'{{"role":{_string(pairs[-2])},"content":{_string(pairs[-1])}}}'.encode("utf-8", "surrogatepass")
-        size = len(data) + 1
-        if size > COMPRESS_MIN:
-            return self._pack(prefix, data, started)
-        # The usual last message: short, inline and raw (the same as _pack, without its calls).
-        out = prefix.item + (bytes((INLINE, size, RAW)) if size < 0x80 else
-                             bytes((INLINE, 0x80 | (size & 0x7F), size >> 7, RAW))) + data
-        return out + b"\x00" if len(out) % DIGEST_BYTES == 0 else out
+        role, content = pairs[-2], pairs[-1]
+        codec = _ROLE_CODEC.get(role)
+        if codec is not None:
+            data = content.encode("utf-8", "surrogatepass")
+            size = len(data) + 1
+            if size <= COMPRESS_MIN:
+                # The usual last message: short, inline, its text (as _pack would, without its calls).
+                out = prefix.item + (bytes((INLINE, size, codec)) if size < 0x80 else
+                                     bytes((INLINE, 0x80 | (size & 0x7F), size >> 7, codec))) + data
+                return out + b"\x00" if len(out) % DIGEST_BYTES == 0 else out
+        return self._pack(prefix, f'{{"role":{_string(role)},"content":{_string(content)}}}'.encode(
+            "utf-8", "surrogatepass"), started)
 
     def refs(self, messages: Any, started: float) -> bytes | None:
         if not messages:
             return None
-        texts = [message_json(m) for m in messages]
         prefix = _NO_PREFIX
-        if len(texts) > 1:
-            key = tuple(texts[:-1])
+        if len(messages) > 1:
+            key = tuple([message_json(m) for m in messages[:-1]])
             prefix = self._prefixes.get(key)  # type: ignore[assignment]
             if prefix is None:
                 prefix = self._prefix(key, started)
             elif self.last_used[prefix.digest] < started:  # type: ignore[index]
                 self.last_used[prefix.digest] = started  # type: ignore[index]
-        return self._pack(prefix, texts[-1].encode("utf-8", "surrogatepass"), started)
+        last = messages[-1]
+        if type(last) is dict and len(last) == 2 and next(iter(last)) == "role":  # as the hot path's pairs
+            role, content = last["role"], last.get("content")
+            if type(role) is str and type(content) is str and role in _ROLE_CODEC:
+                data = content.encode("utf-8", "surrogatepass")
+                if len(data) < COMPRESS_MIN:
+                    return _ended(prefix.item + _inline_item(bytes((_ROLE_CODEC[role],)) + data))
+        return self._pack(prefix, message_json(last).encode("utf-8", "surrogatepass"), started)
 
     def _prefix(self, texts: Sequence[str], started: float) -> _Prefix:
         """The stored form of these messages (the JSON of each), made once a batch."""
@@ -476,6 +492,9 @@ def message_bytes(refs: bytes | memoryview | None, raw: Mapping[bytes, bytes]) -
                     continue
                 out.append(_decompress_inline(codec, payload[1:], bytes((codec,)) + refs[:prefix_end],
                                               out))  # type: ignore[arg-type]
+            elif TEXT <= codec < TEXT + len(TEXT_ROLES):
+                text = _string(payload[1:].decode("utf-8", "surrogatepass"))
+                out.append(f'{{"role":"{TEXT_ROLES[codec - TEXT]}","content":{text}}}'.encode("utf-8", "surrogatepass"))
             else:
                 out.append(decode_body(payload))
             prefix_end = -1  # (never the key of another: a call has one inline message, the last)
@@ -598,8 +617,8 @@ def messages_like(dialect: str, pattern: str, refs: Any) -> Any:
     stored raw (shorter than `COMPRESS_MIN`: the questions, answers and turns people search for) is
     searched; a compressed one (a long system prompt) cannot be read by the database. The matching
     contents are found once, then each call row is tested against them. Inline messages are searched
-    for the pattern's text when it has no wildcard but at its ends (what the viewer asks), ignoring
-    the case of ASCII letters."""
+    for the pattern's text (in their JSON, or their text for the TEXT codecs) when it has no wildcard but
+    at its ends (what the viewer asks), ignoring the case of ASCII letters."""
     import sqlalchemy as sa
 
     from .schema import contents
@@ -607,6 +626,7 @@ def messages_like(dialect: str, pattern: str, refs: Any) -> Any:
     k = contents.c
     needle = _like_text(pattern)
     inline: list[Any] = []
+    as_json = _string(needle)[1:-1] if needle else ""
     if dialect == "postgresql":
         text: Any = sa.case((sa.func.get_byte(k.body, 0) == RAW,
                         sa.func.convert_from(sa.func.substring(k.body, 2), "UTF8")))
@@ -620,13 +640,16 @@ def messages_like(dialect: str, pattern: str, refs: Any) -> Any:
             byte = sa.func.get_byte
             at = sa.case((byte(refs, 0).in_([MESSAGE, LIST]), 1 + DIGEST_BYTES), else_=0)  # the inline item
             body = at + sa.case((byte(refs, at + 1) >= 0x80, 3), else_=2)  # its codec byte
-            found = sa.func.strpos(sa.func.lower(sa.func.encode(sa.func.substring(refs, body + 2), "escape")),
-                                   sa.literal(_pg_escape(needle.lower()))) > 0
+            inside = sa.func.lower(sa.func.encode(sa.func.substring(refs, body + 2), "escape"))
             # (CASE: each byte is read only once the ones before it say it is there)
             inline.append(sa.case((sa.func.length(refs) % DIGEST_BYTES == 0, False),
                                   (sa.func.length(refs) < 1 + DIGEST_BYTES + 3, False),
-                                  (byte(refs, at) != INLINE, False), (byte(refs, body) != RAW, False),
-                                  else_=found))
+                                  (byte(refs, at) != INLINE, False),
+                                  (byte(refs, body) == RAW,
+                                   sa.func.strpos(inside, sa.literal(_pg_escape(as_json.lower()))) > 0),
+                                  (byte(refs, body).between(TEXT, TEXT + len(TEXT_ROLES) - 1),
+                                   sa.func.strpos(inside, sa.literal(_pg_escape(needle.lower()))) > 0),
+                                  else_=False))
     else:
         text = sa.cast(sa.func.substr(k.body, 2), sa.Text)  # (SQLite: the bytes, as text)
         direct = (sa.select(k.hash).where(sa.func.substr(k.body, 1, 1) == bytes((RAW,)),
@@ -642,10 +665,12 @@ def messages_like(dialect: str, pattern: str, refs: Any) -> Any:
 
             at = sa.case((blob_byte(0).in_([bytes((MESSAGE,)), bytes((LIST,))]), 1 + DIGEST_BYTES), else_=0)
             body = at + sa.case((blob_byte(at + 1) >= b"\x80", 3), else_=2)
-            inline.append(sa.and_(sa.func.length(refs) % DIGEST_BYTES != 0, blob_byte(at) == bytes((INLINE,)),
-                                  blob_byte(body) == bytes((RAW,)),
-                                  sa.func.instr(sa.func.lower(sa.func.substr(refs, body + 2)),
-                                                sa.literal(needle.lower())) > 0))
+            inside = sa.func.lower(sa.func.substr(refs, body + 2))
+            codec = blob_byte(body)
+            inline.append(sa.and_(sa.func.length(refs) % DIGEST_BYTES != 0, blob_byte(at) == bytes((INLINE,)), sa.or_(
+                sa.and_(codec == bytes((RAW,)), sa.func.instr(inside, sa.literal(as_json.lower())) > 0),
+                sa.and_(codec >= bytes((TEXT,)), codec < bytes((TEXT + len(TEXT_ROLES),)),
+                        sa.func.instr(inside, sa.literal(needle.lower())) > 0))))
     # The matching messages, and the lists that hold one of them.
     lists = sa.select(k.hash).where(binary, sa.exists(sa.select(sa.literal(1)).select_from(direct)
                                                       .where(holds(k.body, direct.c.hash))))
@@ -655,7 +680,7 @@ def messages_like(dialect: str, pattern: str, refs: Any) -> Any:
 
 
 def _like_text(pattern: str) -> str | None:
-    """The text of a LIKE pattern `%text%` (escape `\\`), as JSON writes it; None for another pattern."""
+    """The text of a LIKE pattern `%text%` (escape `\\`); None for another pattern."""
     if len(pattern) < 3 or pattern[0] != "%" or pattern[-1] != "%" or pattern.endswith("\\%"):
         return None
     out: list[str] = []
@@ -666,7 +691,7 @@ def _like_text(pattern: str) -> str | None:
         elif ch in "%_":
             return None
         out.append(ch)
-    return _string("".join(out))[1:-1] or None
+    return "".join(out) or None
 
 
 def _pg_escape(text: str) -> str:
