@@ -174,8 +174,13 @@ def v3_schema(engine: Any) -> None:
 
 def write_v3(url: str, columns: tuple[str, ...], rows: list[tuple[Any, ...]]) -> Rate:
     """Records per second inserting the v3 rows with historymw's multi-row statements."""
-    engine = sql_engine.make_engine(url, create=True)
-    v3_schema(engine)
+    page_size = sql_engine.SQLITE_PAGE_SIZE
+    sql_engine.SQLITE_PAGE_SIZE = 4096  # a SQLite file as schema 3 made it (SQLite's default pages)
+    try:
+        engine = sql_engine.make_engine(url, create=True)
+        v3_schema(engine)
+    finally:
+        sql_engine.SQLITE_PAGE_SIZE = page_size
     ins = write.Insert(engine.dialect, columns)
     batches = [rows[i:i + BATCH] for i in range(0, len(rows), BATCH)]
 
