@@ -1,10 +1,11 @@
 """The tables of the history store, and forward migrations between their versions.
 
 One row per call in `historymw_calls`: indexed columns for what people filter
-on, JSON for the structured parts (JSONB on PostgreSQL). A call's messages are
-stored once each in `historymw_contents` and referred to by digest from the
-call's `message_refs` (see `historymw.sql.contents`); `messages` holds what a
-writer before version 5 stored, and anything that is not a list. Times are UTC:
+on, JSON for the structured parts (JSONB on PostgreSQL). A call's messages are in
+its `message_refs` (see `historymw.sql.contents`): its shared prefix by the digest
+of a content in `historymw_contents` (each message stored there once), its last
+message inline; `messages` holds what a writer before version 5 stored, and
+anything that is not a list. Times are UTC:
 `TIMESTAMPTZ` on PostgreSQL, Unix epoch seconds (REAL) on SQLite, where a
 number sorts and compares fast and `datetime(started_at, 'unixepoch')` reads it.
 `historymw_sessions` (one row per session) and `historymw_rollup` (per 5 minutes, model,
