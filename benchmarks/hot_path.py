@@ -85,13 +85,14 @@ class Contender:
             return (time.thread_time() - c0) / n * 1e6, (time.perf_counter() - t0) / n * 1e6
 
 
-def dspy_contender() -> Contender | None:
-    """DSPy's own history path, as DSPy runs it after each LM call, at its steady state."""
-    try:
-        import dspy
-        from dspy.clients import base_lm
-    except ImportError:
-        return None
+def dspy_history() -> tuple[Callable[..., str], Callable[[], AbstractContextManager[Any]]]:
+    """DSPy's own history path, as DSPy runs it after each LM call, at its steady state: (a function
+    called like `bare` that also runs it, the scope to call it in). GLOBAL_HISTORY, lm.history and
+    two modules' histories are full at 10,000 entries; the modules are the callers in that scope.
+    benchmarks/instructions.py counts the same function. ImportError without dspy."""
+    import dspy
+    from dspy.clients import base_lm
+
     lm = dspy.LM("openai/gpt-4o-mini", cache=False)
     modules = [dspy.ChainOfThought("question -> answer"), dspy.Predict("question -> answer")]
 
@@ -112,8 +113,15 @@ def dspy_contender() -> Contender | None:
         lm._record_response(response, None, messages, [result], params)
         return result
 
-    return Contender("DSPy history path (10k full)", with_dspy_history,
-                     scope=lambda: dspy.context(caller_modules=modules), configure={})
+    return with_dspy_history, lambda: dspy.context(caller_modules=modules)
+
+
+def dspy_contender() -> Contender | None:
+    try:
+        fn, scope = dspy_history()
+    except ImportError:
+        return None
+    return Contender("DSPy history path (10k full)", fn, scope=scope, configure={})
 
 
 def pydantic_contender() -> Contender:

@@ -33,10 +33,8 @@ import argparse
 import importlib
 import json
 import os
-import random
 import re
 import shutil
-import string
 import subprocess
 import sys
 import tempfile
@@ -48,21 +46,15 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
+from hot_path import MESSAGES, dspy_history
+from hot_path import bare as _bare
 
 Setup = Callable[[], tuple[Callable[[], Any], Callable[[], Any] | None]]
 
-random.seed(7)
-PROMPT = "".join(random.choice(string.ascii_lowercase + "     ") for _ in range(4096))
-MESSAGES = [{"role": "system", "content": "You are a careful assistant."}, {"role": "user", "content": PROMPT}]
-ANSWER = "The answer is 42."
-WARMUP = 50  # calls before counting starts: caches, lazy imports, rings and lists at steady state
+WARMUP = 50  # calls before counting starts: caches, lazy imports (the core's ring: see _steady)
 
 
-# -- scenarios: core -----------------------------------------------------------------------------
-
-
-def _bare(model: str, messages: list[dict[str, str]], **params: Any) -> str:
-    return ANSWER
+# -- scenarios: core (the calls, prompt and DSPy setup of benchmarks/hot_path.py) ----------------------
 
 
 def _positional(fn: Callable[..., Any]) -> Callable[[], Any]:
@@ -80,6 +72,16 @@ def _recorded(**config: Any) -> Callable[..., Any]:
     return hm.recorded(provider="openai")(_bare)  # type: ignore[no-any-return]
 
 
+def _steady(call: Callable[[], Any]) -> Callable[[], Any]:
+    """`call` made until the ring is full: each counted call then evicts the oldest record,
+    as in a long-running program (and in hot_path.py's rounds of 20,000 calls)."""
+    import historymw as hm
+
+    for _ in range(hm.settings().maxlen + WARMUP):
+        call()
+    return call
+
+
 def bare() -> tuple[Callable[[], Any], None]:
     return _positional(_bare), None
 
@@ -89,11 +91,11 @@ def bare_keyword() -> tuple[Callable[[], Any], None]:
 
 
 def recorded_positional() -> tuple[Callable[[], Any], None]:
-    return _positional(_recorded()), None
+    return _steady(_positional(_recorded())), None
 
 
 def recorded_keyword() -> tuple[Callable[[], Any], None]:
-    return _keyword(_recorded()), None
+    return _steady(_keyword(_recorded())), None
 
 
 def disabled() -> tuple[Callable[[], Any], None]:
@@ -110,30 +112,9 @@ def sampled_out() -> tuple[Callable[[], Any], None]:
 
 def dspy_history_path() -> tuple[Callable[[], Any], None]:
     """DSPy's own history path after an LM call (`_record_response`), its lists full at 10,000 entries."""
-    import dspy
-    from dspy.clients import base_lm
-
-    lm = dspy.LM("openai/gpt-4o-mini", cache=False)
-    modules = [dspy.ChainOfThought("question -> answer"), dspy.Predict("question -> answer")]
-
-    class Response:  # what DSPy reads off a provider response
-        def __init__(self) -> None:
-            self.model = "gpt-4o-mini-2024-07-18"
-            self.usage = {"prompt_tokens": 1000, "completion_tokens": 8, "total_tokens": 1008}
-            self._hidden_params = {"response_cost": 0.00015}
-
-    response = Response()
-    filler = {"messages": MESSAGES, "outputs": [ANSWER]}
-    base_lm.GLOBAL_HISTORY[:] = [filler] * base_lm.MAX_HISTORY_SIZE
-    for owner in (lm, *modules):
-        owner.history[:] = [filler] * base_lm.MAX_HISTORY_SIZE
-    dspy.context(caller_modules=modules).__enter__()
-
-    def call() -> str:
-        result = _bare("gpt-4o-mini", MESSAGES, temperature=0.0)
-        lm._record_response(response, None, MESSAGES, [result], {"temperature": 0.0})
-        return result
-    return call, None
+    fn, scope = dspy_history()
+    scope().__enter__()  # for the rest of this process
+    return _positional(fn), None
 
 
 # -- scenarios: a cache-hit dspy.LM call ---------------------------------------------------------

@@ -41,7 +41,7 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 _perf = time.perf_counter
 _now = time.time
-_modules_get = sys.modules.get
+_modules = sys.modules
 _random = random.random
 _OTEL_TRACE = "opentelemetry.trace"
 _STATE = runtime.STATE
@@ -67,7 +67,7 @@ def head(eff: Effective) -> int:
     """The per-call head decision of a sampling or errors-only scope: FULL, TAIL or SKIP."""
     if eff.mode == TAIL:
         return TAIL
-    if _modules_get(_OTEL_TRACE) is None:  # no OpenTelemetry in this process: a coin toss
+    if _OTEL_TRACE not in _modules:  # no OpenTelemetry in this process: a coin toss
         if _random() < eff.rate:
             return FULL
     elif sampled_in(eff.bound, eff.rate, active_span_ids()):
@@ -108,7 +108,7 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
             draft.update(eff.labels)
             draft["size_bytes"] = draft.get("size_bytes", 0) + eff.labels_bytes
         if span is LOOKUP:
-            span = active_span_ids() if _modules_get(_OTEL_TRACE) is not None else None
+            span = active_span_ids() if _OTEL_TRACE in _modules else None
         if span is not None:
             draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
         return draft
@@ -208,9 +208,22 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return finish_result(draft, spec, eff, result)
         return async_wrapper
 
+    def other(eff: Effective, mode: int, args: tuple[Any, ...], kwargs: dict[str, Any]) -> Any:
+        """A call the wrapper's usual path does not take: an errors-only (TAIL) decision, or a shape
+        `usual_draft` declined (`start()` copies it)."""
+        draft = start(eff, spec, mode, args, kwargs, usual=False)
+        if draft is None:
+            return fn(*args, **kwargs)
+        try:
+            result = fn(*args, **kwargs)
+        except BaseException as exc:
+            finish(draft, spec, eff, None, exc)
+            raise
+        return finish_result(draft, spec, eff, result)
+
     # The hot path, in one place: the head decision (a disabled call costs a ContextVar read
     # and a branch; a sampled-out one, a random number more), the usual draft, the call, a str
-    # result. Any other call shape goes through start(), any other result through finish().
+    # result. Any other call goes through other(), any other result through finish_result().
     text_result = spec.extract is None
 
     @functools.wraps(fn)
@@ -222,26 +235,25 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         if mode != FULL:
             if mode == SKIP:
                 return fn(*args, **kwargs)
-            if mode == SAMPLE and _modules_get(_OTEL_TRACE) is None and not eff.keep_errors:
+            if mode == SAMPLE and _OTEL_TRACE not in _modules:  # a coin toss, inline: head()'s first case
                 if _random() >= eff.rate:
                     eff.count_sampled_out()
                     return fn(*args, **kwargs)
-                mode = FULL
-            elif (mode := head(eff)) == SKIP:
-                return fn(*args, **kwargs)
+            elif (mode := head(eff)) != FULL:
+                return fn(*args, **kwargs) if mode == SKIP else other(eff, mode, args, kwargs)
         try:
-            draft = usual_draft(spec, eff, args, kwargs) if mode == FULL else None
+            draft = usual_draft(spec, eff, args, kwargs)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error("capture", exc)
             return fn(*args, **kwargs)
-        if draft is None and (draft := start(eff, spec, mode, args, kwargs, usual=False)) is None:
-            return fn(*args, **kwargs)
+        if draft is None:
+            return other(eff, FULL, args, kwargs)
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
             finish(draft, spec, eff, None, exc)
             raise
-        if type(result) is not str or mode != FULL or not text_result or not eff.content:
+        if type(result) is not str or not text_result:
             return finish_result(draft, spec, eff, result)
         try:  # finish_text(), inline: the usual outcome
             draft["duration"] = _perf() - draft["duration"]

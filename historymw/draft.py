@@ -53,6 +53,7 @@ RECORD_BASE_BYTES = 400 + SEAL_BYTES
 # slots in a flat tuple, take less.
 MSG_BYTES = 184 + 8 + 2 + STR_HEADER
 PAIR_BYTES = MSG_BYTES
+MESSAGE_BYTES = PAIR_BYTES + STR_HEADER  # a usual message beside its chars: its pair and its content's header
 TUPLE_BYTES = 40  # the flat tuple's own header
 LABEL_CHARS = 256  # longest model or provider name kept
 DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
@@ -60,7 +61,7 @@ PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
 SCALARS = frozenset({int, float, bool, type(None)})
 _now = time.time
 _perf = time.perf_counter
-_modules_get = sys.modules.get
+_modules = sys.modules
 LOOKUP: Any = object()  # start(span=...), usual_draft(span=...): look the active span up now
 
 # Request parameters that name no credential: a call whose params all come from
@@ -89,7 +90,7 @@ class CallSpec:
     """What is known about a recorded function before any call: computed once."""
 
     __slots__ = ("provider", "provider_bytes", "base_bytes", "operation", "source", "extract", "names",
-                 "skip_first", "model_pos", "messages_pos", "simple_upto", "draft")
+                 "skip_first", "model_pos", "messages_pos", "simple_upto", "pair_args", "draft")
 
     def __init__(self, fn: Callable[..., Any] | None, provider: str | None, operation: str,
                  source: str, extract: Callable[[Any], dict[str, Any]] | None) -> None:
@@ -120,6 +121,9 @@ class CallSpec:
         while upto < len(names) and names[upto] in ("model", "messages"):
             upto += 1
         self.simple_upto = upto
+        # 2 when the usual positional call, `ask(model, messages)`, passes exactly these two in this
+        # order (a method's self goes the general way); -1 otherwise.
+        self.pair_args = 2 if names[:2] == ["model", "messages"] else -1
         # What `usual_draft` copies: every key of a usual draft, in order, the constant ones filled in.
         self.draft: dict[str, Any] = {
             "started": 0.0, "duration": 0.0, "provider": provider, "model": None, "operation": operation,
@@ -190,40 +194,58 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     untracks a tuple of str at its first pass, so a queued draft is one object for
     later collections to walk, not one per message. Like `capture.start`, it adds
     the scope's labels and the span's ids (`span`: as `capture.start` takes it).
+
+    Every call of a recorded function runs this: each line here costs every caller
+    (benchmarks/instructions.py counts it), so the usual shapes are read with the
+    fewest steps (a subscript in a try rather than .get(), sizes summed once).
     """
     if not eff.content:
         return None
     n = len(args)
-    if n:  # by position (a method's self is skipped by model_pos/messages_pos)
-        if n > spec.simple_upto:
+    try:
+        if n == spec.pair_args:  # ask("m", msgs)
+            model, messages = args
+            params = kwargs  # the wrapper's own **kwargs dict (Python builds one per call): kept as is
+        elif n:  # by position, another way (a method's self is skipped by model_pos/messages_pos)
+            if n > spec.simple_upto:
+                return None
+            mp, sp = spec.model_pos, spec.messages_pos
+            model = args[mp] if 0 <= mp < n else kwargs.get("model")
+            messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
+            params = kwargs
+        else:  # both by name (a KeyError: one is missing, not the usual call)
+            model, messages = kwargs["model"], kwargs["messages"]
+            params = None
+        if type(model) is not str or type(messages) is not list or len(model) > LABEL_CHARS:
             return None
-        mp, sp = spec.model_pos, spec.messages_pos
-        model = args[mp] if 0 <= mp < n else kwargs.get("model")
-        messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
-    else:
-        model, messages = kwargs.get("model"), kwargs.get("messages")
-    if type(model) is not str or type(messages) is not list or len(model) > 256:
+        if params is None:  # the params are the other arguments
+            params = kwargs.copy()
+            del params["model"], params["messages"]
+        for k in params:  # a loop: cheaper than set operations for the few params a call has
+            if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
+                # By position beside model or messages by name (or twice): the params are the rest.
+                params = _params_beside(kwargs) if n else None
+                if params is None:
+                    return None
+                break
+        pairs: list[str] = []
+        # Each message counts PAIR_BYTES, its role's chars and its content's str (see str_bytes).
+        size = spec.base_bytes + len(params) * PARAM_BYTES + len(model) + len(messages) * MESSAGE_BYTES
+        max_chars = eff.max_chars
+        for m in messages:
+            if type(m) is not dict or len(m) != 2:
+                return None
+            role = m["role"]  # a KeyError: another key than these two
+            content = m["content"]
+            if type(role) is not str or type(content) is not str:
+                return None
+            chars = len(content)
+            if chars > max_chars:
+                return None
+            pairs += role, content
+            size += len(role) + chars if content.isascii() else len(role) + sys.getsizeof(content) - STR_HEADER
+    except KeyError:
         return None
-    params = kwargs  # the wrapper's own **kwargs dict (Python builds one per call): kept as is
-    if not n:  # both by name (both are there: a str and a list): the params are the other arguments
-        params = kwargs.copy()
-        del params["model"], params["messages"]
-    elif "model" in kwargs or "messages" in kwargs:  # one by position, one by name
-        params = {k: v for k, v in kwargs.items() if k != "model" and k != "messages"}
-    for k in params:  # a loop: cheaper than set operations for the few params a call has
-        if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
-            return None
-    pairs: list[str] = []
-    size = spec.base_bytes + len(params) * PARAM_BYTES + len(model)  # model: an ASCII name, as a rule
-    max_chars = eff.max_chars
-    for m in messages:
-        if type(m) is not dict or len(m) != 2:
-            return None
-        role, content = m.get("role"), m.get("content")
-        if type(role) is not str or type(content) is not str or len(content) > max_chars:
-            return None
-        pairs += role, content
-        size += PAIR_BYTES + len(role) + (len(content) + STR_HEADER if content.isascii() else str_bytes(content))
     if size > eff.record_limit:
         return None
     draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
@@ -238,11 +260,23 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         draft.update(eff.labels)
         draft["size_bytes"] = size + eff.labels_bytes
     if span is LOOKUP:
-        span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
+        span = active_span_ids() if "opentelemetry.trace" in _modules else None
     if span is not None:
         draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
     draft["duration"] = _perf()  # the start's perf_counter, until the call ends
     return draft
+
+
+def _params_beside(kwargs: dict[str, Any]) -> dict[str, Any] | None:
+    """The params of a positional call that named model or messages too: the other keyword
+    arguments, when all are usual (COMMON_PARAMS, scalar); else None (not the usual call)."""
+    params = {k: v for k, v in kwargs.items() if k != "model" and k != "messages"}
+    if len(params) == len(kwargs):
+        return None
+    for k in params:
+        if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
+            return None
+    return params
 
 
 def fast_messages(messages: Any, max_chars: int, limit: int) -> tuple[list[Any], int] | None:

@@ -23,7 +23,9 @@ from .errors import ConfigError
 from .plain import Budget, plain
 from .policy import FULL, SKIP, TAIL, Policy, parse_policy, trace_id_bound
 
-SAMPLE = 3  # a head decision is needed per call
+# Modes beside policy's SKIP, FULL and TAIL, for which a head decision is needed per call (capture.head):
+SAMPLE = 3  # sampled, at random or by trace id; a call not sampled is not recorded
+SAMPLE_ERRORS = 4  # sampled, and a call not sampled is kept if it fails (errors+sample)
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -112,7 +114,7 @@ class Frame:
         elif policy.everything or (policy.sample and rate >= 1.0):
             mode = FULL
         elif policy.sample:
-            mode = SAMPLE
+            mode = SAMPLE_ERRORS if policy.keep_errors else SAMPLE
         else:
             mode = TAIL
         # A record may take at most 1/16 of the byte budget (and at least 16 KiB),

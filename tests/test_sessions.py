@@ -3,12 +3,11 @@ session inside the ring's byte budget, released after an idle time read on a fak
 
 from __future__ import annotations
 
-import gc
 import threading
-import tracemalloc
 from typing import Any
 
 import pytest
+from reliability.test_byte_bound import traced  # the byte-bound tests' measure: bytes tracemalloc still counts
 
 import historymw as hm
 from historymw.errors import ConfigError
@@ -155,15 +154,7 @@ def test_sessions_stay_within_the_byte_budget_least_recently_active_released_fir
             clock.advance(0.01)
             say(f"s{i % 600}", f"turn {i} " + "w" * 200)
 
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
-        work()
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+    held = traced(work)
     s = hm.stats()
     assert s.bytes_held <= max_bytes
     assert held <= max_bytes + 64 * 1024, f"{held / max_bytes:.2f}x max_bytes"
@@ -196,16 +187,12 @@ def test_the_session_bookkeeping_is_counted_at_least_at_what_it_takes(clock: Fak
     configure(clock, maxlen=1)
     say("warm", "x")
     hm.ring().clear()
-    gc.collect()
-    tracemalloc.start()
-    try:
-        before = tracemalloc.get_traced_memory()[0]
+
+    def work() -> None:
         for i in range(2000):
             say(f"session-{i:05d}", "x")
-        gc.collect()
-        held = tracemalloc.get_traced_memory()[0] - before
-    finally:
-        tracemalloc.stop()
+
+    held = traced(work)
     accounted = hm.stats().bytes_held
     assert held <= accounted <= 2 * held, (held, accounted)
 

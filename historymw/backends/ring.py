@@ -48,9 +48,18 @@ class RingBuffer(Sequence["LMCall"]):  # the model is defined when a record is f
         self._items: deque[dict[str, Any]] = deque()
         self._bytes = 0
         self._lock = threading.Lock()
-        self.evicted = 0  # records removed to hold the bounds (under _lock)
         self.appended = 0  # drafts offered to append(), kept or not (under _lock)
+        self._cleared = 0  # records clear() removed (not evicted: see `evicted`)
+        # The largest draft kept: none when maxlen is 0 (append() compares one number).
+        self._largest = max_bytes if maxlen > 0 else -1
         _rings.add(self)
+
+    @property
+    def evicted(self) -> int:
+        """Records removed to hold the bounds: every record kept and no longer in the ring, but
+        for those clear() removed (counted from the other counters, so append() keeps one fewer)."""
+        with self._lock:
+            return self.appended - self._dropped - len(self._items) - self._cleared
 
     @property
     def bytes_held(self) -> int:
@@ -67,14 +76,15 @@ class RingBuffer(Sequence["LMCall"]):  # the model is defined when a record is f
             self._sessions.clock = clock
 
     def append(self, draft: dict[str, Any]) -> None:
-        """Add a draft, evicting the oldest until both bounds hold (hot path)."""
+        """Add a draft, evicting the oldest until both bounds hold (hot path: at steady state
+        each append evicts one record, inline)."""
         size = draft["size_bytes"]
         items = self._items
         lock = self._lock
-        lock.acquire()
+        lock.acquire()  # acquire() and release() in a try: cheaper than `with` (no bound __exit__)
         try:
             self.appended += 1
-            if size > self.max_bytes or self.maxlen == 0:
+            if size > self._largest:
                 self._dropped += 1
                 counters.COUNTERS.drop("larger_than_ring")
                 return
@@ -82,13 +92,13 @@ class RingBuffer(Sequence["LMCall"]):  # the model is defined when a record is f
             held = self._bytes + size
             if "session" in draft and self._sessions is not None:
                 held += self._sessions.add(draft, self.appended - self._dropped)
-            if held > self.max_bytes or len(items) > self.maxlen:
-                if not self._live:
-                    while len(items) > self.maxlen or held > self.max_bytes:
-                        held -= items.popleft()["size_bytes"]
-                        self.evicted += 1
-                else:
+            if len(items) > self.maxlen or held > self.max_bytes:
+                if self._live:
                     held = self._evict(held)
+                else:  # one in, one out (at most maxlen + 1 were held); more only for bytes
+                    held -= items.popleft()["size_bytes"]
+                    while held > self.max_bytes:
+                        held -= items.popleft()["size_bytes"]
             self._bytes = held
         finally:
             lock.release()
@@ -112,13 +122,13 @@ class RingBuffer(Sequence["LMCall"]):  # the model is defined when a record is f
 
     def _leave(self, draft: dict[str, Any], table: SessionTable) -> int:
         """The ring lets go of a record: the bytes freed (none while its session's window holds it)."""
-        self.evicted += 1
         if "session" in draft and table.keep(draft):
             return 0
         return int(draft["size_bytes"])
 
     def clear(self) -> None:
         with self._lock:
+            self._cleared += len(self._items)
             self._items.clear()
             if self._sessions is not None:
                 self._sessions.clear()
