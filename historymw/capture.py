@@ -253,12 +253,12 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         except BaseException as exc:
             finish(draft, spec, eff, None, exc)
             raise
-        if type(result) is not str or not text_result:
-            return finish_result(draft, spec, eff, result)
-        try:  # finish_text(), inline: the usual outcome
+        if type(result) is not str or not text_result or len(result) > 1024 or not result.isascii():
+            return finish_result(draft, spec, eff, result)  # (a long or wide str: finish_text clips and sizes it)
+        try:  # finish_text(), inline: the usual outcome, a short ASCII str
             draft["duration"] = _perf() - draft["duration"]
-            draft["output_text"] = text = result if len(result) <= 1024 else clip(result, eff.max_chars)
-            draft["size_bytes"] += len(text) + STR_HEADER if text.isascii() else str_bytes(text)
+            draft["output_text"] = result
+            draft["size_bytes"] += len(result) + STR_HEADER
             eff.commit(draft)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error("capture", exc)

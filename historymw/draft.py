@@ -213,25 +213,22 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
             model = args[mp] if 0 <= mp < n else kwargs.get("model")
             messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
             params = kwargs
-        else:  # both by name (a KeyError: one is missing, not the usual call)
-            model, messages = kwargs["model"], kwargs["messages"]
-            params = None
+        else:  # both by name: the params are the other arguments (a KeyError: one is missing)
+            params = kwargs.copy()
+            model = params.pop("model")
+            messages = params.pop("messages")
         if type(model) is not str or type(messages) is not list or len(model) > LABEL_CHARS:
             return None
-        if params is None:  # the params are the other arguments
-            params = kwargs.copy()
-            del params["model"], params["messages"]
         for k in params:  # a loop: cheaper than set operations for the few params a call has
             if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
                 # By position beside model or messages by name (or twice): the params are the rest.
-                params = _params_beside(kwargs) if n else None
-                if params is None:
+                rest = _params_beside(kwargs) if n else None
+                if rest is None:
                     return None
+                params = rest
                 break
         pairs: list[str] = []
-        # Each message counts PAIR_BYTES, its role's chars and its content's str (see str_bytes).
-        size = spec.base_bytes + len(params) * PARAM_BYTES + len(model) + len(messages) * MESSAGE_BYTES
-        max_chars = eff.max_chars
+        size = 0  # the messages' chars first: their sum bounds each content's length
         for m in messages:
             if type(m) is not dict or len(m) != 2:
                 return None
@@ -239,13 +236,16 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
             content = m["content"]
             if type(role) is not str or type(content) is not str:
                 return None
-            chars = len(content)
-            if chars > max_chars:
-                return None
             pairs += role, content
-            size += len(role) + chars if content.isascii() else len(role) + sys.getsizeof(content) - STR_HEADER
+            size += len(role) + len(content)
+            if not content.isascii():  # its str takes more than a byte a char (see str_bytes)
+                size += sys.getsizeof(content) - len(content) - STR_HEADER
     except KeyError:
         return None
+    if size > eff.max_chars and any(len(content) > eff.max_chars for content in pairs[1::2]):
+        return None  # a content the slow path truncates
+    # Each message also counts its pair and its content's header; the model is an ASCII name, as a rule.
+    size += spec.base_bytes + len(params) * PARAM_BYTES + len(model) + len(messages) * MESSAGE_BYTES
     if size > eff.record_limit:
         return None
     draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
