@@ -541,3 +541,66 @@ def parsed_outcome(draft: dict[str, Any], eff: Effective, duration: float, outpu
     draft.update(taken)
     draft["size_bytes"] += used + (table_growth(draft) if not rest else 0)  # else finish() adds it
     return rest
+
+
+def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs: list[str],
+                 finish_reason: str | None, response_id: str | None, response_model: str | None,
+                 cost: float | None, cache_hit: bool | None, private: dict[str, Any]) -> dict[str, Any] | None:
+    """`parsed_outcome` for the usual chat response a framework parsed (DSPy's), one field per
+    argument: no dict to build, no loop over fields. Each value is of the type named or None
+    (None: the field is not set). `outputs`: a non-empty list of str made for this record.
+    Labels are cut as `_outcome_fields` cuts them (64 or 256 chars). Returns None when all is
+    taken, else the fields for `apply_fields` (the record over its limit), as `parsed_outcome`."""
+    used = LIST_OVERHEAD + DICT_PER_ITEM if eff.content else 0
+    if used:
+        for i, text in enumerate(outputs):
+            if len(text) > 1024:
+                outputs[i] = text = clip(text, eff.max_chars)
+            used += LIST_PER_ITEM + (len(text) + STR_HEADER if text.isascii() else sys.getsizeof(text))
+    if finish_reason is not None:
+        if len(finish_reason) > 64:
+            finish_reason = finish_reason[:64]
+        used += DICT_PER_ITEM + (len(finish_reason) + STR_HEADER if finish_reason.isascii()
+                                 else sys.getsizeof(finish_reason))
+    if response_id is not None:
+        if len(response_id) > LABEL_CHARS:
+            response_id = response_id[:LABEL_CHARS]
+        used += DICT_PER_ITEM + (len(response_id) + STR_HEADER if response_id.isascii()
+                                 else sys.getsizeof(response_id))
+    if response_model is not None:
+        if len(response_model) > LABEL_CHARS:
+            response_model = response_model[:LABEL_CHARS]
+        used += DICT_PER_ITEM + (len(response_model) + STR_HEADER if response_model.isascii()
+                                 else sys.getsizeof(response_model))
+    if cost is not None:
+        used += DICT_PER_ITEM + SCALAR_SIZE
+    if cache_hit is not None:
+        used += DICT_PER_ITEM
+    rest = None
+    if draft["size_bytes"] + used > eff.record_limit:  # apply_fields truncates to fit: let it
+        given = {"outputs": outputs, "output_text": outputs[0], "finish_reason": finish_reason,
+                 "response_id": response_id, "response_model": response_model, "cost": cost, "cache_hit": cache_hit}
+        rest = {k: v for k, v in given.items() if v is not None}
+        used = 0
+    else:
+        if eff.content:
+            draft["outputs"] = outputs
+            draft["output_text"] = outputs[0]  # the first output, counted there
+        if finish_reason is not None:
+            draft["finish_reason"] = finish_reason
+        if response_id is not None:
+            draft["response_id"] = response_id
+        if response_model is not None:
+            draft["response_model"] = response_model
+        if cost is not None:
+            draft["cost"] = cost
+        if cache_hit is not None:
+            draft["cache_hit"] = cache_hit
+    for name, value in private.items():
+        key = "_" + name
+        if key not in draft:
+            used += held_bytes(value)
+        draft[key] = value
+    draft["duration"] = duration
+    draft["size_bytes"] += used + (table_growth(draft) if rest is None else 0)  # else finish() adds it
+    return rest

@@ -19,7 +19,7 @@ from typing import Any
 
 from . import counters, runtime
 from .capture import decide, finish, head, start
-from .draft import CallSpec, keep_private, parsed_outcome
+from .draft import CallSpec, chat_outcome, keep_private, parsed_outcome, usual_draft
 from .extract import usage_fields
 from .policy import FULL, SKIP, active_span_ids
 from .scope import CURRENT
@@ -129,11 +129,46 @@ class Recording:
             span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
             if mode != FULL or not eff.content:
                 return cls(spec, eff, mode, span, started, where, t0)
-            draft = start(eff, spec, FULL, (model, messages), params, started, span)
-            if draft is None:
+            args = (model, messages)
+            draft = usual_draft(spec, eff, args, params, started, span)
+            if draft is None and (draft := start(eff, spec, FULL, args, params, started, span, False)) is None:
                 return None
             duration = _perf() - t0
             rest = parsed_outcome(draft, eff, duration, outputs, fields, private)
+            if rest:
+                finish(draft, spec, eff, None, None, started + duration, rest)
+            else:
+                eff.commit(draft)
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error(where, exc)
+        return None
+
+    @classmethod
+    def complete_chat(cls, spec: CallSpec, started: float, t0: float, model: Any, messages: Any,
+                      params: dict[str, Any], outputs: list[str], finish_reason: str | None,
+                      response_id: str | None, response_model: str | None, cost: float | None,
+                      cache_hit: bool | None, private: dict[str, Any], where: str = "integration") -> Recording | None:
+        """`complete()` for the usual chat response a framework parsed, its fields one by one
+        (see `draft.chat_outcome`: each of the type named, or None); no usage. The cheapest way
+        to record a call: a cache-hit DSPy call is recorded through this."""
+        try:
+            frame = CURRENT.get()  # decide(), inline: this is an integration's hot path
+            eff = frame.eff
+            if eff.gen != _STATE.gen:
+                eff = frame.refresh()
+            mode = eff.mode
+            if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+                return None
+            span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
+            if mode != FULL or not eff.content:
+                return cls(spec, eff, mode, span, started, where, t0)
+            args = (model, messages)
+            draft = usual_draft(spec, eff, args, params, started, span)
+            if draft is None and (draft := start(eff, spec, FULL, args, params, started, span, False)) is None:
+                return None
+            duration = _perf() - t0
+            rest = chat_outcome(draft, eff, duration, outputs, finish_reason, response_id, response_model, cost,
+                                cache_hit, private)
             if rest:
                 finish(draft, spec, eff, None, None, started + duration, rest)
             else:

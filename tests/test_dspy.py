@@ -377,3 +377,27 @@ def test_install_without_dspy_names_the_extra(monkeypatch: pytest.MonkeyPatch) -
     monkeypatch.setitem(sys.modules, "dspy", None)
     with pytest.raises(hm.MissingDependencyError, match=r"pip install 'historymw\[dspy\]'"):
         hm_dspy.install()
+
+
+@pytest.mark.parametrize("fields", [
+    {"finish_reason": "stop", "response_id": "chatcmpl-1", "response_model": "gpt-4o-mini", "cost": 1.5e-05,
+     "cache_hit": True},
+    {"finish_reason": "arrêt", "response_id": None, "response_model": "m" * 300, "cost": None, "cache_hit": None},
+])
+def test_a_cache_hit_draft_is_the_one_the_general_path_makes(fields: dict[str, Any]) -> None:
+    # A cache-hit DSPy call is recorded through draft.chat_outcome (no dict of fields, no loop):
+    # its draft, size included, must be the one parsed_outcome makes from the same outcome.
+    from historymw.capture import effective_now
+    from historymw.draft import CallSpec, chat_outcome, parsed_outcome, usual_draft
+
+    eff = effective_now()
+    spec = CallSpec(None, "openai", "chat", "dspy", None)
+    msgs = [{"role": "user", "content": "What is 2+2?"}]
+    general = usual_draft(spec, eff, (), {"model": "gpt-4o-mini", "messages": msgs, "temperature": 0.0})
+    assert general is not None
+    fast = dict(general)
+    cut = {k: v[:256] if isinstance(v, str) else v for k, v in fields.items()}
+    parsed_outcome(general, eff, 0.25, ["4", "é"], cut, {"dspy": (1, 2)})
+    rest = chat_outcome(fast, eff, 0.25, ["4", "é"], *fields.values(), {"dspy": (1, 2)})
+    assert rest is None
+    assert fast == general

@@ -20,6 +20,7 @@ scope into their workers. `uninstall()` puts every original back.
 
 from __future__ import annotations
 
+import contextvars
 import functools
 import importlib
 import sys
@@ -36,7 +37,7 @@ from ..record import LMCall
 from ..recording import Recording
 from ..scope import CURRENT
 from . import dspy_history
-from ._common import IN_DSPY_CALL, model_params, split_model
+from ._common import IN_DSPY_CALL, MODEL_PARAMS, model_params, split_model
 
 __all__ = ["install", "installed", "uninstall"]
 
@@ -54,18 +55,18 @@ _lock = threading.Lock()
 # (owner, attribute, what owner.__dict__ held before) for every patch in place.
 _patches: list[tuple[Any, str, Any]] = []
 _settings: Any = None  # dspy.settings, bound at install()
+# What dspy.settings reads a name from, bound at install() when DSPy keeps them as this
+# integration knows (else None): its per-context overrides (a ContextVar of a dict), then its config.
+_overrides: Any = None
+_config: dict[str, Any] | None = None
+_in_dspy_call = IN_DSPY_CALL.get
 
 
-class _CallState:
-    """One DSPy LM call in flight, visible to the code DSPy runs for it (same context)."""
-
-    __slots__ = ("started", "t0", "cache_hit", "done")
-
-    def __init__(self) -> None:
-        self.started = _now()
-        self.t0 = _perf()
-        self.cache_hit: bool | None = None
-        self.done = False
+# One DSPy LM call in flight, visible to the code DSPy runs for it (same context): a list
+# [started, t0, cache_hit, done] (time.time() and time.perf_counter() at the call's start,
+# whether DSPy's cache answered, whether the call is recorded already). A list, not an
+# object, because every LM call makes one: a list display costs no __init__ frame.
+_STARTED, _T0, _CACHE_HIT, _DONE = range(4)
 
 
 def _dspy() -> Any:
@@ -90,6 +91,7 @@ def install() -> None:
         except ImportError:
             settings = dspy.settings
         _settings = settings
+        _bind_settings(sys.modules.get(type(settings).__module__))
 
         _patch(BaseLM, "__call__", _wrap_call(BaseLM.__call__))
         _patch(BaseLM, "acall", _wrap_acall(BaseLM.acall))
@@ -137,6 +139,16 @@ def uninstall() -> None:
                 setattr(owner, name, before)
 
 
+def _bind_settings(module: Any) -> None:
+    """Read DSPy's settings where `Settings.__getattr__` reads them, when DSPy keeps them as
+    this integration knows: a ContextVar of overrides, then a config dict."""
+    global _overrides, _config
+    overrides = getattr(module, "thread_local_overrides", None)
+    config = getattr(module, "main_thread_config", None)
+    ok = isinstance(overrides, contextvars.ContextVar) and isinstance(config, dict)
+    _overrides, _config = (overrides, config) if ok else (None, None)
+
+
 def _optional(name: str) -> Any:
     try:
         return importlib.import_module(name)
@@ -155,12 +167,12 @@ def _patch(owner: Any, name: str, value: Any) -> None:
 def _wrap_call(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _CallState()
+        state = [_now(), _perf(), None, False]
         token = IN_DSPY_CALL.set(state)
         try:
             return orig(self, *args, **kwargs)
         except BaseException as exc:
-            if not state.done:
+            if not state[_DONE]:
                 _record_failure(self, args, kwargs, state, exc)
             raise
         finally:
@@ -171,12 +183,12 @@ def _wrap_call(orig: Callable[..., Any]) -> Callable[..., Any]:
 def _wrap_acall(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
     async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
-        state = _CallState()
+        state = [_now(), _perf(), None, False]
         token = IN_DSPY_CALL.set(state)
         try:
             return await orig(self, *args, **kwargs)
         except BaseException as exc:
-            if not state.done:
+            if not state[_DONE]:
                 _record_failure(self, args, kwargs, state, exc)
             raise
         finally:
@@ -190,21 +202,29 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
     # historymw's _route: for DSPy's usual call that entry is skipped and the record is
     # read from DSPy's call and result themselves. Everything else, and every unusual
     # case (an explicit lm15 Request, an LM overriding update_history, an unknown result
-    # type), goes through DSPy's own finalize.
+    # type, a DSPy whose settings are kept otherwise), goes through DSPy's own finalize.
+    prepared, parsed = kinds if kinds is not None and _config is not None else (None, None)
+    overrides = _overrides.get if _overrides is not None else None
+    config = _config if _config is not None else {}
+
     @functools.wraps(orig)
     def finalize(lm: Any, call: Any, result: Any) -> Any:
-        state = IN_DSPY_CALL.get()
+        state = _in_dspy_call()
         if state is None:
             return orig(lm, call, result)
-        if (kinds is None or type(call) is not kinds[0] or type(result) is not kinds[1]
-                or call.request is not None or type(lm).update_history is not _route):
-            state.cache_hit = bool(getattr(result, "cache_hit", False))
+        if (type(call) is not prepared or type(result) is not parsed or call.request is not None
+                or overrides is None or type(lm).update_history is not _route):
+            state[_CACHE_HIT] = bool(getattr(result, "cache_hit", False))
             return orig(lm, call, result)
-        settings = _settings
-        if not result.cache_hit and settings.usage_tracker:
-            settings.usage_tracker.add_usage(lm.model, result.usage)
-        if not settings.disable_history:
-            _record_result(lm, call, result, state)
+        # DSPy's settings, read as Settings.__getattr__ reads them (its overrides, then its
+        # config) without the AttributeError every `settings.name` raises first.
+        ov = overrides()
+        if not result.cache_hit:
+            tracker = ov["usage_tracker"] if "usage_tracker" in ov else config.get("usage_tracker")
+            if tracker:
+                tracker.add_usage(lm.model, result.usage)
+        if not (ov["disable_history"] if "disable_history" in ov else config.get("disable_history")):
+            _record_result(lm, call, result, state, ov)
         return result.outputs
     return finalize
 
@@ -252,7 +272,7 @@ def _spec_of(model: Any) -> tuple[CallSpec, str | None]:
 
 
 def _begin(lm: Any, model: Any, messages: Any, params: dict[str, Any], system: Any,
-           state: _CallState | None, mods: Any) -> Recording | None:
+           state: list[Any] | None, mods: Any) -> Recording | None:
     """A recording of the call with its request captured, or None when nothing is recorded.
 
     `params`: a dict made for the record (it is kept)."""
@@ -260,7 +280,7 @@ def _begin(lm: Any, model: Any, messages: Any, params: dict[str, Any], system: A
     if state is None:
         recording = Recording.begin(spec, where="dspy_integration")
     else:
-        recording = Recording.begin(spec, state.started, "dspy_integration", state.t0)
+        recording = Recording.begin(spec, state[_STARTED], "dspy_integration", state[_T0])
     if recording is None or not recording.request(name, messages, params, system=system):
         return None
     # For lm.inspect_history and module.inspect_history: never part of a record.
@@ -292,7 +312,7 @@ def _route(lm: Any, entry: Any) -> None:
     try:
         state = IN_DSPY_CALL.get()
         if state is not None:
-            state.done = True
+            state[_DONE] = True
         if not isinstance(entry, dict):
             return
         messages = entry.get("messages")
@@ -311,23 +331,27 @@ def _route(lm: Any, entry: Any) -> None:
         if not recording.keeps_success:  # errors-only: nothing of a success is read
             recording.succeed()
             return
-        cache_hit = state.cache_hit if state is not None else entry.get("cache_hit")
+        cache_hit = state[_CACHE_HIT] if state is not None else entry.get("cache_hit")
         _succeed(recording, entry.get("outputs"), entry.get("usage"), entry.get("cost"), entry.get("response"),
                  entry.get("response_model"), cache_hit, mods)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
 
-def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
+def _record_result(lm: Any, call: Any, result: Any, state: list[Any], ov: Any) -> None:
     """The record of a DSPy call that went through `finalize`, read from what DSPy built for it:
     the request it sent (`call.legacy`: the LM's and the call's parameters merged, the messages
-    rendered) and the outputs, usage and cost it parsed (`result`)."""
+    rendered) and the outputs, usage and cost it parsed (`result`). `ov`: DSPy's settings
+    overrides in force (see `finalize`)."""
     try:
-        state.done = True
+        state[_DONE] = True
         messages = call.messages
-        legacy = getattr(call, "legacy", None)
+        legacy = call.legacy
         if type(legacy) is dict:
-            params = model_params(legacy)
+            params = {}  # model_params(legacy), inline
+            for key in MODEL_PARAMS.intersection(legacy):
+                if (value := legacy[key]) is not None:
+                    params[key] = value
             if not messages:  # lm("..."): DSPy rendered the prompt as one user message
                 messages = legacy.get("messages")
         else:
@@ -338,33 +362,51 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
         model = lm.model
         hit = _MODELS.get(model) if type(model) is str else None
         spec, name = hit if hit is not None else _spec_of(model)
-        try:
-            mods = _settings.caller_modules or ()  # the DSPy modules the call came through
-        except Exception:  # noqa: BLE001
-            mods = ()
-        # For lm.inspect_history, module.inspect_history and DSPy's history views: never in a record.
-        private: dict[str, Any] = {"dspy": (id(lm), *[id(m) for m in mods]) if mods else (id(lm),)}
-        limit = getattr(_settings, "max_history_size", 10000)  # DSPy's bound at this call, for the views
+        config: Any = _config  # not None: finalize reads DSPy's settings this way only when bound
+        # The DSPy modules the call came through, and DSPy's bound at this call: for
+        # lm.inspect_history, module.inspect_history and DSPy's history views, never in a record.
+        mods = ov["caller_modules"] if "caller_modules" in ov else config.get("caller_modules")
+        private: dict[str, Any] = {"dspy": (id(lm), *map(id, mods)) if mods else (id(lm),)}
+        limit = ov["max_history_size"] if "max_history_size" in ov else config.get("max_history_size", 10000)
         if limit != 10000:
             private["dspy_max"] = limit
         if not call.messages and type(call.prompt) is str:
             private["dspy_prompt"] = True  # lm("..."): DSPy's entry has the prompt, no messages
         outputs = result.outputs
         system = call.kwargs.get("system")
+        raw = result.raw
+        response = raw if raw is not None else result.responses
         recording: Recording | None
         if (system is None and type(outputs) is list and outputs
                 and (type(outputs[0]) is str if len(outputs) == 1 else all(type(o) is str for o in outputs))):
             # DSPy's usual outputs: str. The caller gets DSPy's list back from the call, so the
             # record keeps a list of its own holding the same (immutable) str objects.
-            fields = _outcome_fields(result.raw if result.raw is not None else result.responses, result.cost,
-                                     result.response_model, result.cache_hit, mods)
             usage = result.usage
-            if usage:
-                usage_fields(usage, fields)
-            recording = Recording.complete(spec, state.started, state.t0, name, messages, params, list(outputs),
-                                           fields, private, "dspy_integration")
+            cost = result.cost
+            if usage or mods or (cost is not None and type(cost) is not float):  # with usage or a module
+                fields = _outcome_fields(response, cost, result.response_model, result.cache_hit, mods)
+                if usage:
+                    usage_fields(usage, fields)
+                recording = Recording.complete(spec, state[_STARTED], state[_T0], name, messages, params,
+                                               [*outputs], fields, private, "dspy_integration")
+            else:  # an LM called directly, a cache hit (no usage): the response's fields one by one
+                reason = rid = None
+                if response is not None:  # a LiteLLM ModelResponse, or a tuple of lm15 Responses
+                    if type(response) is tuple and len(response) == 1:
+                        response = response[0]
+                    choices = getattr(response, "choices", None)
+                    reason = (getattr(choices[0], "finish_reason", None) if choices
+                              else getattr(response, "finish_reason", None))
+                    rid = getattr(response, "id", None)
+                rmodel = result.response_model
+                hit_flag = result.cache_hit
+                recording = Recording.complete_chat(
+                    spec, state[_STARTED], state[_T0], name, messages, params, [*outputs],
+                    reason if type(reason) is str else None, rid if type(rid) is str else None,
+                    rmodel if type(rmodel) is str else None, cost, hit_flag if type(hit_flag) is bool else None,
+                    private, "dspy_integration")
         else:
-            recording = Recording.begin(spec, state.started, "dspy_integration", state.t0)
+            recording = Recording.begin(spec, state[_STARTED], "dspy_integration", state[_T0])
         if recording is None or not recording.request(name, messages, params, system=system):
             return
         for key, value in private.items():
@@ -372,9 +414,8 @@ def _record_result(lm: Any, call: Any, result: Any, state: _CallState) -> None:
         if not recording.keeps_success:  # errors-only: nothing of a success is read
             recording.succeed()
             return
-        raw = result.raw
-        _succeed(recording, outputs, result.usage, result.cost,
-                 raw if raw is not None else result.responses, result.response_model, result.cache_hit, mods)
+        _succeed(recording, outputs, result.usage, result.cost, response, result.response_model, result.cache_hit,
+                 mods)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", exc)
 
@@ -409,11 +450,11 @@ def _succeed(recording: Recording, outputs: Any, usage: Any, cost: Any, response
     recording.succeed(outputs=outputs, output_text=text, usage=usage or None, **fields)
 
 
-def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: _CallState,
+def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], state: list[Any],
                     exc: BaseException) -> None:
     """DSPy keeps no history of failed calls; historymw records them (unless DSPy's history is off)."""
     try:
-        state.done = True
+        state[_DONE] = True
         if getattr(_settings, "disable_history", False):
             return
         messages = kwargs.get("messages")
