@@ -18,29 +18,30 @@ code scripts can rely on (see EXIT_*). docs/CLI.md is the reference.
 from __future__ import annotations
 
 import argparse
-import csv
 import datetime as _dt
 import json
 import math
 import os
 import re
-import signal
 import sys
-import tempfile
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from typing import Any, NoReturn, TextIO
+from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from .config import Settings, parse_duration
+from .config import SPEC, parse_duration
 from .errors import ConfigError, MissingDependencyError
 from .inspect import format_cost, format_duration, render, safe_text
-from .record import LMCall
 from .sql import GROUPS, StoreError
 from .sql.ids import LISTED, AmbiguousIdError, short_id
 
+if TYPE_CHECKING:
+    from .models import LMCall
+
+# Each command imports what it needs when it runs: `historymw sessions` is typed by people, and what
+# a command costs them is mostly its imports. The pydantic models (LMCall) are defined only by the
+# commands that print whole calls; the recorder (historymw.runtime and the rest) is never imported.
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
-_DEFAULT_URL: str = Settings.model_fields["sql_url"].default
+_DEFAULT_URL: str = SPEC["sql_url"][0]
 # Ranges both databases hold: a 64-bit count; a moment after year 1 (PostgreSQL timestamps).
 _MAX_COUNT = 2**63 - 1
 _MAX_AGO_S = 60_000_000_000.0  # about 1,900 years
@@ -222,6 +223,9 @@ def cmd_tail(store: Any, args: argparse.Namespace, out: TextIO) -> int:
 
 def _follow(store: Any, args: argparse.Namespace, out: TextIO, seen_calls: list[LMCall],
             widths: list[int] | None) -> int:
+    import signal
+    from collections import deque
+
     # Calls from several processes land out of order: look back a little, skip the ids already shown.
     lookback = 10.0
     seen: deque[str] = deque(maxlen=10000)
@@ -320,25 +324,33 @@ def cmd_stats(store: Any, args: argparse.Namespace, out: TextIO) -> int:
 _SESSIONS_HEADER = ("LAST ACTIVITY (UTC)", "FIRST (UTC)", "SESSION", "CALLS", "ERRORS", "TOKENS", "COST")
 
 
+def _iso(moment: _dt.datetime) -> str:
+    """A time as pydantic writes it in JSON (UTC as Z), so that plain rows print as the models would."""
+    text = moment.isoformat()
+    return text[:-6] + "Z" if text.endswith("+00:00") else text
+
+
 def cmd_sessions(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     if args.id is not None:
         return _show_session(store, args, out)
+    # Plain rows (Store.session_rows): the list needs no pydantic model.
     try:
-        page = store.sessions(args.n, before=args.before)
+        page = store.session_rows(args.n, before=args.before)
     except ValueError as exc:
         raise _UsageError(f"argument --before: {exc}") from None
-    more = page[-1].cursor if len(page) == args.n and page else None
-    if more is not None and not store.sessions(1, before=more):
+    more = page[-1]["cursor"] if len(page) == args.n and page else None
+    if more is not None and not store.session_rows(1, before=more):
         more = None  # the page ended exactly at the last session
     if args.json:
-        out.write(_json_safe(json.dumps({"sessions": [s.model_dump(mode="json") for s in page], "next": more},
-                                        indent=2, ensure_ascii=False)) + "\n")
+        rows = [{**s, "first_at": _iso(s["first_at"]), "last_at": _iso(s["last_at"])} for s in page]
+        out.write(_json_safe(json.dumps({"sessions": rows, "next": more}, indent=2, ensure_ascii=False)) + "\n")
         return EXIT_OK
     if not page:
         out.write("no sessions recorded\n" if args.before is None else "no more sessions\n")
         return EXIT_OK
-    _table(_SESSIONS_HEADER, [[_time(s.last_at), _time(s.first_at), _cell(s.id), _int(s.calls), _int(s.errors),
-                               _int(s.total_tokens), format_cost(s.cost)] for s in page], {3, 4, 5, 6}, out)
+    _table(_SESSIONS_HEADER, [[_time(s["last_at"]), _time(s["first_at"]), _cell(s["id"]), _int(s["calls"]),
+                               _int(s["errors"]), _int(s["total_tokens"]), format_cost(s["cost"])] for s in page],
+           {3, 4, 5, 6}, out)
     if more is not None:
         out.write(f"\nnext page: historymw sessions --before {_shell_quote(more)}\n")
     return EXIT_OK
@@ -351,27 +363,27 @@ def _shell_quote(text: str) -> str:
 
 
 def _show_session(store: Any, args: argparse.Namespace, out: TextIO) -> int:
-    summary = store.session_summary(args.id)
+    summary = store.session_row(args.id)
     if summary is None:
         return _fail(EXIT_NOT_FOUND, f"no session {safe_text(args.id, one_line=True)!r} in {store.display_url}")
-    if args.json:
-        out.write("{\"session\": " + _json_safe(summary.model_dump_json(exclude={"cursor"})) + ", \"calls\": [")
+    if args.json:  # the session and its calls as the models write themselves
+        from .store_models import SessionSummary
+
+        out.write("{\"session\": " + _json_safe(SessionSummary(**summary).model_dump_json(exclude={"cursor"}))
+                  + ", \"calls\": [")
         for i, c in enumerate(store.calls(session=args.id)):  # streamed: a session may be long
             out.write(("\n  " if i == 0 else ",\n  ") + _json_line(c))
         out.write("\n]}\n")
         return EXIT_OK
-    out.write(f"session {_cell(summary.id)}: {summary.calls:,} calls, {summary.errors:,} errors, "
-              f"{summary.total_tokens:,} tokens, cost {format_cost(summary.cost)}, "
-              f"from {_time(summary.first_at)} to {_time(summary.last_at)} UTC\n\n")
+    out.write(f"session {_cell(summary['id'])}: {summary['calls']:,} calls, {summary['errors']:,} errors, "
+              f"{summary['total_tokens']:,} tokens, cost {format_cost(summary['cost'])}, "
+              f"from {_time(summary['first_at'])} to {_time(summary['last_at'])} UTC\n\n")
     if args.full:  # the conversation as it was, one call after another
         for c in store.calls(session=args.id):
             out.write(render([c]))
     else:
         _table(_TAIL_HEADER, [_tail_row(c) for c in store.calls(session=args.id)], _TAIL_RIGHT, out)
     return EXIT_OK
-
-
-_CSV_FIELDS = tuple(LMCall.model_fields)
 
 
 def cmd_export(store: Any, args: argparse.Namespace, out: TextIO) -> int:
@@ -390,12 +402,17 @@ def _write_export(store: Any, args: argparse.Namespace, target: TextIO) -> int:
             target.write(_json_line(c) + "\n")
             n += 1
     else:
+        import csv
+
+        from .models import LMCall
+
+        fields = tuple(LMCall.model_fields)
         writer = csv.writer(target)
-        writer.writerow(_CSV_FIELDS)
+        writer.writerow(fields)
         for c in store.calls(**_filters(args)):
             d = c.model_dump(mode="json")
             writer.writerow([json.dumps(v, ensure_ascii=False) if isinstance(v, (dict, list)) else
-                             ("" if v is None else v) for v in (d[f] for f in _CSV_FIELDS)])
+                             ("" if v is None else v) for v in (d[f] for f in fields)])
             n += 1
     return n
 
@@ -415,6 +432,8 @@ def _export_to_file(store: Any, args: argparse.Namespace) -> int:
         if not args.force:
             kind = "a symlink" if os.path.islink(path) else "a file"
             raise _UsageError(f"{args.output} exists ({kind}); use --force to replace it")
+    import tempfile
+
     directory = os.path.dirname(path)
     fd, tmp = tempfile.mkstemp(dir=directory, prefix=f".{os.path.basename(path)}.", suffix=".tmp")  # 0600
     try:

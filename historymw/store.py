@@ -22,13 +22,14 @@ from __future__ import annotations
 
 import datetime as _dt
 from collections.abc import Callable, Iterator
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
-from pydantic import BaseModel, Field
-
-from .record import LMCall
 from .sql import GROUPS, StoreError
 from .sql.ids import AmbiguousIdError, short_id
+
+if TYPE_CHECKING:
+    from .models import LMCall
+    from .store_models import CallStats, SessionSummary
 
 __all__ = ["GROUPS", "AmbiguousIdError", "CallStats", "SessionSummary", "Store", "StoreError", "short_id"]
 _STATUSES = ("ok", "error")
@@ -40,40 +41,26 @@ _MAX_AGE_S = 60_000_000_000.0  # about 1,900 years
 TimeLike = _dt.datetime | float | int | None
 
 
-class CallStats(BaseModel):
-    """Aggregates over a set of calls (one group of `Store.stats(by=...)`, or all)."""
+def __getattr__(name: str) -> Any:
+    # The models are pydantic's: defined on first use, so that a reader that prints plain rows (the
+    # `historymw sessions` command) never makes pydantic import most of itself.
+    if name in ("CallStats", "SessionSummary"):
+        from . import store_models
 
-    group: str | None = Field(description="the value grouped by (model, session, ...); None for ungrouped")
-    calls: int
-    errors: int
-    input_tokens: int | None = None
-    output_tokens: int | None = None
-    total_tokens: int = 0
-    cost: float | None = Field(None, description="sum of known costs; None when no call had one")
-    latency_mean_s: float | None = None
-    latency_p50_s: float | None = None
-    latency_p95_s: float | None = None
-    first_call: _dt.datetime | None = None
-    last_call: _dt.datetime | None = None
-
-    @property
-    def error_rate(self) -> float:
-        return self.errors / self.calls if self.calls else 0.0
+        return getattr(store_models, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-class SessionSummary(BaseModel):
-    """One session: its first and last activity (when its first and last calls started) and totals."""
+def _summary(r: dict[str, Any]) -> dict[str, Any]:
+    """A session's stored row as the fields of `SessionSummary` (times as aware datetimes)."""
+    from .sql.query import encode_session_cursor, to_datetime
 
-    id: str
-    first_at: _dt.datetime
-    last_at: _dt.datetime
-    calls: int
-    errors: int
-    input_tokens: int | None = Field(None, description="sum of the known values; None when none was known")
-    output_tokens: int | None = None
-    total_tokens: int = Field(0, description="total_tokens of each call, else its input + output")
-    cost: float | None = Field(None, description="sum of known costs; None when no call had one")
-    cursor: str = Field("", description="pass as Store.sessions(before=...) for the sessions after this one")
+    return {"id": r["session"], "first_at": to_datetime(r["first_at"]), "last_at": to_datetime(r["last_at"]),
+            "calls": int(r["calls"]), "errors": int(r["errors"] or 0),
+            "input_tokens": None if r["input_tokens"] is None else int(r["input_tokens"]),
+            "output_tokens": None if r["output_tokens"] is None else int(r["output_tokens"]),
+            "total_tokens": int(r["total_tokens"] or 0), "cost": None if r["cost"] is None else float(r["cost"]),
+            "cursor": encode_session_cursor(r["last_at"], r["session"])}
 
 
 def _epoch(value: TimeLike) -> float | None:
@@ -160,6 +147,13 @@ class Store:
         """Sessions, most recent activity first; `before`: the `cursor` of the last one of the previous
         page. Read from the writer's `historymw_sessions` table (a database older than schema 4, read
         as it is, by grouping its calls: slower, same answer)."""
+        from .store_models import SessionSummary
+
+        return [SessionSummary(**r) for r in self.session_rows(limit, before=before)]
+
+    def session_rows(self, limit: int = 50, *, before: str | None = None) -> list[dict[str, Any]]:
+        """`sessions()` as plain dicts of the same fields and values: what the command line prints,
+        without defining a pydantic model (which would cost the command more than its query)."""
         from .sql import query
 
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _MAX_INT:
@@ -168,15 +162,22 @@ class Store:
         key = None if before is None else query.decode_session_cursor(before, dialect)
         rows = self._run(lambda: self._read(
             lambda conn: query.session_list(conn, limit, key, aggregated=self._aggregated(conn))))
-        return [self._summary(r) for r in rows]
+        return [_summary(r) for r in rows]
 
     def session_summary(self, session_id: str) -> SessionSummary | None:
         """One session's first and last activity and totals; None when it has no calls."""
+        from .store_models import SessionSummary
+
+        row = self.session_row(session_id)
+        return None if row is None else SessionSummary(**row)
+
+    def session_row(self, session_id: str) -> dict[str, Any] | None:
+        """`session_summary()` as a plain dict (see `session_rows`)."""
         from .sql import query
 
         row = self._run(lambda: self._read(
             lambda conn: query.session_info(conn, session_id, aggregated=self._aggregated(conn))))
-        return None if row is None else self._summary(row)
+        return None if row is None else _summary(row)
 
     def _aggregated(self, conn: Any) -> bool:
         if self._has_sessions is None:
@@ -184,19 +185,6 @@ class Store:
 
             self._has_sessions = (schema.stored_version(conn) or 0) >= schema.SESSIONS_SINCE
         return self._has_sessions
-
-    @staticmethod
-    def _summary(r: dict[str, Any]) -> SessionSummary:
-        from .sql.query import encode_session_cursor
-        from .sql.rows import to_datetime
-
-        return SessionSummary(id=r["session"], first_at=to_datetime(r["first_at"]), last_at=to_datetime(r["last_at"]),
-                              calls=int(r["calls"]), errors=int(r["errors"] or 0),
-                              input_tokens=None if r["input_tokens"] is None else int(r["input_tokens"]),
-                              output_tokens=None if r["output_tokens"] is None else int(r["output_tokens"]),
-                              total_tokens=int(r["total_tokens"] or 0),
-                              cost=None if r["cost"] is None else float(r["cost"]),
-                              cursor=encode_session_cursor(r["last_at"], r["session"]))
 
     def calls(self, *, session: str | None = None, model: str | None = None, status: str | None = None,
               provider: str | None = None, since: TimeLike = None, until: TimeLike = None) -> Iterator[LMCall]:
@@ -226,6 +214,7 @@ class Store:
         without `by`, one overall (an empty list when nothing matches)."""
         from .sql import query
         from .sql.rows import to_datetime
+        from .store_models import CallStats
 
         if by is not None and by not in GROUPS:
             raise ValueError(f"cannot group by {by!r}; expected one of {', '.join(GROUPS)}")

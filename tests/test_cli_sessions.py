@@ -77,3 +77,43 @@ def test_unknown_session_is_exit_1_and_a_bad_cursor_exit_2(db: str) -> None:
     assert p.stderr.startswith("historymw: no session 'nobody' in sqlite:///")
     p = run("--db", db, "sessions", "--before", "yesterday")
     assert p.returncode == 2 and "not a sessions cursor" in p.stderr and len(p.stderr.splitlines()) == 1
+
+
+def test_sessions_json_is_what_the_store_models_write(db: str) -> None:
+    # The command prints plain rows (no pydantic model is built for the list); they must read as
+    # Store.sessions() models dumped to JSON would: same keys, same values, times with a Z.
+    page = json.loads(run("--db", db, "sessions", "-n", "20", "--json").stdout)
+    with hm.Store(db) as store:
+        assert page["sessions"] == [s.model_dump(mode="json") for s in store.sessions(20)]
+    assert page["sessions"][0]["last_at"].endswith("Z")
+
+
+_IMPORTS = """
+import sys
+from historymw.cli import main
+try:
+    code = main(sys.argv[1:])  # --help exits from inside
+finally:
+    loaded = sorted({name.split(".")[0] for name in sys.modules} & {"pydantic", "structlog"}
+                    | {name for name in sys.modules if name in ("historymw.runtime", "historymw.models")})
+    print("LOADED", loaded, file=sys.stderr)
+sys.exit(code)
+"""
+
+
+@pytest.mark.parametrize("argv", [["sessions"], ["sessions", "--json"], ["sessions", "-n", "2", "--before", "CURSOR"],
+                                  ["--help"]])
+def test_sessions_list_imports_neither_pydantic_nor_the_recorder(db: str, argv: list[str]) -> None:
+    # People type `historymw sessions` and wait for it: nearly all it cost was imports (the pydantic
+    # models alone were a third of it). Listing sessions reads plain rows; nothing records here.
+    import os
+    import subprocess
+    import sys
+
+    if "CURSOR" in argv:
+        argv[argv.index("CURSOR")] = json.loads(run("--db", db, "sessions", "-n", "2", "--json").stdout)["next"]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HISTORYMW_")}
+    p = subprocess.run([sys.executable, "-c", _IMPORTS, "--db", db, *argv], capture_output=True, text=True,
+                       timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    assert "LOADED []" in p.stderr.splitlines()

@@ -13,17 +13,19 @@ import datetime as _dt
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
-from ..record import LMCall
 from . import GROUPS
-from .contents import resolve
 from .ids import MIN_PREFIX, SHORT_LEN, AmbiguousIdError, short_id
-from .rows import row_to_call, to_stored_time
 from .schema import calls, sessions
 
+if TYPE_CHECKING:
+    from ..models import LMCall
+
+# `rows` (calls as LMCall: the pydantic model) and `contents` (message bodies) are imported by the
+# readers of calls only: the sessions list (`historymw sessions`) reads neither.
 Cols = list[Any]  # the columns to select (see the module's docstring)
 _HEX = re.compile(r"^[0-9a-f]+$")
 _CANDIDATES = 11  # ids read when a prefix is ambiguous (10 are listed; an 11th says there are more)
@@ -42,16 +44,34 @@ class Filters:
 
     def where(self, dialect: str) -> list[Any]:
         c = calls.c
+        since = None if self.since is None else _stored_time(dialect, self.since)
+        until = None if self.until is None else _stored_time(dialect, self.until)
         clauses: list[Any] = []
         for name in ("session", "model", "status", "provider"):
             value = getattr(self, name)
             if value is not None:
                 clauses.append(c[name] == value)
-        if self.since is not None:
-            clauses.append(c.started_at >= to_stored_time(dialect, self.since))
-        if self.until is not None:
-            clauses.append(c.started_at < to_stored_time(dialect, self.until))
+        if since is not None:
+            clauses.append(c.started_at >= since)
+        if until is not None:
+            clauses.append(c.started_at < until)
         return clauses
+
+
+_UTC = _dt.timezone.utc
+
+
+def _stored_time(dialect: str, epoch: float) -> Any:
+    """What a time compares against in this dialect's time columns (as `rows.to_stored_time`)."""
+    return epoch if dialect == "sqlite" else _dt.datetime.fromtimestamp(epoch, _UTC)
+
+
+def to_datetime(value: Any) -> _dt.datetime:
+    """A stored time (epoch float on SQLite, datetime on PostgreSQL) as an aware UTC datetime (as
+    `rows.to_datetime`, without importing `rows`, which defines the LMCall model)."""
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+    return _dt.datetime.fromtimestamp(float(value), _UTC)
 
 
 def _select(cols: Cols) -> Any:
@@ -60,6 +80,9 @@ def _select(cols: Cols) -> Any:
 
 def recent(conn: sa.Connection, cols: Cols, n: int, filters: Filters) -> list[LMCall]:
     """The newest `n` calls, newest last (like `historymw.recent`)."""
+    from .contents import resolve
+    from .rows import row_to_call
+
     stmt = (_select(cols).where(*filters.where(conn.dialect.name))
             .order_by(calls.c.started_at.desc(), calls.c.id.desc()).limit(max(n, 0)))
     rows = [row_to_call(r) for r in resolve(conn, conn.execute(stmt).mappings())]
@@ -108,6 +131,9 @@ def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
 
 
 def _one(conn: sa.Connection, row: Any) -> LMCall:
+    from .contents import resolve
+    from .rows import row_to_call
+
     return row_to_call(resolve(conn, [row])[0])
 
 
@@ -128,6 +154,9 @@ def _short_matches(conn: sa.Connection, cols: Cols, prefix: str) -> list[str]:
 
 def iterate(conn: sa.Connection, cols: Cols, filters: Filters, chunk: int = 1000) -> Iterator[LMCall]:
     """Every matching call, oldest first, read in chunks (keyset pagination: constant memory)."""
+    from .contents import resolve
+    from .rows import row_to_call
+
     last: tuple[Any, str] | None = None
     c = calls.c
     while True:

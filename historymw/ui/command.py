@@ -8,16 +8,18 @@ one clear line and `--port 0` picks a free port (the printed URL names it).
 
 from __future__ import annotations
 
-import argparse
-import ipaddress
 import os
-import secrets
-import socket
 import sys
-import threading
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from ..errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+    import socket
+
+# The command line imports this module to build its parser for every command: what only serving needs
+# (ipaddress, secrets, socket, threading) is imported when the viewer starts.
 
 TRACE_URL_ENV = "HISTORYMW_UI_TRACE_URL"
 DEFAULT_HOST, DEFAULT_PORT = "127.0.0.1", 8765
@@ -32,6 +34,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def is_loopback(host: str) -> bool:
+    import ipaddress
+
     if host.lower() == "localhost":
         return True
     try:
@@ -51,6 +55,8 @@ def access_token(host: str, token: str | None) -> str | None:
         if any(ch.isspace() for ch in token) or len(token) > 200:
             raise ConfigError("--token must be one word of at most 200 characters")
         return token
+    import secrets
+
     return None if is_loopback(host) else secrets.token_urlsafe(24)
 
 
@@ -65,6 +71,8 @@ def trace_url_template(env: dict[str, str] | None = None) -> str | None:
 
 
 def _bind(host: str, port: int) -> socket.socket:
+    import socket
+
     if not 0 <= port <= 65535:
         raise ConfigError(f"--port must be 0-65535, not {port}")
     family = socket.AF_INET6 if ":" in host.strip("[]") else socket.AF_INET
@@ -100,6 +108,7 @@ def run(url: str, args: argparse.Namespace, out: TextIO) -> int:
     print(f"historymw ui: {db.url} (read-only) at {link}", file=out)
     print("press Ctrl-C to stop", file=out, flush=True)
     if args.open:
+        import threading
         import webbrowser
 
         threading.Timer(0.5, webbrowser.open, args=(link,)).start()
