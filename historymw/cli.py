@@ -570,20 +570,41 @@ def build_parser() -> argparse.ArgumentParser:
 def _db_url(given: str | None) -> str:
     """The store's URL: --db (a bare path is a SQLite file), else HISTORYMW_SQL_URL, else the default.
     Only this setting is read: a bad value of another HISTORYMW_* variable concerns recording, not the CLI."""
+    from .sql.direct import sqlite_file
     from .sql.engine import parse_url
 
     if given is not None:
         url = given if "://" in given else "sqlite:///" + os.path.expanduser(given)
-        parse_url(url)
+        if sqlite_file(url) is None:  # a plain SQLite file's URL is valid as it is (checked without SQLAlchemy)
+            parse_url(url)
         return url
     env = os.environ.get("HISTORYMW_SQL_URL", "").strip()
     if not env:
         return _DEFAULT_URL
     try:
-        parse_url(env)
+        if sqlite_file(env) is None:
+            parse_url(env)
     except ConfigError as exc:
         raise ConfigError(f"HISTORYMW_SQL_URL={env!r} is not valid: {exc}") from None
     return env
+
+
+def _read_directly(url: str, args: argparse.Namespace, out: TextIO) -> int | None:
+    """`historymw sessions` (the list) of a SQLite file read with sqlite3 alone: SQLAlchemy's import costs
+    more than the rest of the command. None when that reader does not read this store, or failed
+    before printing: then the Store reads it, and says what is wrong."""
+    if args.command != "sessions" or args.id is not None:
+        return None
+    from .sql import direct
+
+    reader = direct.open_sessions(url)
+    if reader is None:
+        return None
+    with reader:
+        try:
+            return cmd_sessions(reader, args, out)
+        except direct.UnreadableError:
+            return None  # nothing printed yet: cmd_sessions prints once both reads are done
 
 
 def _fail(code: int, message: str) -> int:
@@ -608,6 +629,9 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
             from .ui.command import run as run_ui
 
             return run_ui(url, args, out)
+        code = _read_directly(url, args, out)
+        if code is not None:
+            return code
         from .errors import require
 
         require("sqlalchemy", what="The historymw command line", extra="sql")

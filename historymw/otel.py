@@ -149,6 +149,10 @@ def setup(endpoint: str | None = None, *, service_name: str | None = None, metri
         otel_metrics.set_meter_provider(meter_provider)
     installed = Installed(tracer_provider, meter_provider, "otlp" if otlp else "console", shown)
     if tracer_provider is not None or meter_provider is not None:
+        # After the runtime's exit flush is registered (`import historymw` no longer imports the
+        # runtime), so that this hook runs before it: exit hooks run last-registered first.
+        from . import runtime  # noqa: F401
+
         atexit.register(_shutdown_at_exit, installed)
     return installed
 

@@ -25,6 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .sql import GROUPS, StoreError
+from .sql.direct import decode_session_cursor, summary
 from .sql.ids import AmbiguousIdError, short_id
 
 if TYPE_CHECKING:
@@ -49,18 +50,6 @@ def __getattr__(name: str) -> Any:
 
         return getattr(store_models, name)
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-
-
-def _summary(r: dict[str, Any]) -> dict[str, Any]:
-    """A session's stored row as the fields of `SessionSummary` (times as aware datetimes)."""
-    from .sql.query import encode_session_cursor, to_datetime
-
-    return {"id": r["session"], "first_at": to_datetime(r["first_at"]), "last_at": to_datetime(r["last_at"]),
-            "calls": int(r["calls"]), "errors": int(r["errors"] or 0),
-            "input_tokens": None if r["input_tokens"] is None else int(r["input_tokens"]),
-            "output_tokens": None if r["output_tokens"] is None else int(r["output_tokens"]),
-            "total_tokens": int(r["total_tokens"] or 0), "cost": None if r["cost"] is None else float(r["cost"]),
-            "cursor": encode_session_cursor(r["last_at"], r["session"])}
 
 
 def _epoch(value: TimeLike) -> float | None:
@@ -159,10 +148,10 @@ class Store:
         if isinstance(limit, bool) or not isinstance(limit, int) or not 0 <= limit <= _MAX_INT:
             raise ValueError(f"limit must be a whole number from 0 to {_MAX_INT}, not {limit!r}")
         dialect = self._engine.dialect.name
-        key = None if before is None else query.decode_session_cursor(before, dialect)
+        key = None if before is None else decode_session_cursor(before, dialect)
         rows = self._run(lambda: self._read(
             lambda conn: query.session_list(conn, limit, key, aggregated=self._aggregated(conn))))
-        return [_summary(r) for r in rows]
+        return [summary(r) for r in rows]
 
     def session_summary(self, session_id: str) -> SessionSummary | None:
         """One session's first and last activity and totals; None when it has no calls."""
@@ -177,7 +166,7 @@ class Store:
 
         row = self._run(lambda: self._read(
             lambda conn: query.session_info(conn, session_id, aggregated=self._aggregated(conn))))
-        return None if row is None else _summary(row)
+        return None if row is None else summary(row)
 
     def _aggregated(self, conn: Any) -> bool:
         if self._has_sessions is None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from pathlib import Path
 
 import pytest
 from test_cli import run
@@ -94,7 +95,7 @@ from historymw.cli import main
 try:
     code = main(sys.argv[1:])  # --help exits from inside
 finally:
-    loaded = sorted({name.split(".")[0] for name in sys.modules} & {"pydantic", "structlog"}
+    loaded = sorted({name.split(".")[0] for name in sys.modules} & {"pydantic", "structlog", "sqlalchemy"}
                     | {name for name in sys.modules if name in ("historymw.runtime", "historymw.models")})
     print("LOADED", loaded, file=sys.stderr)
 sys.exit(code)
@@ -103,9 +104,10 @@ sys.exit(code)
 
 @pytest.mark.parametrize("argv", [["sessions"], ["sessions", "--json"], ["sessions", "-n", "2", "--before", "CURSOR"],
                                   ["--help"]])
-def test_sessions_list_imports_neither_pydantic_nor_the_recorder(db: str, argv: list[str]) -> None:
+def test_sessions_list_imports_neither_pydantic_nor_sqlalchemy_nor_the_recorder(db: str, argv: list[str]) -> None:
     # People type `historymw sessions` and wait for it: nearly all it cost was imports (the pydantic
-    # models alone were a third of it). Listing sessions reads plain rows; nothing records here.
+    # models a third of it, SQLAlchemy 40%). The list of a SQLite file is read with sqlite3 as plain
+    # rows; nothing records here.
     import os
     import subprocess
     import sys
@@ -117,3 +119,77 @@ def test_sessions_list_imports_neither_pydantic_nor_the_recorder(db: str, argv: 
                        timeout=60, env=env)
     assert p.returncode == 0, p.stderr
     assert "LOADED []" in p.stderr.splitlines()
+
+
+def test_the_direct_reader_pages_exactly_as_the_store(db: str) -> None:
+    # sql/direct reads the list with sqlite3 and its own statement; Store, through SQLAlchemy. Same
+    # pages, same rows, same cursors, page after page.
+    from historymw.sql import direct
+
+    reader = direct.open_sessions(db)
+    assert reader is not None
+    with reader, hm.Store(db) as store:
+        before = None
+        while True:
+            mine, theirs = reader.session_rows(5, before=before), store.session_rows(5, before=before)
+            assert mine == theirs
+            if len(mine) < 5:
+                break
+            before = mine[-1]["cursor"]
+        assert reader.session_rows(0) == [] and len(reader.session_rows(100)) == 13
+
+
+def test_the_direct_reader_knows_the_schema_it_reads() -> None:
+    # Its names mirror historymw.sql.schema (which imports SQLAlchemy). When the schema version moves on,
+    # check that the sessions table reads the same, then move KNOWN_VERSION with it: until then, the
+    # command reads a newer database through the Store (slower, still right).
+    from historymw.sql import direct, schema
+
+    assert (direct.VERSIONS_TABLE, direct.SESSIONS_TABLE) == (schema.VERSIONS, schema.SESSIONS)
+    assert direct.SESSIONS_SINCE == schema.SESSIONS_SINCE
+    assert direct.KNOWN_VERSION == schema.SCHEMA_VERSION
+    assert set(direct.SESSION_FIELDS) == {c.name for c in schema.sessions.columns}
+
+
+@pytest.mark.parametrize("url", ["sqlite:///h.db", "sqlite:////tmp/x/h.db", "sqlite+pysqlite:///h.db",
+                                 "sqlite:///~/h.db", "sqlite:///a b#c@d:e.db", "sqlite:///sub/../h.db"])
+def test_the_direct_reader_finds_the_file_the_engine_opens(url: str) -> None:
+    from historymw.sql import direct, engine
+
+    assert direct.sqlite_file(url) == engine.sqlite_path(engine.parse_url(url))
+
+
+@pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:h.db?uri=true",
+                                 "sqlite:///h%20b.db", "sqlite:///h.db?timeout=5", "SQLite:///h.db",
+                                 "postgresql+psycopg://u@h/db", "mysql://u@h/db"])
+def test_other_urls_are_left_to_the_store(url: str) -> None:
+    from historymw.sql import direct
+
+    assert direct.sqlite_file(url) is None and direct.open_sessions(url) is None
+
+
+def test_what_the_direct_reader_does_not_read_the_store_reads_or_explains(tmp_path: Path, db: str) -> None:
+    import sqlite3
+
+    # A database older than the sessions table (schema 3): the calls grouped by session, as before.
+    old = tmp_path / "v3.db"
+    with sqlite3.connect(old) as conn:
+        conn.executescript((Path(__file__).parent / "data" / "store_v3.sql").read_text())
+    p = run("--db", str(old), "sessions", "--json")
+    assert p.returncode == 0, p.stderr
+    with hm.Store(f"sqlite:///{old}") as store:
+        assert json.loads(p.stdout)["sessions"] == [s.model_dump(mode="json") for s in store.sessions(50)]
+    # Not a history database; no file; a directory: the Store's messages, exit code 3.
+    other = tmp_path / "other.db"
+    sqlite3.connect(other).execute("CREATE TABLE t (x)").connection.close()
+    for path, message in [(other, "has no historymw tables"), (tmp_path / "none.db", "no history database at"),
+                          (tmp_path, "is a directory")]:
+        p = run("--db", str(path), "sessions")
+        assert p.returncode == 3 and message in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+    # A newer schema than this historymw knows is refused, not misread.
+    newer = tmp_path / "newer.db"
+    newer.write_bytes(Path(db.removeprefix("sqlite:///")).read_bytes())
+    with sqlite3.connect(newer) as conn:
+        conn.execute("UPDATE historymw_schema SET version = version + 1 WHERE name = 'calls'")
+    p = run("--db", str(newer), "sessions")
+    assert p.returncode == 3 and "newer than this historymw understands" in p.stderr

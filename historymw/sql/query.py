@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import sqlalchemy as sa
 
 from . import GROUPS
+from .direct import SESSION_FIELDS
 from .ids import MIN_PREFIX, SHORT_LEN, AmbiguousIdError, short_id
 from .schema import calls, sessions
 
@@ -64,14 +65,6 @@ _UTC = _dt.timezone.utc
 def _stored_time(dialect: str, epoch: float) -> Any:
     """What a time compares against in this dialect's time columns (as `rows.to_stored_time`)."""
     return epoch if dialect == "sqlite" else _dt.datetime.fromtimestamp(epoch, _UTC)
-
-
-def to_datetime(value: Any) -> _dt.datetime:
-    """A stored time (epoch float on SQLite, datetime on PostgreSQL) as an aware UTC datetime (as
-    `rows.to_datetime`, without importing `rows`, which defines the LMCall model)."""
-    if isinstance(value, _dt.datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
-    return _dt.datetime.fromtimestamp(float(value), _UTC)
 
 
 def _select(cols: Cols) -> Any:
@@ -208,35 +201,7 @@ def aggregate(conn: sa.Connection, filters: Filters, by: str | None = None) -> l
 
 
 # -- sessions ---------------------------------------------------------------------------------------
-
-SESSION_FIELDS = ("session", "first_at", "last_at", "calls", "errors", "input_tokens", "output_tokens",
-                  "total_tokens", "cost")
-
-
-def encode_session_cursor(last_at: Any, session: str) -> str:
-    """A position in the sessions' (last_at, session) order, newest first: the stored time exactly (an
-    epoch float on SQLite, a datetime on PostgreSQL), then the id (which may hold any character)."""
-    return f"{last_at.isoformat() if isinstance(last_at, _dt.datetime) else repr(float(last_at))}~{session}"
-
-
-def decode_session_cursor(text: str, dialect: str) -> tuple[Any, str]:
-    head, sep, session = text.partition("~")
-    when: Any = None
-    try:
-        when = float(head)
-    except ValueError:
-        try:
-            when = _dt.datetime.fromisoformat(head)
-        except ValueError:
-            pass
-    if when is None or not sep:
-        raise ValueError(f"not a sessions cursor: {text[:80]!r} (pass the 'next' value a page printed)")
-    if dialect == "sqlite" and isinstance(when, _dt.datetime):
-        when = when.timestamp()
-    elif dialect != "sqlite" and not isinstance(when, _dt.datetime):
-        when = _dt.datetime.fromtimestamp(when, _dt.timezone.utc)
-    return when, session
-
+# (their fields, cursor and times are in `direct`, which reads the usual SQLite list without SQLAlchemy)
 
 def _sessions_source(aggregated: bool) -> Any:
     """The sessions as rows of SESSION_FIELDS: the writer's table, or (a database older than schema 4,

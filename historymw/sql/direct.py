@@ -1,0 +1,153 @@
+"""The sessions list of a SQLite store, read with `sqlite3` itself: no SQLAlchemy.
+
+`historymw sessions` is typed by people, and its cost is its imports: SQLAlchemy's
+alone is about 850 million instructions (callgrind), more than three times what the
+rest of the command does, query included. So the usual case is read here, with the
+same statement `query.session_list` builds: a SQLite file named by a plain URL, of a
+schema version this module knows, that has the writer's `historymw_sessions` table.
+
+Anything else (another database, a URL this module does not parse exactly as
+SQLAlchemy does, a missing file, an older or newer schema, an error of any kind)
+is not answered here: the caller reads through `historymw.store.Store`, which says
+what is wrong in its own words, so no error message is written twice.
+
+Also here, because they need no SQLAlchemy: the sessions' fields, their cursor and
+stored times as datetimes (`query` and `store` use them).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+from .engine import SQLITE_BUSY_TIMEOUT_S
+
+SESSION_FIELDS = ("session", "first_at", "last_at", "calls", "errors", "input_tokens", "output_tokens",
+                  "total_tokens", "cost")
+# Names of `schema`, which imports SQLAlchemy: tests/test_cli_sessions.py checks that they agree. A
+# schema newer than KNOWN_VERSION is read by `Store` (which may know it, or refuses it).
+VERSIONS_TABLE, SESSIONS_TABLE = "historymw_schema", "historymw_sessions"
+SESSIONS_SINCE, KNOWN_VERSION = 4, 5
+_UTC = _dt.timezone.utc
+# A SQLite URL whose database SQLAlchemy takes as it is written: no query, no %-escapes to decode.
+_PLAIN_SQLITE = re.compile(r"sqlite(?:\+pysqlite)?:///([^?%]+)")
+
+
+class UnreadableError(Exception):
+    """The direct reader failed: read through `Store` instead (it reports the error)."""
+
+
+def to_datetime(value: Any) -> _dt.datetime:
+    """A stored time (epoch float on SQLite, datetime on PostgreSQL) as an aware UTC datetime (as
+    `rows.to_datetime`, without importing `rows`, which defines the LMCall model)."""
+    if isinstance(value, _dt.datetime):
+        return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
+    return _dt.datetime.fromtimestamp(float(value), _UTC)
+
+
+def encode_session_cursor(last_at: Any, session: str) -> str:
+    """A position in the sessions' (last_at, session) order, newest first: the stored time exactly (an
+    epoch float on SQLite, a datetime on PostgreSQL), then the id (which may hold any character)."""
+    return f"{last_at.isoformat() if isinstance(last_at, _dt.datetime) else repr(float(last_at))}~{session}"
+
+
+def decode_session_cursor(text: str, dialect: str) -> tuple[Any, str]:
+    head, sep, session = text.partition("~")
+    when: Any = None
+    try:
+        when = float(head)
+    except ValueError:
+        try:
+            when = _dt.datetime.fromisoformat(head)
+        except ValueError:
+            pass
+    if when is None or not sep:
+        raise ValueError(f"not a sessions cursor: {text[:80]!r} (pass the 'next' value a page printed)")
+    if dialect == "sqlite" and isinstance(when, _dt.datetime):
+        when = when.timestamp()
+    elif dialect != "sqlite" and not isinstance(when, _dt.datetime):
+        when = _dt.datetime.fromtimestamp(when, _UTC)
+    return when, session
+
+
+def summary(r: dict[str, Any]) -> dict[str, Any]:
+    """A session's stored row (SESSION_FIELDS) as the fields of `store.SessionSummary`."""
+    return {"id": r["session"], "first_at": to_datetime(r["first_at"]), "last_at": to_datetime(r["last_at"]),
+            "calls": int(r["calls"]), "errors": int(r["errors"] or 0),
+            "input_tokens": None if r["input_tokens"] is None else int(r["input_tokens"]),
+            "output_tokens": None if r["output_tokens"] is None else int(r["output_tokens"]),
+            "total_tokens": int(r["total_tokens"] or 0), "cost": None if r["cost"] is None else float(r["cost"]),
+            "cursor": encode_session_cursor(r["last_at"], r["session"])}
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The file a plain SQLite URL names (as `engine.parse_url` + `engine.sqlite_path` find it);
+    None for any other URL, an in-memory database or a `file:` URI."""
+    m = _PLAIN_SQLITE.fullmatch(url)
+    if m is None:
+        return None
+    db = m.group(1)
+    if db == ":memory:" or db.startswith("file:"):
+        return None
+    return Path(os.path.expanduser(db) if db.startswith("~") else db)
+
+
+_LIST = (f"SELECT {', '.join(SESSION_FIELDS)} FROM {SESSIONS_TABLE}{{where}} "
+         "ORDER BY last_at DESC, session DESC LIMIT ?")
+_BEFORE = " WHERE last_at <= ? AND (last_at < ? OR session < ?)"
+
+
+class SqliteSessions:
+    """`Store.session_rows()` of one SQLite file, opened read-only (`mode=ro`, as `Store` opens it)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def session_rows(self, limit: int, *, before: str | None = None) -> list[dict[str, Any]]:
+        import sqlite3
+
+        key = None if before is None else decode_session_cursor(before, "sqlite")  # ValueError: a bad cursor
+        try:
+            if key is None:
+                rows = self._conn.execute(_LIST.format(where=""), (max(limit, 0),)).fetchall()
+            else:
+                t, sid = key
+                rows = self._conn.execute(_LIST.format(where=_BEFORE), (t, t, sid, max(limit, 0))).fetchall()
+        except (sqlite3.Error, OverflowError) as exc:
+            raise UnreadableError(str(exc)) from None
+        return [summary(dict(zip(SESSION_FIELDS, r, strict=True))) for r in rows]
+
+    def close(self) -> None:
+        self._conn.close()
+
+    def __enter__(self) -> SqliteSessions:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def open_sessions(url: str) -> SqliteSessions | None:
+    """A direct reader of the sessions at `url`, or None when this module does not read that store."""
+    path = sqlite_file(url)
+    if path is None or not path.is_file():
+        return None
+    import sqlite3
+    import urllib.parse
+
+    try:
+        conn = sqlite3.connect(f"file:{urllib.parse.quote(str(path))}?mode=ro", uri=True)
+    except sqlite3.Error:
+        return None
+    try:
+        conn.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
+        row = conn.execute(f"SELECT version FROM {VERSIONS_TABLE} WHERE name = 'calls'").fetchone()
+    except sqlite3.Error:  # e.g. no such table: not a historymw database, or not one of its files
+        row = None
+    if row is None or not isinstance(row[0], int) or not SESSIONS_SINCE <= row[0] <= KNOWN_VERSION:
+        conn.close()
+        return None
+    return SqliteSessions(conn)
