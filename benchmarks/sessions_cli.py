@@ -2,6 +2,7 @@
 
     python benchmarks/sessions_cli.py                 # SQLite, and PostgreSQL when reachable
     python benchmarks/sessions_cli.py --sessions 2000 # a smaller store
+    python benchmarks/sessions_cli.py --instructions  # also each command's instructions (callgrind)
 
 The store is written through historymw itself (the SQL backend: the writer keeps
 historymw_sessions as it inserts), `--calls-per-session` calls each. Each figure is
@@ -12,6 +13,10 @@ command in-process (`historymw.cli.main`, imports done: opening the store, the
 query, the output), and `Store.sessions(50)` from the sessions table against the
 same page from the calls grouped by session (what a database older than schema 4
 gives). Target: the default `historymw sessions` <= 200 ms.
+
+With --instructions, each command also runs once under callgrind, whole process (start-up,
+imports, query, output, exit): a count that a loaded machine does not move, to compare
+against `historymw --help`'s in the same run.
 """
 
 from __future__ import annotations
@@ -70,13 +75,28 @@ def timed(argv: list[str], env: dict[str, str]) -> tuple[float, float, str]:
     return ms, cpu, p.stdout
 
 
+def instructions(argv: list[str], env: dict[str, str]) -> int | None:
+    """The instructions the whole `historymw ...` process executes (callgrind); None without valgrind."""
+    import re
+    import shutil
+
+    if shutil.which("valgrind") is None:
+        return None
+    p = subprocess.run(["valgrind", "--tool=callgrind", "--callgrind-out-file=/dev/null", EXE, *argv],
+                       capture_output=True, text=True, env=env, timeout=600)
+    found = re.search(r"Collected : (\d+)", p.stderr)
+    if p.returncode or found is None:
+        raise SystemExit(f"historymw {' '.join(argv)} under callgrind failed: {p.stderr.strip()[-2000:]}")
+    return int(found.group(1))
+
+
 def median_ms(argv: list[str], env: dict[str, str]) -> tuple[float, float]:
     timed(argv, env)  # warm-up: the page cache, Python's bytecode cache
     runs = [timed(argv, env)[:2] for _ in range(REPEAT)]
     return statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs)
 
 
-def bench(label: str, url: str, sessions: int) -> dict[str, Any]:
+def bench(label: str, url: str, sessions: int, count: bool = False) -> dict[str, Any]:
     import json
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HISTORYMW_")}
@@ -101,6 +121,16 @@ def bench(label: str, url: str, sessions: int) -> dict[str, Any]:
         else:
             extra = f"  (CPU +{cpu - base_cpu:.0f} ms over the baseline)"
         print(f"  {label:10s} {name:60s} {out[name]:7.0f} ms wall, {cpu:5.0f} ms CPU{extra}", flush=True)
+    if count:
+        base_n = None
+        for name, argv in cases.items():
+            n = instructions(argv, env)
+            if n is None:
+                print("  instruction counts skipped: valgrind is not installed")
+                break
+            out[name + " (instructions)"] = n
+            base_n = n if base_n is None else base_n
+            print(f"  {label:10s} {name:60s} {n:13,d} instructions ({n / base_n:.2f}x --help)", flush=True)
     in_process(label, url, deep, out)
     return out
 
@@ -141,6 +171,8 @@ def main() -> None:
     ap.add_argument("--sessions", type=int, default=10_000)
     ap.add_argument("--calls-per-session", type=int, default=5)
     ap.add_argument("--postgres", default=os.environ.get("HISTORYMW_TEST_POSTGRES_URL"))
+    ap.add_argument("--instructions", action="store_true", help="also count each command's instructions "
+                    "(valgrind's callgrind: stable on a loaded machine)")
     args = ap.parse_args()
     m = machine()
     print(f"historymw sessions over {args.sessions:,} sessions x {args.calls_per_session} calls; "
@@ -150,7 +182,7 @@ def main() -> None:
         t = time.perf_counter()
         fill(url, args.sessions, args.calls_per_session)
         print(f"  sqlite     written in {time.perf_counter() - t:.0f} s", flush=True)
-        bench("sqlite", url, args.sessions)
+        bench("sqlite", url, args.sessions, args.instructions)
     if not args.postgres:
         print("  postgresql skipped: pass --postgres URL or set HISTORYMW_TEST_POSTGRES_URL")
         return
@@ -166,7 +198,7 @@ def main() -> None:
         t = time.perf_counter()
         fill(url, args.sessions, args.calls_per_session)
         print(f"  postgresql written in {time.perf_counter() - t:.0f} s", flush=True)
-        bench("postgresql", url, args.sessions)
+        bench("postgresql", url, args.sessions, args.instructions)
     finally:
         with admin.begin() as conn:
             conn.execute(sa.text(f'DROP SCHEMA "{name}" CASCADE'))

@@ -36,6 +36,7 @@ from .sql.ids import LISTED, AmbiguousIdError, short_id
 
 if TYPE_CHECKING:
     from .models import LMCall
+    from .sql.direct import CallLine
 
 # Each command imports what it needs when it runs: `historymw sessions` is typed by people, and what
 # a command costs them is mostly its imports. The pydantic models (LMCall) are defined only by the
@@ -141,7 +142,7 @@ def _int(n: int | None) -> str:
     return "-" if n is None else f"{n:,}"
 
 
-def _preview(call: LMCall, width: int = 48) -> str:
+def _preview(call: LMCall | CallLine, width: int = 48) -> str:
     if call.status == "error":
         text = f"{call.error_type or 'error'}: {call.error_message or ''}"
     else:
@@ -177,7 +178,7 @@ _TAIL_HEADER = ("TIME (UTC)", "ID", "MODEL", "STATUS", "LATENCY", "TOKENS", "COS
 _TAIL_RIGHT = {4, 5, 6}
 
 
-def _tail_row(c: LMCall) -> list[str]:
+def _tail_row(c: LMCall | CallLine) -> list[str]:
     return [_time(c.started_at), short_id(c.id), _cell(c.model), _cell(c.status), format_duration(c.duration_s),
             _int(c.total_tokens), format_cost(c.cost), _cell(c.session), _preview(c)]
 
@@ -375,14 +376,16 @@ def _show_session(store: Any, args: argparse.Namespace, out: TextIO) -> int:
             out.write(("\n  " if i == 0 else ",\n  ") + _json_line(c))
         out.write("\n]}\n")
         return EXIT_OK
+    # The table's rows are read before anything is printed (a reader that fails leaves nothing half-printed).
+    rows = None if args.full else [_tail_row(c) for c in store.calls(session=args.id)]
     out.write(f"session {_cell(summary['id'])}: {summary['calls']:,} calls, {summary['errors']:,} errors, "
               f"{summary['total_tokens']:,} tokens, cost {format_cost(summary['cost'])}, "
               f"from {_time(summary['first_at'])} to {_time(summary['last_at'])} UTC\n\n")
-    if args.full:  # the conversation as it was, one call after another
+    if rows is None:  # --full: the conversation as it was, one call after another
         for c in store.calls(session=args.id):
             out.write(render([c]))
     else:
-        _table(_TAIL_HEADER, [_tail_row(c) for c in store.calls(session=args.id)], _TAIL_RIGHT, out)
+        _table(_TAIL_HEADER, rows, _TAIL_RIGHT, out)
     return EXIT_OK
 
 
@@ -590,11 +593,11 @@ def _db_url(given: str | None) -> str:
 
 
 def _read_directly(url: str, args: argparse.Namespace, out: TextIO) -> int | None:
-    """`historymw sessions` (the list) of a SQLite file read with sqlite3 alone: SQLAlchemy's import costs
-    more than the rest of the command. None when that reader does not read this store, or failed
-    before printing: then the Store reads it, and says what is wrong."""
-    if args.command != "sessions" or args.id is not None:
-        return None
+    """`historymw sessions` (the list, or one session's table of calls) of a SQLite file read with sqlite3
+    alone: SQLAlchemy's import costs more than the rest of the command. None when that reader does not
+    read this store, or failed before printing: then the Store reads it, and says what is wrong."""
+    if args.command != "sessions" or (args.id is not None and (args.json or args.full)):
+        return None  # whole calls (messages, JSON): LMCall models, read by the Store
     from .sql import direct
 
     reader = direct.open_sessions(url)
@@ -604,7 +607,7 @@ def _read_directly(url: str, args: argparse.Namespace, out: TextIO) -> int | Non
         try:
             return cmd_sessions(reader, args, out)
         except direct.UnreadableError:
-            return None  # nothing printed yet: cmd_sessions prints once both reads are done
+            return None  # nothing printed yet: cmd_sessions prints once its reads are done
 
 
 def _fail(code: int, message: str) -> int:

@@ -103,7 +103,7 @@ sys.exit(code)
 
 
 @pytest.mark.parametrize("argv", [["sessions"], ["sessions", "--json"], ["sessions", "-n", "2", "--before", "CURSOR"],
-                                  ["--help"]])
+                                  ["sessions", "chat-03"], ["--help"]])
 def test_sessions_list_imports_neither_pydantic_nor_sqlalchemy_nor_the_recorder(db: str, argv: list[str]) -> None:
     # People type `historymw sessions` and wait for it: nearly all it cost was imports (the pydantic
     # models a third of it, SQLAlchemy 40%). The list of a SQLite file is read with sqlite3 as plain
@@ -137,6 +137,18 @@ def test_the_direct_reader_pages_exactly_as_the_store(db: str) -> None:
                 break
             before = mine[-1]["cursor"]
         assert reader.session_rows(0) == [] and len(reader.session_rows(100)) == 13
+
+
+def test_a_session_reads_alike_directly_and_through_the_store(db: str) -> None:
+    # The same file named with a %-escape: SQLAlchemy decodes it; the direct reader leaves such URLs to
+    # the Store. Both print the same lines, an error's text and escaped control characters included.
+    head, _, name = db.rpartition("/")
+    escaped = f"{head}%2F{name}"
+    for argv in (["sessions"], ["sessions", "chat-03"], ["sessions", "evil\x1b[31m"],
+                 ["sessions", "-n", "3", "--json"]):
+        direct, store = run("--db", db, *argv), run("--db", escaped, *argv)
+        assert (direct.returncode, direct.stderr) == (0, "") and (store.returncode, store.stderr) == (0, "")
+        assert direct.stdout == store.stdout
 
 
 def test_the_direct_reader_knows_the_schema_it_reads() -> None:

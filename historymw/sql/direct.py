@@ -1,10 +1,12 @@
-"""The sessions list of a SQLite store, read with `sqlite3` itself: no SQLAlchemy.
+"""`historymw sessions [ID]` of a SQLite store, read with `sqlite3` itself: no SQLAlchemy.
 
 `historymw sessions` is typed by people, and its cost is its imports: SQLAlchemy's
 alone is about 850 million instructions (callgrind), more than three times what the
 rest of the command does, query included. So the usual case is read here, with the
-same statement `query.session_list` builds: a SQLite file named by a plain URL, of a
-schema version this module knows, that has the writer's `historymw_sessions` table.
+statements `query` builds: a SQLite file named by a plain URL, of a schema version
+this module knows, that has the writer's `historymw_sessions` table. Read here: the
+sessions list, and one session's totals and its calls' one-line summaries (`CallLine`:
+no messages, so no pydantic model either).
 
 Anything else (another database, a URL this module does not parse exactly as
 SQLAlchemy does, a missing file, an older or newer schema, an error of any kind)
@@ -21,7 +23,7 @@ import datetime as _dt
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from .engine import SQLITE_BUSY_TIMEOUT_S
 
@@ -34,6 +36,22 @@ SESSIONS_SINCE, KNOWN_VERSION = 4, 6
 _UTC = _dt.timezone.utc
 # A SQLite URL whose database SQLAlchemy takes as it is written: no query, no %-escapes to decode.
 _PLAIN_SQLITE = re.compile(r"sqlite(?:\+pysqlite)?:///([^?%]+)")
+
+
+class CallLine(NamedTuple):
+    """What a one-line listing of a call shows (the same attributes an LMCall has)."""
+
+    id: str
+    started_at: _dt.datetime
+    duration_s: float
+    model: str | None
+    status: str
+    total_tokens: int | None
+    cost: float | None
+    session: str | None
+    output_text: str | None
+    error_type: str | None
+    error_message: str | None
 
 
 class UnreadableError(Exception):
@@ -98,27 +116,45 @@ def sqlite_file(url: str) -> Path | None:
 _LIST = (f"SELECT {', '.join(SESSION_FIELDS)} FROM {SESSIONS_TABLE}{{where}} "
          "ORDER BY last_at DESC, session DESC LIMIT ?")
 _BEFORE = " WHERE last_at <= ? AND (last_at < ? OR session < ?)"
+_ONE = f"SELECT {', '.join(SESSION_FIELDS)} FROM {SESSIONS_TABLE} WHERE session = ?"
+_LINES = (f"SELECT {', '.join(CallLine._fields)} FROM historymw_calls WHERE session = ? "
+          "ORDER BY started_at, id")
 
 
 class SqliteSessions:
-    """`Store.session_rows()` of one SQLite file, opened read-only (`mode=ro`, as `Store` opens it)."""
+    """What `historymw sessions [ID]` reads of one SQLite file (as `Store`'s methods of the same names),
+    opened read-only (`mode=ro`, as `Store` opens it). A session it does not find is UnreadableError:
+    the Store says so, in its words."""
 
     def __init__(self, conn: Any) -> None:
         self._conn = conn
 
-    def session_rows(self, limit: int, *, before: str | None = None) -> list[dict[str, Any]]:
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         import sqlite3
 
-        key = None if before is None else decode_session_cursor(before, "sqlite")  # ValueError: a bad cursor
         try:
-            if key is None:
-                rows = self._conn.execute(_LIST.format(where=""), (max(limit, 0),)).fetchall()
-            else:
-                t, sid = key
-                rows = self._conn.execute(_LIST.format(where=_BEFORE), (t, t, sid, max(limit, 0))).fetchall()
+            return list(self._conn.execute(sql, params).fetchall())
         except (sqlite3.Error, OverflowError) as exc:
             raise UnreadableError(str(exc)) from None
+
+    def session_rows(self, limit: int, *, before: str | None = None) -> list[dict[str, Any]]:
+        key = None if before is None else decode_session_cursor(before, "sqlite")  # ValueError: a bad cursor
+        if key is None:
+            rows = self._fetch(_LIST.format(where=""), (max(limit, 0),))
+        else:
+            t, sid = key
+            rows = self._fetch(_LIST.format(where=_BEFORE), (t, t, sid, max(limit, 0)))
         return [summary(dict(zip(SESSION_FIELDS, r, strict=True))) for r in rows]
+
+    def session_row(self, session_id: str) -> dict[str, Any]:
+        rows = self._fetch(_ONE, (session_id,))
+        if not rows:
+            raise UnreadableError(f"no session {session_id!r}")
+        return summary(dict(zip(SESSION_FIELDS, rows[0], strict=True)))
+
+    def calls(self, *, session: str) -> list[CallLine]:
+        """The session's calls, oldest first, as one-line summaries."""
+        return [CallLine(r[0], to_datetime(r[1]), *r[2:]) for r in self._fetch(_LINES, (session,))]
 
     def close(self) -> None:
         self._conn.close()
