@@ -171,9 +171,9 @@ def import_added_own(res: dict[str, Any]) -> float | None:
 
 def print_table(res: dict[str, Any]) -> None:
     print(f"import cost — {_common.machine_line(res['machine'])}; median of {res['runs']} fresh processes per row")
-    print(f"{'':52} {'ms':>8} {'min..max':>17} {'vs baseline':>12}")
+    print(f"{'':66} {'ms':>8} {'min..max':>17} {'vs baseline':>12}")
     for r in res["rows"]:
-        print(f"{r['name']:52} {r['ms']:8.1f} {r['min']:7.1f}..{r['max']:<8.1f} {r['added_ms']:+9.1f} ms")
+        print(f"{r['name']:66} {r['ms']:8.1f} {r['min']:7.1f}..{r['max']:<8.1f} {r['added_ms']:+9.1f} ms")
     added = import_added(res)
     opt = res["optional_after_import"]
     print(f"\n`import historymw` adds {added:.1f} ms to `import pydantic, structlog` (target ≤ 50 ms): "
