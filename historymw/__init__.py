@@ -61,6 +61,10 @@ def __getattr__(name: str) -> object:
     return value
 
 
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | _LAZY.keys())  # the lazy names too (tab completion, help())
+
+
 class _Package(_types.ModuleType):
     def __setattr__(self, name: str, value: object) -> None:
         # `historymw.sessions` is the function `hm.sessions()`. Loading the submodule of the same name
