@@ -323,7 +323,9 @@ async def aflush(timeout: float = 5.0) -> bool:
 _DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
-_SERVERS: dict[str, tuple[str | None, int | None]] = {}  # api_base -> _server(api_base): a program has few
+# api_base -> _server(api_base), for the few base URLs a program calls; never one that carries
+# credentials (user:password@), which is parsed each time and not kept.
+_SERVERS: dict[str, tuple[str | None, int | None]] = {}
 
 
 def _server(api_base: str) -> tuple[str | None, int | None]:
@@ -332,7 +334,7 @@ def _server(api_base: str) -> tuple[str | None, int | None]:
     server = _SERVERS.get(api_base)
     if server is None:
         server = _parse_server(api_base)
-        if len(_SERVERS) < 256:
+        if len(_SERVERS) < 256 and "@" not in api_base:
             _SERVERS[api_base] = server
     return server
 
