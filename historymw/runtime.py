@@ -211,7 +211,8 @@ class _State:
     def __init__(self) -> None:
         self.gen = 1
         self.lock = threading.RLock()
-        # Read and check the environment now, at import, with plain code (no model is built until the
+        # Read and check the environment now, when the recorder is first used (`import historymw` loads
+        # this module on first use), with plain code (no model is built until the
         # configuration is first used). A bad HISTORYMW_* value never raises here: an application that
         # imports historymw through a library must keep working. It is logged and counted when the
         # configuration is first used, and its default is used; configure() raises for the same value.
@@ -237,7 +238,7 @@ class _State:
         self._settings = value
 
     def unavailable(self) -> dict[str, str]:
-        """Backends the environment asked for with a value that cannot work (reported at import)."""
+        """Backends the environment asked for with a value that cannot work (reported at the configuration's first use)."""
         bad_url = [p.message for p in self.problems if p.setting == "sql_url"]
         return {"sql": bad_url[0]} if bad_url else {}
 
