@@ -547,34 +547,44 @@ def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs
                  finish_reason: str | None, response_id: str | None, response_model: str | None,
                  cost: float | None, cache_hit: bool | None, private: dict[str, Any]) -> dict[str, Any] | None:
     """`parsed_outcome` for the usual chat response a framework parsed (DSPy's), one field per
-    argument: no dict to build, no loop over fields. Each value is of the type named or None
-    (None: the field is not set). `outputs`: a non-empty list of str made for this record.
-    Labels are cut as `_outcome_fields` cuts them (64 or 256 chars). Returns None when all is
-    taken, else the fields for `apply_fields` (the record over its limit), as `parsed_outcome`."""
+    argument: no dict to build, no loop over fields. A label (finish_reason, response_id,
+    response_model) that is not a str, and a cache_hit that is not a bool, are not set (the
+    response had none); `cost` a float or None. `outputs`: a non-empty list of str made for
+    this record. Labels are cut at 64 (finish_reason) or 256 chars. `private`: as in
+    `parsed_outcome`. Returns None when all is taken, else the fields for `apply_fields` (the
+    record over its limit), as `parsed_outcome` does."""
     used = LIST_OVERHEAD + DICT_PER_ITEM if eff.content else 0
     if used:
         for i, text in enumerate(outputs):
             if len(text) > 1024:
                 outputs[i] = text = clip(text, eff.max_chars)
             used += LIST_PER_ITEM + (len(text) + STR_HEADER if text.isascii() else sys.getsizeof(text))
-    if finish_reason is not None:
+    if type(finish_reason) is not str:
+        finish_reason = None
+    else:
         if len(finish_reason) > 64:
             finish_reason = finish_reason[:64]
         used += DICT_PER_ITEM + (len(finish_reason) + STR_HEADER if finish_reason.isascii()
                                  else sys.getsizeof(finish_reason))
-    if response_id is not None:
+    if type(response_id) is not str:
+        response_id = None
+    else:
         if len(response_id) > LABEL_CHARS:
             response_id = response_id[:LABEL_CHARS]
         used += DICT_PER_ITEM + (len(response_id) + STR_HEADER if response_id.isascii()
                                  else sys.getsizeof(response_id))
-    if response_model is not None:
+    if type(response_model) is not str:
+        response_model = None
+    else:
         if len(response_model) > LABEL_CHARS:
             response_model = response_model[:LABEL_CHARS]
         used += DICT_PER_ITEM + (len(response_model) + STR_HEADER if response_model.isascii()
                                  else sys.getsizeof(response_model))
     if cost is not None:
         used += DICT_PER_ITEM + SCALAR_SIZE
-    if cache_hit is not None:
+    if type(cache_hit) is not bool:
+        cache_hit = None
+    else:
         used += DICT_PER_ITEM
     rest = None
     if draft["size_bytes"] + used > eff.record_limit:  # apply_fields truncates to fit: let it

@@ -398,13 +398,9 @@ def _record_result(lm: Any, call: Any, result: Any, state: list[Any], ov: Any) -
                     reason = (getattr(choices[0], "finish_reason", None) if choices
                               else getattr(response, "finish_reason", None))
                     rid = getattr(response, "id", None)
-                rmodel = result.response_model
-                hit_flag = result.cache_hit
-                recording = Recording.complete_chat(
-                    spec, state[_STARTED], state[_T0], name, messages, params, [*outputs],
-                    reason if type(reason) is str else None, rid if type(rid) is str else None,
-                    rmodel if type(rmodel) is str else None, cost, hit_flag if type(hit_flag) is bool else None,
-                    private, "dspy_integration")
+                recording = Recording.complete_chat(spec, state[_STARTED], state[_T0], name, messages, params,
+                                                    [*outputs], reason, rid, result.response_model, cost,
+                                                    result.cache_hit, private, "dspy_integration")
         else:
             recording = Recording.begin(spec, state[_STARTED], "dspy_integration", state[_T0])
         if recording is None or not recording.request(name, messages, params, system=system):
