@@ -204,7 +204,7 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
     # case (an explicit lm15 Request, an LM overriding update_history, an unknown result
     # type, a DSPy whose settings are kept otherwise), goes through DSPy's own finalize.
     prepared, parsed = kinds if kinds is not None and _config is not None else (None, None)
-    overrides = _overrides.get if _overrides is not None else None
+    overrides: Any = _overrides.get if _overrides is not None else None
     config = _config if _config is not None else {}
 
     @functools.wraps(orig)
@@ -213,7 +213,7 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
         if state is None:
             return orig(lm, call, result)
         if (type(call) is not prepared or type(result) is not parsed or call.request is not None
-                or overrides is None or type(lm).update_history is not _route):
+                or type(lm).update_history is not _route):  # (prepared is None: DSPy's settings unbound)
             state[_CACHE_HIT] = bool(getattr(result, "cache_hit", False))
             return orig(lm, call, result)
         # DSPy's settings, read as Settings.__getattr__ reads them (its overrides, then its
