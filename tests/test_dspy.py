@@ -11,6 +11,7 @@ import tempfile
 import threading
 import time
 import uuid
+import warnings
 from collections.abc import Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
@@ -401,3 +402,13 @@ def test_a_cache_hit_draft_is_the_one_the_general_path_makes(fields: dict[str, A
     rest = chat_outcome(fast, eff, 0.25, ["4", "é"], *fields.values(), {"dspy": (1, 2)})
     assert rest is None
     assert fast == general
+
+
+def test_dspys_deprecation_warnings_still_point_at_the_callers_line() -> None:
+    # DSPy attributes its warnings to the first frame outside its own modules; were that
+    # historymw's wrapper, Python's default filters would hide them from a user's script.
+    lm = make_lm()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        lm(messages=[{"role": "user", "content": "a bare message"}])
+    assert [w.filename for w in caught if w.category is DeprecationWarning] == [__file__]

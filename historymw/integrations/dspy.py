@@ -26,6 +26,7 @@ import importlib
 import sys
 import threading
 import time
+import types
 from collections.abc import Callable
 from typing import Any, TextIO
 
@@ -164,8 +165,20 @@ def _patch(owner: Any, name: str, value: Any) -> None:
 # -- the call ------------------------------------------------------------------------
 
 
+def _as_dspy_frame(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn` run in a copy of this module's namespace named under "dspy.". DSPy attributes its
+    deprecation warnings to the first calling frame outside modules named "dspy" or "dspy.*"
+    (dspy/clients/_deprecation.py): a wrapper of BaseLM.__call__ would take the warning (and
+    Python's default filters, which show a DeprecationWarning only where __main__ triggers
+    it, would then hide it). So named, the wrapper is skipped and the warning points at the
+    user's line, as without historymw."""
+    namespace = {**globals(), "__name__": "dspy.historymw_integration"}
+    return types.FunctionType(fn.__code__, namespace, fn.__name__, fn.__defaults__, fn.__closure__)
+
+
 def _wrap_call(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
+    @_as_dspy_frame
     def call(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = [_now(), _perf(), None, False]
         token = IN_DSPY_CALL.set(state)
@@ -182,6 +195,7 @@ def _wrap_call(orig: Callable[..., Any]) -> Callable[..., Any]:
 
 def _wrap_acall(orig: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(orig)
+    @_as_dspy_frame
     async def acall(self: Any, *args: Any, **kwargs: Any) -> Any:
         state = [_now(), _perf(), None, False]
         token = IN_DSPY_CALL.set(state)
