@@ -9,9 +9,10 @@ Two ways to meet a bad value, as the OpenTelemetry SDK does it:
 - `configure()` is strict: a bad keyword or a bad variable it reads raises
   `ConfigError` naming the variable or keyword, the value and what is allowed.
 - The environment, read when the recorder is first used (`hm.recorded`,
-  `hm.history`, `hm.configure`, an integration's `install()`...), is lenient: a library that records through historymw must not break the
-  application that imports it. Each bad value is reported as a `Problem`, which
-  `runtime` logs once and counts; the default is used instead.
+  `hm.history`, `hm.configure`, an integration's `install()`...), is lenient:
+  a library that records through historymw must not break the application
+  that imports it. Each bad value is reported as a `Problem`, which `runtime`
+  logs once and counts; the default is used instead.
 """
 
 from __future__ import annotations

@@ -306,9 +306,9 @@ def has_secret_anchor(text: str) -> bool:
 # stem with str.find is cheaper than any regex tried at every separator.
 _PAIR_STEMS = ("pass", "pwd", "secret", "token", "key", "auth", "credential", "cookie", "dsn", "bearer")
 _WORD_REST = re.compile(r"[a-z0-9]*")
-_SEPARATOR = re.compile(r"""\\?["']?[ \t]{0,3}(?P<sep>=|:)""")
+_SEPARATOR = re.compile(r"""(?:\\{1,7})?["']?[ \t]{0,3}(?P<sep>=|:)""")
 _NAME_TAIL = re.compile(r"(?:.*[^A-Za-z0-9_.\-])?(?P<name>[A-Za-z0-9_.\-]{1,64})\Z", re.S)
-_VALUE = re.compile(r"""[ \t]*(?P<quote>\\?["'])?(?P<value>(?i:(?:bearer|basic|token|bot|digest)[ \t]+)?"""
+_VALUE = re.compile(r"""[ \t]*(?P<quote>(?:\\{1,7})?["'])?(?P<value>(?i:(?:bearer|basic|token|bot|digest)[ \t]+)?"""
                     r"""[^\s"'\\&,;{}\[\]()<>]{3,})""")
 _ASCII_LOWER = str.maketrans("ABCDEFGHIJKLMNOPQRSTUVWXYZ", "abcdefghijklmnopqrstuvwxyz")
 
@@ -328,7 +328,10 @@ def _pair_name(name: str) -> bool:
     return name.lower() != "key" and is_secret_key(name)
 
 
-_BEFORE_SEPARATOR = re.compile(r"(?:.*[^A-Za-z0-9_.\-])?(?P<name>[A-Za-z0-9_.\-]{1,64})\\?[\"']?[ \t]{0,3}\Z", re.S)
+# A quote after the name may be escaped once per JSON level it went through (tool-call arguments are
+# JSON in JSON, and the SQL writer checks them JSON-encoded once more): up to seven backslashes.
+_BEFORE_SEPARATOR = re.compile(r"(?:.*[^A-Za-z0-9_.\-])?(?P<name>[A-Za-z0-9_.\-]{1,64})(?:\\{1,7})?[\"']?[ \t]{0,3}\Z",
+                               re.S)
 
 
 def _pair_spans(text: str) -> list[tuple[int, int]]:

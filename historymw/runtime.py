@@ -238,7 +238,7 @@ class _State:
         self._settings = value
 
     def unavailable(self) -> dict[str, str]:
-        """Backends the environment asked for with a value that cannot work (reported at the configuration's first use)."""
+        """Backends the environment asked for with a value that cannot work (reported at first use)."""
         bad_url = [p.message for p in self.problems if p.setting == "sql_url"]
         return {"sql": bad_url[0]} if bad_url else {}
 

@@ -187,3 +187,18 @@ def test_the_quick_secret_check_agrees_with_redaction(secret: str) -> None:
             assert shape.rare in text and shape.probe.search(text), shape.name
     prose = "A thought: the right light at night is nearer than basic... see https://example.org, ask-me."
     assert redact_text(prose) == prose and not might_hold_secret(prose)
+
+
+@pytest.mark.parametrize("depth", [0, 1, 2, 3])
+def test_a_credential_in_json_escaped_again_and_again_is_redacted(depth: int) -> None:
+    """Tool-call arguments are JSON holding JSON (`{"target": "{\\"client_secret\\": ...}"}`), and the SQL
+    writer checks them once more as JSON: each level doubles the backslashes before a quote. The secret
+    matrix found `client_secret` leaking into SQLite and PostgreSQL at the second level."""
+    from historymw.redact import might_hold_secret, redact_text
+
+    secret = "iK2ZWeqhFWCEPyYngFb51yBM"
+    text = json.dumps({"client_secret": secret})
+    for _ in range(depth):
+        text = json.dumps({"target": text, "retry": 2})
+    assert secret not in redact_text(text) and might_hold_secret(text)
+    assert "client_secret" in redact_text(text)  # the name stays: the record says what was removed
