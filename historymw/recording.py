@@ -26,7 +26,6 @@ from .scope import CURRENT
 
 _perf = time.perf_counter
 _now = time.time
-_modules_get = sys.modules.get
 _modules = sys.modules
 _STATE = runtime.STATE
 
@@ -60,7 +59,7 @@ class Recording:
             eff, mode = decide()
             if mode == SKIP:
                 return None
-            span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
+            span = active_span_ids() if "opentelemetry.trace" in _modules else None
             return cls(spec, eff, mode, span, started, where, t0)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error(where, exc)
@@ -127,7 +126,7 @@ class Recording:
             mode = eff.mode
             if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
                 return None
-            span = active_span_ids() if _modules_get("opentelemetry.trace") is not None else None
+            span = active_span_ids() if "opentelemetry.trace" in _modules else None
             if mode != FULL or not eff.content:
                 return cls(spec, eff, mode, span, started, where, t0)
             args = (model, messages)

@@ -59,8 +59,8 @@ class UnreadableError(Exception):
 
 
 def to_datetime(value: Any) -> _dt.datetime:
-    """A stored time (epoch float on SQLite, datetime on PostgreSQL) as an aware UTC datetime (as
-    `rows.to_datetime`, without importing `rows`, which defines the LMCall model)."""
+    """A stored time (epoch float on SQLite, datetime on PostgreSQL) as an aware UTC datetime (here,
+    not in `rows`, which defines the LMCall model: `rows` and the viewer import it from here)."""
     if isinstance(value, _dt.datetime):
         return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
     return _dt.datetime.fromtimestamp(float(value), _UTC)

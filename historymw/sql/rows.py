@@ -19,6 +19,7 @@ from typing import Any
 
 from ..record import LMCall
 from .contents import Pending
+from .direct import to_datetime as to_datetime  # its home is direct, which imports no SQLAlchemy
 from .ids import short_id
 from .schema import calls
 
@@ -152,13 +153,6 @@ def strip_nul(row: tuple[Any, ...]) -> tuple[Any, ...]:
     if not any(type(v) is str and ("\x00" in v or "\\u0000" in v) for v in row):
         return row
     return tuple(v.replace("\x00", "\ufffd").replace("\\u0000", "\\ufffd") if type(v) is str else v for v in row)
-
-
-def to_datetime(value: Any) -> _dt.datetime:
-    """A stored time (epoch float on SQLite, datetime on PostgreSQL) as an aware UTC datetime."""
-    if isinstance(value, _dt.datetime):
-        return value if value.tzinfo is not None else value.replace(tzinfo=_UTC)
-    return _dt.datetime.fromtimestamp(float(value), _UTC)
 
 
 def to_stored_time(dialect_name: str, epoch: float) -> Any:
