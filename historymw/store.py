@@ -265,6 +265,17 @@ class Store:
         return [str(path)] + [f"{path}{suffix}" for suffix in ("-wal", "-shm", "-journal")]
 
     def _read(self, fn: Callable[[Any], T]) -> T:
+        import sqlalchemy as sa
+
+        try:
+            with self._engine.connect() as conn:
+                return fn(conn)
+        except sa.exc.DBAPIError as exc:
+            # A pooled connection the server dropped (a restart): the pool has discarded it and
+            # the next one is new. PostgreSQL readers skip the pre-ping (see engine._pg_reader),
+            # so the read is run again once here; reading twice changes nothing.
+            if not exc.connection_invalidated:
+                raise
         with self._engine.connect() as conn:
             return fn(conn)
 

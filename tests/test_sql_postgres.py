@@ -4,6 +4,7 @@ an outage at start and mid-run through a TCP proxy the test cuts, retention, mig
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -168,3 +169,78 @@ def test_a_version_1_database_is_migrated(pg: tuple[str, sa.Engine]) -> None:
         assert store.count() == 2
     assert old is not None and old.output_text == "from v1" and old.duration_s == 2.0
     assert old.messages == [{"role": "user", "content": "old"}] and old.started_at.timestamp() == 1700000000
+
+
+def _round_trips(trace: str) -> list[str]:
+    """The exchanges in a libpq protocol trace: what the client sent up to a Sync (or a simple Query)
+    and the server's answer, up to its ReadyForQuery."""
+    out: list[str] = []
+    for line in trace.splitlines(keepends=True):
+        fields = line.split("\t")
+        if len(fields) > 3 and fields[1] == "F" and (not out or out[-1].rstrip().endswith("ReadyForQuery\t I")):
+            out.append("")
+        if out:
+            out[-1] += line
+    return out
+
+
+def test_reading_a_call_back_is_one_statement_with_its_prompt(pg: tuple[str, sa.Engine], tmp_path: Path) -> None:
+    """`Store.get` on PostgreSQL: the row and the contents of its shared prefix (a list and its
+    messages) in one statement, no transaction around it; the contents are not sent again to a
+    reader that holds them; and the store stays read-only."""
+    from historymw.sql import contents
+
+    url, check = pg
+    system = {"role": "system", "content": "You answer questions about history. " * 20}
+    demos = [{"role": "user", "content": f"demo {i}"} for i in range(3)]
+    backend = SQLBackend(url)
+    drafts = [seal({"started": time.time() + i, "duration": 0.1, "model": "m", "size_bytes": 1,
+                    "messages": [system, *demos, {"role": "user", "content": f"question {i}"}]}) for i in range(3)]
+    assert _export(backend, drafts) == 0
+    backend.shutdown()
+    contents._decoded._items.clear()  # as in a new process: no prompt held yet
+    contents._decoded._held = 0
+    trace = tmp_path / "trace"
+    with Store(url) as store, open(trace, "w") as fh:
+        with store._engine.connect() as conn:  # the reader's one pooled connection, traced
+            conn.connection.dbapi_connection.pgconn.trace(fh.fileno())
+        first = store.get(drafts[0]["id"])
+        second = store.get(drafts[1]["id"])
+        with store._engine.connect() as conn:
+            conn.connection.dbapi_connection.pgconn.untrace()  # (writes out what libpq holds)
+    exchanges = _round_trips(trace.read_text())
+    assert len(exchanges) == 2, exchanges
+    # A demo's digest is in the contents sent with the first call, not in the answer to the second.
+    demo = contents.digest(contents.message_json(demos[0]).encode()).hex()
+    assert demo in exchanges[0] and demo not in exchanges[1]
+    with Store(url) as store:
+        with pytest.raises(sa.exc.InternalError, match="read-only"), store._engine.connect() as conn:
+            conn.execute(sa.text("DELETE FROM historymw_contents"))
+    assert first is not None and first.messages == [system, *demos, {"role": "user", "content": "question 0"}]
+    assert second is not None and second.messages[-1] == {"role": "user", "content": "question 1"}
+    assert second.messages[:-1] == first.messages[:-1]
+    with check.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM historymw_contents")).scalar_one() > 0
+
+
+def test_a_reader_survives_a_server_restart(pg: tuple[str, sa.Engine]) -> None:
+    """Readers skip the pool's pre-ping (a round trip per read): a pooled connection the server
+    dropped is replaced when a read finds it dead, and the read goes through."""
+    url, _ = pg
+    backend = SQLBackend(url)
+    draft = seal({"started": time.time(), "duration": 0.1, "model": "m", "messages": MSGS, "size_bytes": 1})
+    assert _export(backend, [draft]) == 0
+    backend.shutdown()
+    u = sa.make_url(url)
+    proxy = Proxy(u.host or "127.0.0.1", u.port or 5432)
+    proxied = u.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    try:
+        proxy.restore()
+        with Store(proxied) as store:
+            assert store.get(draft["id"]) is not None
+            proxy.cut()  # the pooled connection dies
+            proxy.restore()
+            call = store.get(draft["id"])
+            assert call is not None and call.messages == MSGS
+    finally:
+        proxy.close()

@@ -550,6 +550,79 @@ def load_bytes(conn: Any, digests: Iterable[bytes]) -> dict[bytes, bytes]:
     return out
 
 
+def prefix_contents(refs: Any) -> Any:
+    """PostgreSQL: a column of the contents a call's shared prefix needs, for the select of the call,
+    so that reading one call back is one round trip: its first item's content (a message, or a list)
+    and, for a list, its messages, each as digest + stored body (`remember` takes them). Only the
+    first item: the usual row (a schema 6 prefix ref, its last message inline); what else a row
+    refers to (a long last message, schema 5's digests) `resolve` loads as before. NULL when that
+    item is among the bound `hm_known` (`known_prefixes()`): this reader holds it already, and the
+    prompt a thousand calls share is not sent a thousand times."""
+    import sqlalchemy as sa
+
+    def const(n: int) -> Any:  # inline: bound values would be bound anew at each call
+        return sa.literal_column(str(n), sa.Integer)
+
+    first = sa.func.substring(refs, const(2), const(DIGEST_BYTES))
+    # The digests held, joined: a parameter of one bytea binds in a few microseconds, an array of
+    # them in a hundred. (A match across two of them only costs a content sent in vain.)
+    known = sa.bindparam("hm_known", type_=sa.LargeBinary)
+    wanted = sa.and_(sa.func.length(refs) % const(DIGEST_BYTES) != const(0),
+                     sa.func.get_byte(refs, const(0)).between(const(MESSAGE), const(LIST)),
+                     sa.func.position(first.op("IN")(known)) == const(0))
+    k = _contents_table().alias("hm_k")
+    lst = _contents_table().alias("hm_l")
+    n = sa.func.length(lst.c.body).op("/")(const(DIGEST_BYTES))  # (integer division)
+    i = sa.func.generate_series(const(0), n - const(1)).table_valued("i").render_derived(name="hm_i")
+    members = (sa.select(sa.func.substring(lst.c.body, const(2) + const(DIGEST_BYTES) * i.c.i, const(DIGEST_BYTES)))
+               .select_from(lst).join(i, sa.true())
+               .where(lst.c.hash == first, sa.func.get_byte(lst.c.body, const(0)) == const(BINARY))
+               .correlate(refs.table))
+    m = _contents_table().alias("hm_m")
+    both = sa.union_all(sa.select(k.c.hash.op("||")(k.c.body).label("c")).where(k.c.hash == first),
+                        sa.select(m.c.hash.op("||")(m.c.body).label("c")).where(m.c.hash.in_(members.scalar_subquery())))
+    return sa.case((wanted, sa.func.array(both.scalar_subquery())), else_=sa.null()).label("hm_contents")
+
+
+def _contents_table() -> Any:
+    from .schema import contents
+
+    return contents
+
+
+# Prefix items (a list's or a message's digest) whose contents this process has read whole, most
+# recent last: what `prefix_contents` need not send again (a few dozen: the prompts in use).
+_known: OrderedDict[bytes, None] = OrderedDict()
+_KNOWN_MAX = 64
+
+
+def known_prefixes() -> bytes:
+    """The prefix items this reader holds decoded (evicted ones are dropped here), joined."""
+    with _decoded._lock:
+        held = _decoded._items
+        gone = [dg for dg in _known if dg not in held]
+        for dg in gone:
+            del _known[dg]
+        return b"".join(_known)
+
+
+def _met_prefix(dg: bytes) -> None:
+    with _decoded._lock:
+        _known[dg] = None
+        _known.move_to_end(dg)
+        if len(_known) > _KNOWN_MAX:
+            _known.popitem(last=False)
+
+
+def remember(blobs: Iterable[bytes] | None) -> None:
+    """Keep contents fetched with a call's row (`prefix_contents`: digest + stored body) for `resolve`."""
+    for blob in blobs or ():
+        blob = bytes(blob)
+        dg = blob[:DIGEST_BYTES]
+        if _decoded.get(dg) is None:
+            _decoded.put(dg, decode_body(blob[DIGEST_BYTES:]))
+
+
 def load(conn: Any, digests: Iterable[bytes]) -> dict[bytes, Any]:
     """digest -> message (decoded), for the digests of message contents the store holds."""
     # Parsed anew for each call: the caller owns (and may change) its messages.
@@ -574,6 +647,12 @@ def resolve(conn: Any, rows: Iterable[Any]) -> list[dict[str, Any]]:
     members = {m for dg in lists if dg in raw for m in split_refs(raw[dg])} - raw.keys()
     if members:
         raw.update(load_bytes(conn, members))
+    for dg in lists:
+        if dg in raw and all(m in raw for m in split_refs(raw[dg])):
+            _met_prefix(dg)
+    for dg in digests:
+        if dg in raw:
+            _met_prefix(dg)
     for r in out:
         refs = r.pop("message_refs", None)
         if refs:

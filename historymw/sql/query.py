@@ -83,28 +83,40 @@ def recent(conn: sa.Connection, cols: Cols, n: int, filters: Filters) -> list[LM
     return rows
 
 
-_by_id: dict[tuple[str, ...], Any] = {}
+_by_id: dict[tuple[Any, ...], Any] = {}
 
 
-def _select_by_id(cols: Cols) -> Any:
+def _select_by_id(cols: Cols, dialect: str) -> Any:
     """The select of one row by id, built once per set of columns: building a 40-column select and
-    its cache key costs more than SQLite spends finding the row."""
-    key = tuple(c.name for c in cols)
+    its cache key costs more than SQLite spends finding the row. On PostgreSQL it brings the contents
+    of the call's shared prefix along (`contents.prefix_contents`): a round trip to the server costs
+    more than reading them, and a reader that has not met the prompt yet would need two more."""
+    key = (dialect, *(c.name for c in cols))
     stmt = _by_id.get(key)
     if stmt is None:
-        stmt = _by_id[key] = _select(cols).where(calls.c.id == sa.bindparam("call_id"))
+        stmt = _select(cols).where(calls.c.id == sa.bindparam("call_id"))
+        if dialect == "postgresql" and any(c.name == "message_refs" for c in cols):
+            from .contents import prefix_contents
+
+            stmt = stmt.add_columns(prefix_contents(calls.c.message_refs))
+        stmt = _by_id[key] = stmt
     return stmt
 
 
 def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
     """One call by its full id, its short id, or a unique prefix of either (the rule in `ids`)."""
-    by_id = _select_by_id(cols)
-    row = conn.execute(by_id, {"call_id": call_id}).mappings().first()
+    by_id = _select_by_id(cols, conn.dialect.name)
+    params: dict[str, Any] = {"call_id": call_id}
+    if conn.dialect.name == "postgresql":
+        from .contents import known_prefixes
+
+        params["hm_known"] = known_prefixes()
+    row = conn.execute(by_id, params).mappings().first()
     if row is not None:
         return _one(conn, row)
     key = call_id.strip().lower()
     if key != call_id:
-        row = conn.execute(by_id, {"call_id": key}).mappings().first()
+        row = conn.execute(by_id, {**params, "call_id": key}).mappings().first()
         if row is not None:
             return _one(conn, row)
     if len(key) < MIN_PREFIX or not _HEX.match(key):
@@ -119,14 +131,17 @@ def get(conn: sa.Connection, cols: Cols, call_id: str) -> LMCall | None:
         raise AmbiguousIdError(call_id, ids)
     if not ids:
         return None
-    row = conn.execute(by_id, {"call_id": ids[0]}).mappings().first()
+    row = conn.execute(by_id, {**params, "call_id": ids[0]}).mappings().first()
     return None if row is None else _one(conn, row)
 
 
 def _one(conn: sa.Connection, row: Any) -> LMCall:
-    from .contents import resolve
+    from .contents import remember, resolve
     from .rows import row_to_call
 
+    if "hm_contents" in row:
+        row = dict(row)
+        remember(row.pop("hm_contents"))
     return row_to_call(resolve(conn, [row])[0])
 
 
