@@ -1,6 +1,6 @@
 """Storage of a DSPy-optimizer-shaped history: bytes on disk, write throughput, reading a call back.
 
-    python benchmarks/storage.py [--n 100000] [--postgres URL] [--quick]
+    python benchmarks/storage.py [--n 100000] [--postgres URL] [--quick] [--breakdown]
 
 The calls: what an optimizer (BootstrapFewShot and the like) sends, call after call: the
 same ~3 KB system prompt, 4 few-shot demos (user/assistant pairs of ~200 and ~300
@@ -260,6 +260,53 @@ def postgres_bytes(url: str) -> int:
     return total
 
 
+def sqlite_breakdown(path: Path, n: int) -> str:
+    """Where a SQLite store's bytes go, per table and index (SQLite's dbstat), per call: the pages
+    (payload, unused space, and the rest: cell pointers, headers, interior pages)."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        rows = conn.execute("SELECT name, count(*), sum(pgsize), sum(payload), sum(unused) FROM dbstat "
+                            "GROUP BY name ORDER BY sum(pgsize) DESC, name").fetchall()
+    except sqlite3.OperationalError as exc:  # a SQLite built without SQLITE_ENABLE_DBSTAT_VTAB
+        return f"\n(no breakdown: {exc})"
+    finally:
+        conn.close()
+    lines = ["| table or index | bytes/call | payload | unused | other |", "|---|---|---|---|---|"]
+    rest = [0, 0, 0]
+    for name, pages, size, payload, unused in rows:
+        if pages == 1:  # the tables of a few rows, and empty indexes: summed below
+            rest = [rest[0] + size, rest[1] + payload, rest[2] + unused]
+            continue
+        lines.append(f"| {name} | {size / n:,.1f} | {payload / n:,.1f} | {unused / n:,.1f} "
+                     f"| {(size - payload - unused) / n:,.1f} |")
+    lines.append(f"| (the rest: tables and indexes of one page) | {rest[0] / n:,.1f} | {rest[1] / n:,.1f} "
+                 f"| {rest[2] / n:,.1f} | {(rest[0] - rest[1] - rest[2]) / n:,.1f} |")
+    return "\n".join(lines)
+
+
+def postgres_breakdown(url: str, n: int) -> str:
+    """Where a PostgreSQL store's bytes go: each relation of the schema (tables, their indexes and
+    TOAST tables), per call."""
+    import sqlalchemy as sa
+
+    engine = sql_engine.make_engine(url, create=False)
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT c.relname, pg_relation_size(c.oid) FROM pg_class c "
+            "LEFT JOIN pg_class t ON t.reltoastrelid = c.oid OR t.oid = c.oid "
+            "JOIN pg_namespace s ON s.oid = t.relnamespace "
+            "WHERE s.nspname = current_schema() AND c.relkind IN ('r', 'i', 't') "
+            "GROUP BY c.relname, c.oid ORDER BY 2 DESC, 1")).all()
+    engine.dispose()
+    lines = ["| relation | bytes/call |", "|---|---|"]
+    small = sum(int(size) for _, size in rows if int(size) <= 16384)  # (an index has a meta page and a root)
+    lines += [f"| {name} | {int(size) / n:,.1f} |" for name, size in rows if int(size) > 16384]
+    lines.append(f"| (the rest: tables and indexes of one or two pages) | {small / n:,.1f} |")
+    return "\n".join(lines)
+
+
 def read_ms(url: str, ids: list[str]) -> Rate:
     """Median ms of `Store.get(id)`, one call read back whole (its messages included): wall, CPU."""
     rng = random.Random(3)
@@ -305,23 +352,31 @@ DRAFTS_N: list[int] = []
 Result = tuple[str, int, Rate, "Rate | None"]  # (store, bytes, records/s, read ms)
 
 
-def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str]) -> list[Result]:
+def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str],
+               breakdown: list[str] | None = None) -> list[Result]:
     cols, rows = v3_rows(drafts, postgres=False)
     v4_path, v3_path, jl_path = tmp / "v4.db", tmp / "v3.db", tmp / "calls.jsonl"
     v4_rate = write_historymw(f"sqlite:///{v4_path}", drafts)
     v3_rate = write_v3(f"sqlite:///{v3_path}", cols, rows)
     jl_rate = write_jsonl(jl_path, cols, rows)
-    return [("historymw (schema 6)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
-            ("v3 rows (today's store)", sqlite_bytes(v3_path), v3_rate, read_ms(f"sqlite:///{v3_path}", ids)),
-            ("JSON lines", jl_path.stat().st_size, jl_rate, None)]
+    out: list[Result] = [
+        ("historymw (schema 6)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
+        ("v3 rows (today's store)", sqlite_bytes(v3_path), v3_rate, read_ms(f"sqlite:///{v3_path}", ids)),
+        ("JSON lines", jl_path.stat().st_size, jl_rate, None)]
+    if breakdown is not None:
+        breakdown.append(sqlite_breakdown(v4_path, len(drafts)))
+    return out
 
 
-def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str]) -> list[Result]:
+def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str],
+                 breakdown: list[str] | None = None) -> list[Result]:
     cols, rows = v3_rows(drafts, postgres=True)
     out = []
     with fresh_schema(base_url) as url:
         rate = write_historymw(url, drafts)
         out.append(("historymw (schema 6)", postgres_bytes(url), rate, read_ms(url, ids)))
+        if breakdown is not None:
+            breakdown.append(postgres_breakdown(url, len(drafts)))
     with fresh_schema(base_url) as url:
         rate = write_v3(url, cols, rows)
         out.append(("v3 rows (today's store)", postgres_bytes(url), rate, read_ms(url, ids)))
@@ -346,6 +401,8 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--n", type=int, default=100_000, help="calls (default 100000)")
     ap.add_argument("--quick", action="store_true", help="3,000 calls: a few seconds, for CI")
+    ap.add_argument("--breakdown", action="store_true",
+                    help="also print where historymw's bytes go, per table and index")
     ap.add_argument("--postgres", default=os.environ.get("HISTORYMW_TEST_POSTGRES_URL"),
                     help="PostgreSQL URL (default: $HISTORYMW_TEST_POSTGRES_URL; skipped without one)")
     args = ap.parse_args(argv)
@@ -361,8 +418,12 @@ def main(argv: list[str] | None = None) -> int:
         built = build_rows(drafts)
         ids = [row[0] for rows in built.groups.values() for row in rows]
         del built
-        sqlite_results = run_sqlite(Path(tmp), drafts, ids)
+        sqlite_split: list[str] | None = [] if args.breakdown else None
+        sqlite_results = run_sqlite(Path(tmp), drafts, ids, sqlite_split)
     print(table("SQLite (file, WAL)", sqlite_results))
+    if sqlite_split:
+        print("\nhistorymw's SQLite file, per table and index (dbstat):\n")
+        print(*sqlite_split)
     checks: list[tuple[str, bool]] = [
         ("SQLite >= 10x smaller than v3 rows", sqlite_results[1][1] >= 10 * sqlite_results[0][1]),
         ("SQLite >= 50,000 records/s (wall)", sqlite_results[0][2][0] >= 50_000),
@@ -370,8 +431,12 @@ def main(argv: list[str] | None = None) -> int:
         ("SQLite read <= 1 ms (wall)", _read(sqlite_results[0]) <= 1.0),
     ]
     if args.postgres:
-        pg_results = run_postgres(args.postgres, drafts, ids)
+        pg_split: list[str] | None = [] if args.breakdown else None
+        pg_results = run_postgres(args.postgres, drafts, ids, pg_split)
         print(table("PostgreSQL", pg_results))
+        if pg_split:
+            print("\nhistorymw's PostgreSQL relations (pg_relation_size):\n")
+            print(*pg_split)
         checks += [
             ("PostgreSQL >= 10x smaller than v3 rows", pg_results[1][1] >= 10 * pg_results[0][1]),
             ("PostgreSQL >= 20,000 records/s (wall)", pg_results[0][2][0] >= 20_000),
