@@ -181,6 +181,33 @@ def test_exactly_one_record_per_call_with_both_integrations() -> None:
         ("dspy", "error"), ("dspy", "ok"), ("dspy", "ok"), ("dspy", "ok"), ("litellm", "ok")]
 
 
+async def test_exactly_one_record_per_async_call_with_both_integrations() -> None:
+    hm_litellm.install()  # LiteLLM's async handlers run as tasks made inside DSPy's attempt
+    cot = dspy.ChainOfThought("question -> answer")
+    with dspy.context(lm=make_lm()):
+        for i in range(2):
+            await cot.acall(question=f"async q{i}")
+    with dspy.context(lm=make_lm("litellm.RateLimitError")), pytest.raises(dspy.LMRateLimitError):
+        await cot.acall(question="async fails")
+    assert hm_litellm.flush(5.0)
+    time.sleep(0.3)
+    assert sorted((r.source, r.status) for r in records()) == [("dspy", "error"), ("dspy", "ok"), ("dspy", "ok")]
+
+
+def test_a_failing_lm_whose_forward_calls_dspys_is_recorded_once() -> None:
+    class Forwarding(dspy.LM):  # DSPy runs it as a legacy LM: its execute runs LM.forward's execute
+        def forward(self, prompt: Any = None, messages: Any = None, **kwargs: Any) -> Any:
+            return super().forward(prompt=prompt, messages=messages, **kwargs)
+
+    lm = Forwarding("openai/gpt-4o-mini", mock_response="litellm.RateLimitError", cache=False, num_retries=0)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        with pytest.raises(Exception, match="RateLimit"):
+            lm("nested failure")
+    (r,) = records()
+    assert (r.status, r.messages[-1]["content"]) == ("error", "nested failure")
+
+
 class _OpenAIEndpoint(BaseHTTPRequestHandler):
     """A minimal OpenAI-compatible chat endpoint, for DSPy's native (non-LiteLLM) engine."""
 

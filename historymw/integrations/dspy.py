@@ -9,13 +9,16 @@ redacted) instead of an entry appended to `dspy.clients.base_lm.GLOBAL_HISTORY`,
 were; `dspy.inspect_history(n)`, `lm.inspect_history(n)` and
 `module.inspect_history(n)` print historymw's records in DSPy's own format.
 
-How: DSPy builds one history entry per LM call and hands it to
-`BaseLM.update_history` / `base_lm.record_history`; those are rerouted to
-historymw. `BaseLM.__call__`/`acall` are wrapped to time the call, to record
-failures (which DSPy never puts in its history) and to mark the call so that
-LiteLLM's integration does not record it a second time. DSPy's thread pools
-(`dspy.Parallel`, `Evaluate`) are taught to carry the caller's `history(...)`
-scope into their workers. `uninstall()` puts every original back.
+How: DSPy builds one history entry per LM call in `dspy.clients.execution.finalize` and
+hands it to `BaseLM.update_history` / `base_lm.record_history`; `finalize` is rerouted to
+read the record from the call and result DSPy already built (the entry is not built), and
+`update_history`/`record_history` to historymw for every other way an entry arrives.
+`execute`/`aexecute` are wrapped to take the call's start time and to record failures
+(which DSPy never puts in its history); DSPy's per-attempt functions, which run only when
+the cache does not answer, mark the call so that LiteLLM's integration does not record it a
+second time. Nothing on a cache hit sets a context variable. DSPy's thread pools
+(`dspy.Parallel`, `Evaluate`) are taught to carry the caller's `history(...)` scope into
+their workers. `uninstall()` puts every original back.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ from __future__ import annotations
 import contextvars
 import functools
 import importlib
+import inspect
 import sys
 import threading
 import time
@@ -63,11 +67,17 @@ _config: dict[str, Any] | None = None
 _in_dspy_call = IN_DSPY_CALL.get
 
 
-# One DSPy LM call in flight, visible to the code DSPy runs for it (same context): a list
-# [started, t0, cache_hit, done] (time.time() and time.perf_counter() at the call's start,
-# whether DSPy's cache answered, whether the call is recorded already). A list, not an
-# object, because every LM call makes one: a list display costs no __init__ frame.
+# One DSPy LM call: a list [started, t0, cache_hit, done] (time.time() and time.perf_counter()
+# at the call's start, whether DSPy's cache answered, whether the call is recorded already).
+# The execute wrapper keeps it on DSPy's PreparedCall (as `_ATTR`), where finalize finds it;
+# IN_DSPY_CALL holds it only where DSPy's own finalize runs for historymw's `_route` (and,
+# for a DSPy without the execution module, for the whole call). A list, not an object,
+# because every LM call makes one: a list display costs no __init__ frame.
 _STARTED, _T0, _CACHE_HIT, _DONE = range(4)
+_ATTR = "_historymw_call"
+# IN_DSPY_CALL's value while DSPy's attempts run (cache misses): LiteLLM's integration skips
+# calls under it; not a state list, so `_route` does not take it for one.
+_ATTEMPT = "dspy_attempt"
 
 
 def _dspy() -> Any:
@@ -94,8 +104,17 @@ def install() -> None:
         _settings = settings
         _bind_settings(sys.modules.get(type(settings).__module__))
 
-        _patch(BaseLM, "__call__", _wrap_call(BaseLM.__call__))
-        _patch(BaseLM, "acall", _wrap_acall(BaseLM.acall))
+        execution = _optional("dspy.clients.execution")
+        if _hookable(execution):
+            # BaseLM.__call__/acall (and LM.forward) import these from the module at every
+            # call, so what is patched here is what they run.
+            _patch(execution, "execute", _wrap_execute(execution.execute))
+            _patch(execution, "aexecute", _wrap_aexecute(execution.aexecute))
+            _patch(execution, "_attempt", _wrap_attempt(execution._attempt))
+            _patch(execution, "_aattempt", _wrap_aattempt(execution._aattempt))
+        else:  # a DSPy that runs calls otherwise: time and mark them around BaseLM.__call__/acall
+            _patch(BaseLM, "__call__", _wrap_call(BaseLM.__call__))
+            _patch(BaseLM, "acall", _wrap_acall(BaseLM.acall))
         # update_history is the method every LM uses. DSPy >= 3.4's update_history calls
         # record_history, which its TypeSafe LM module also imports by name: patch both.
         _patch(BaseLM, "update_history", _route)
@@ -104,9 +123,7 @@ def install() -> None:
         typesafe = _optional("dspy.clients.typesafe")
         if typesafe is not None and hasattr(typesafe, "record_history"):
             _patch(typesafe, "record_history", _route)
-        execution = _optional("dspy.clients.execution")
         if execution is not None and callable(getattr(execution, "finalize", None)):
-            # BaseLM.__call__ imports finalize from the module at every call, so this is seen.
             kinds = (getattr(execution, "PreparedCall", None), getattr(execution, "CallResult", None))
             _patch(execution, "finalize", _wrap_finalize(
                 execution.finalize, kinds if all(isinstance(k, type) for k in kinds) else None))
@@ -155,6 +172,23 @@ def _optional(name: str) -> Any:
         return importlib.import_module(name)
     except ImportError:
         return None
+
+
+def _hookable(execution: Any) -> bool:
+    """True when DSPy runs every LM call through `dspy.clients.execution` as this integration
+    knows (DSPy >= 3.4): prepare, execute (its attempts only when the cache does not answer),
+    finalize, with these signatures."""
+    if execution is None:
+        return False
+    shapes = {"execute": ["lm", "call"], "aexecute": ["lm", "call"], "finalize": ["lm", "call", "result"],
+              "_attempt": None, "_aattempt": None}
+    for name, params in shapes.items():
+        fn = getattr(execution, name, None)
+        if not isinstance(fn, types.FunctionType):
+            return False
+        if params is not None and list(inspect.signature(fn).parameters) != params:
+            return False
+    return True
 
 
 def _patch(owner: Any, name: str, value: Any) -> None:
@@ -210,6 +244,70 @@ def _wrap_acall(orig: Callable[..., Any]) -> Callable[..., Any]:
     return acall
 
 
+def _wrap_execute(orig: Callable[..., Any]) -> Callable[..., Any]:
+    # The call's start, and its failure: DSPy's execute runs the cache lookup and the attempts.
+    # No context variable is set here: a cache hit never needs one (see _wrap_attempt).
+    @functools.wraps(orig)
+    @_as_dspy_frame
+    def execute(lm: Any, call: Any) -> Any:
+        state = [_now(), _perf(), None, False]
+        try:
+            result = orig(lm, call)
+        except BaseException as exc:
+            _record_call_failure(lm, call, state, exc)
+            raise
+        try:
+            setattr(call, _ATTR, state)  # for finalize, which gets this PreparedCall next
+        except Exception:  # noqa: BLE001 - a PreparedCall that takes no attribute: timed at finalize
+            pass
+        return result
+    return execute
+
+
+def _wrap_aexecute(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    @_as_dspy_frame
+    async def aexecute(lm: Any, call: Any) -> Any:
+        state = [_now(), _perf(), None, False]
+        try:
+            result = await orig(lm, call)
+        except BaseException as exc:
+            _record_call_failure(lm, call, state, exc)
+            raise
+        try:
+            setattr(call, _ATTR, state)
+        except Exception:  # noqa: BLE001
+            pass
+        return result
+    return aexecute
+
+
+def _wrap_attempt(orig: Callable[..., Any]) -> Callable[..., Any]:
+    # One attempt at the provider: DSPy's cache did not answer. LiteLLM runs its hooks in the
+    # caller's context or a copy of it, so they see the mark and leave the call to this record.
+    @functools.wraps(orig)
+    @_as_dspy_frame
+    def attempt(*args: Any, **kwargs: Any) -> Any:
+        token = IN_DSPY_CALL.set(_ATTEMPT)
+        try:
+            return orig(*args, **kwargs)
+        finally:
+            IN_DSPY_CALL.reset(token)
+    return attempt
+
+
+def _wrap_aattempt(orig: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(orig)
+    @_as_dspy_frame
+    async def aattempt(*args: Any, **kwargs: Any) -> Any:
+        token = IN_DSPY_CALL.set(_ATTEMPT)
+        try:
+            return await orig(*args, **kwargs)
+        finally:
+            IN_DSPY_CALL.reset(token)
+    return aattempt
+
+
 def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> Callable[..., Any]:
     # DSPy's finalize builds a history entry (uuid4, an isoformat timestamp, a kwargs copy,
     # a display copy of the messages) only to hand it to update_history, which is
@@ -223,13 +321,22 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
 
     @functools.wraps(orig)
     def finalize(lm: Any, call: Any, result: Any) -> Any:
-        state = _in_dspy_call()
-        if state is None:
-            return orig(lm, call, result)
+        state: Any = getattr(call, _ATTR, None)  # set by the execute wrapper
+        outside = state is None
+        if outside:  # a DSPy without the execution hooks: the __call__ wrapper's state
+            state = _in_dspy_call()
+            if type(state) is not list:
+                return orig(lm, call, result)
         if (type(call) is not prepared or type(result) is not parsed or call.request is not None
                 or type(lm).update_history is not _route):  # (prepared is None: DSPy's settings unbound)
             state[_CACHE_HIT] = bool(getattr(result, "cache_hit", False))
-            return orig(lm, call, result)
+            if outside:  # _route finds the state in the context already
+                return orig(lm, call, result)
+            token = IN_DSPY_CALL.set(state)  # for _route, under DSPy's own finalize
+            try:
+                return orig(lm, call, result)
+            finally:
+                IN_DSPY_CALL.reset(token)
         # DSPy's settings, read as Settings.__getattr__ reads them (its overrides, then its
         # config) without the AttributeError every `settings.name` raises first.
         ov = overrides()
@@ -325,7 +432,9 @@ def _route(lm: Any, entry: Any) -> None:
     """Takes the place of DSPy's record_history/update_history: one record, DSPy's lists untouched."""
     try:
         state = IN_DSPY_CALL.get()
-        if state is not None:
+        if type(state) is not list:
+            state = None
+        else:
             state[_DONE] = True
         if not isinstance(entry, dict):
             return
@@ -476,6 +585,46 @@ def _record_failure(lm: Any, args: tuple[Any, ...], kwargs: dict[str, Any], stat
                            call_kwargs), call_kwargs.get("system"), state, mods)
         if recording is not None:
             recording.fail(exc, metadata=_module_name(mods))
+    except Exception as err:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("dspy_integration", err)
+
+
+def _record_call_failure(lm: Any, call: Any, state: list[Any], exc: BaseException) -> None:
+    """A failed execute: recorded from DSPy's PreparedCall (unless DSPy's history is off).
+    Once per failure: an LM whose forward calls DSPy's LM.forward runs execute inside execute,
+    and the outer one sees the same error (or one raised from it)."""
+    try:
+        state[_DONE] = True
+        seen: BaseException | None = exc
+        for _ in range(8):
+            if seen is None:
+                break
+            if getattr(seen, "_historymw_recorded", False):
+                return
+            seen = seen.__cause__ or seen.__context__
+        if getattr(_settings, "disable_history", False):
+            return
+        messages = getattr(call, "messages", None)
+        legacy = getattr(call, "legacy", None)
+        request = getattr(call, "request", None)
+        if request is not None:
+            from dspy.clients.lm15_boundary import history_messages
+
+            messages = history_messages(request)
+        elif not messages and isinstance(legacy, dict):
+            messages = legacy.get("messages")  # lm("..."): DSPy rendered the prompt as one user message
+        call_kwargs = getattr(call, "kwargs", None)
+        params = model_params(legacy) if isinstance(legacy, dict) else model_params(getattr(lm, "kwargs", None),
+                                                                                      call_kwargs)
+        system = call_kwargs.get("system") if isinstance(call_kwargs, dict) else None
+        mods = _modules()
+        recording = _begin(lm, getattr(lm, "model", None), messages, params, system, state, mods)
+        if recording is not None:
+            recording.fail(exc, metadata=_module_name(mods))
+        try:
+            exc._historymw_recorded = True  # type: ignore[attr-defined]
+        except Exception:  # noqa: BLE001 - an exception without a __dict__
+            pass
     except Exception as err:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("dspy_integration", err)
 
