@@ -573,19 +573,19 @@ def build_parser() -> argparse.ArgumentParser:
 def _db_url(given: str | None) -> str:
     """The store's URL: --db (a bare path is a SQLite file), else HISTORYMW_SQL_URL, else the default.
     Only this setting is read: a bad value of another HISTORYMW_* variable concerns recording, not the CLI."""
-    from .sql.direct import sqlite_file
+    from .sql.direct import known_url
     from .sql.engine import parse_url
 
     if given is not None:
         url = given if "://" in given else "sqlite:///" + os.path.expanduser(given)
-        if sqlite_file(url) is None:  # a plain SQLite file's URL is valid as it is (checked without SQLAlchemy)
+        if not known_url(url):  # the direct readers' URLs are valid as they are (checked without SQLAlchemy)
             parse_url(url)
         return url
     env = os.environ.get("HISTORYMW_SQL_URL", "").strip()
     if not env:
         return _DEFAULT_URL
     try:
-        if sqlite_file(env) is None:
+        if not known_url(env):
             parse_url(env)
     except ConfigError as exc:
         raise ConfigError(f"HISTORYMW_SQL_URL={env!r} is not valid: {exc}") from None
@@ -593,9 +593,10 @@ def _db_url(given: str | None) -> str:
 
 
 def _read_directly(url: str, args: argparse.Namespace, out: TextIO) -> int | None:
-    """`historymw sessions` (the list, or one session's table of calls) of a SQLite file read with sqlite3
-    alone: SQLAlchemy's import costs more than the rest of the command. None when that reader does not
-    read this store, or failed before printing: then the Store reads it, and says what is wrong."""
+    """`historymw sessions` (the list, or one session's table of calls) read by `sql.direct`: a SQLite file
+    with sqlite3, PostgreSQL with libpq, for the imports of SQLAlchemy and psycopg cost several times the
+    rest of the command. None when those readers do not read this store, or failed before printing: then
+    the Store reads it, and says what is wrong."""
     if args.command != "sessions" or (args.id is not None and (args.json or args.full)):
         return None  # whole calls (messages, JSON): LMCall models, read by the Store
     from .sql import direct

@@ -1,10 +1,12 @@
-"""`historymw sessions`, run as a user types it (a subprocess) on a real SQLite file."""
+"""`historymw sessions`, run as a user types it (a subprocess) on a real SQLite file and a real PostgreSQL
+server (each read directly, and through the Store)."""
 
 from __future__ import annotations
 
 import json
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli import run
@@ -12,10 +14,9 @@ from test_cli import run
 import historymw as hm
 
 
-@pytest.fixture
-def db(sqlite_url: str) -> str:
+def _fill(url: str) -> str:
     """12 sessions: session i's calls end at base + 60 * i; "chat-03" also has a failing call."""
-    hm.configure(backends=["sql"], sql_url=sqlite_url)
+    hm.configure(backends=["sql"], sql_url=url)
     base = time.time() - 7200
     for i in range(12):
         with hm.history(session=f"chat-{i:02d}"):
@@ -29,7 +30,12 @@ def db(sqlite_url: str) -> str:
                 started_at=base - 600).__enter__().end()
     assert hm.flush(timeout=10)
     hm.shutdown()
-    return sqlite_url
+    return url
+
+
+@pytest.fixture
+def db(sqlite_url: str) -> str:
+    return _fill(sqlite_url)
 
 
 def test_sessions_lists_newest_activity_first_and_pages_with_the_printed_cursor(db: str) -> None:
@@ -95,7 +101,7 @@ from historymw.cli import main
 try:
     code = main(sys.argv[1:])  # --help exits from inside
 finally:
-    loaded = sorted({name.split(".")[0] for name in sys.modules} & {"pydantic", "structlog", "sqlalchemy"}
+    loaded = sorted({name.split(".")[0] for name in sys.modules} & {"pydantic", "structlog", "sqlalchemy", "psycopg"}
                     | {name for name in sys.modules if name in ("historymw.runtime", "historymw.models")})
     print("LOADED", loaded, file=sys.stderr)
 sys.exit(code)
@@ -173,7 +179,8 @@ def test_the_direct_reader_finds_the_file_the_engine_opens(url: str) -> None:
 
 @pytest.mark.parametrize("url", ["sqlite://", "sqlite:///:memory:", "sqlite:///file:h.db?uri=true",
                                  "sqlite:///h%20b.db", "sqlite:///h.db?timeout=5", "SQLite:///h.db",
-                                 "postgresql+psycopg://u@h/db", "mysql://u@h/db"])
+                                 "postgresql+psycopg2://u@h/db", "postgresql://u@/db?host=h", "postgresql://u@h:x/db",
+                                 "postgresql://u@h/db?sslmode=require&sslmode=disable", "mysql://u@h/db"])
 def test_other_urls_are_left_to_the_store(url: str) -> None:
     from historymw.sql import direct
 
@@ -205,3 +212,104 @@ def test_what_the_direct_reader_does_not_read_the_store_reads_or_explains(tmp_pa
         conn.execute("UPDATE historymw_schema SET version = version + 1 WHERE name = 'calls'")
     p = run("--db", str(newer), "sessions")
     assert p.returncode == 3 and "newer than this historymw understands" in p.stderr
+
+
+# -- PostgreSQL: read with libpq (sql/direct_pg) when the URL is one it parses, else through the Store ----------
+
+@pytest.fixture
+def pg_db(pg: tuple[str, Any]) -> tuple[str, str]:
+    """The 12 sessions in a fresh PostgreSQL schema: the URL the direct reader reads, and the same
+    database named with its host in the query, a form only the Store reads."""
+    url = _fill(pg[0])
+    head, _, query = url.partition("?")
+    assert head.startswith("postgresql+psycopg://postgres@127.0.0.1:5432/"), "these tests name the server so"
+    return url, head.replace("@127.0.0.1:5432/", "@/") + "?host=127.0.0.1&port=5432&" + query
+
+
+def test_postgres_is_read_directly_and_pages_exactly_as_the_store(pg_db: tuple[str, str]) -> None:
+    from historymw.sql import direct
+
+    reader = direct.open_sessions(pg_db[0])
+    assert reader is not None and direct.open_sessions(pg_db[1]) is None
+    with reader, hm.Store(pg_db[0]) as store:
+        before = None
+        while True:
+            mine, theirs = reader.session_rows(5, before=before), store.session_rows(5, before=before)
+            assert mine == theirs
+            if len(mine) < 5:
+                break
+            before = mine[-1]["cursor"]
+        assert len(reader.session_rows(100)) == 13
+        for sid in ("chat-03", "evil\x1b[31m"):
+            assert reader.session_row(sid) == store.session_row(sid)
+            fields = direct.CallLine._fields
+            assert reader.calls(session=sid) == [tuple(getattr(c, f) for f in fields) for c in store.calls(session=sid)]
+
+
+@pytest.mark.parametrize("options", ["", "%20-cTimeZone%3DAmerica/St_Johns"])
+def test_postgres_prints_alike_directly_and_through_the_store(pg_db: tuple[str, str], options: str) -> None:
+    # A server in another time zone (-03:30, -02:30 in summer) gives times with that offset: JSON keeps
+    # them as the Store's models write them.
+    direct_url, store_url = (u + options for u in pg_db)
+    cursor = json.loads(run("--db", store_url, "sessions", "-n", "4", "--json").stdout)["next"]
+    for argv in (["sessions"], ["sessions", "chat-03"], ["sessions", "evil\x1b[31m"], ["sessions", "-n", "3", "--json"],
+                 ["sessions", "-n", "4", "--before", cursor], ["sessions", "nobody"], ["sessions", "--before", "x"]):
+        direct, store = run("--db", direct_url, *argv), run("--db", store_url, *argv)
+        assert direct.returncode == store.returncode and direct.stdout == store.stdout, argv
+        # Errors name the store by its URL (the two spell it differently); the rest is the same.
+        assert direct.stderr.split(" in postgresql")[0] == store.stderr.split(" in postgresql")[0], argv
+
+
+def test_postgres_sessions_import_neither_psycopg_nor_sqlalchemy(pg_db: tuple[str, str]) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("HISTORYMW_")}
+    for argv in (["sessions"], ["sessions", "chat-03"]):
+        p = subprocess.run([sys.executable, "-c", _IMPORTS, "--db", pg_db[0], *argv], capture_output=True, text=True,
+                           timeout=60, env=env)
+        assert p.returncode == 0, p.stderr
+        assert "LOADED []" in p.stderr.splitlines()
+
+
+def test_postgres_what_the_direct_reader_does_not_read_the_store_reads_or_explains(pg: tuple[str, Any],
+                                                                                  pg_db: tuple[str, str]) -> None:
+    import sqlalchemy as sa
+
+    url = pg_db[0]
+    # A password in the URL (the server's trust auth ignores it): never printed, by either reader.
+    head, _, rest = url.partition("postgres@")
+    secret = f"{head}postgres:hunter2-s3cret@{rest}"
+    for argv in (["sessions", "-n", "2"], ["sessions", "nobody"]):
+        p = run("--db", secret, *argv)
+        assert "hunter2" not in p.stdout + p.stderr and p.returncode == (0 if argv[1] == "-n" else 1)
+    # A newer schema than this historymw knows: the Store refuses it, in its words.
+    with pg[1].begin() as conn:
+        conn.execute(sa.text("UPDATE historymw_schema SET version = version + 1 WHERE name = 'calls'"))
+    p = run("--db", url, "sessions")
+    assert p.returncode == 3 and "newer than this historymw understands" in p.stderr
+    # No historymw tables there: the Store's message, exit code 3.
+    with pg[1].begin() as conn:
+        conn.execute(sa.text("DROP TABLE historymw_schema, historymw_sessions, historymw_calls CASCADE"))
+    p = run("--db", url, "sessions")
+    assert p.returncode == 3 and len(p.stderr.splitlines()) == 1, p.stderr
+    # A server that is not there: the Store's message, exit code 3.
+    p = run("--db", "postgresql+psycopg://postgres@127.0.0.1:1/test", "sessions")
+    assert p.returncode == 3 and "127.0.0.1" in p.stderr and len(p.stderr.splitlines()) == 1, p.stderr
+
+
+@pytest.mark.parametrize("url", [
+    "postgresql+psycopg://u@h:5432/db", "postgresql://u:p%40ss%2Fw@h/db", "postgres://u@h/db?sslmode=disable",
+    "postgresql+psycopg://u:@h:05432/d%20b?options=-csearch_path%3Dx&application_name=a%20b",
+    "postgresql://[::1]:5433/db", "postgresql://u@/db", "postgresql:///db?connect_timeout=30",
+    "postgresql://u:p:q@h/db", "postgresql://h:0/db", "postgresql://u@h/db?dbname=other&user=v"])
+def test_the_direct_reader_connects_as_sqlalchemy_would(url: str) -> None:
+    # What SQLAlchemy's psycopg dialect passes to psycopg.connect for the URL, with the engine's connect
+    # timeout: the parameters libpq gets from either reader.
+    from historymw.sql import direct, engine
+
+    u = engine.parse_url(url)
+    _, kwargs = u.get_dialect()().create_connect_args(u)
+    kwargs["connect_timeout"] = engine.PG_CONNECT_TIMEOUT_S
+    assert direct.postgres_params(url) == {k: str(v) for k, v in kwargs.items()}

@@ -1,17 +1,20 @@
-"""`historymw sessions [ID]` of a SQLite store, read with `sqlite3` itself: no SQLAlchemy.
+"""`historymw sessions [ID]` read without SQLAlchemy: SQLite with `sqlite3`, PostgreSQL with libpq.
 
 `historymw sessions` is typed by people, and its cost is its imports: SQLAlchemy's
-alone is about 850 million instructions (callgrind), more than three times what the
-rest of the command does, query included. So the usual case is read here, with the
-statements `query` builds: a SQLite file named by a plain URL, of a schema version
-this module knows, that has the writer's `historymw_sessions` table. Read here: the
-sessions list, and one session's totals and its calls' one-line summaries (`CallLine`:
-no messages, so no pydantic model either).
+alone is about 850 million instructions (callgrind), psycopg's 560 million, several
+times what the rest of the command does, query included. So the usual case is read
+here, with the statements below: a SQLite file named by a plain URL, or a PostgreSQL
+URL that `postgres_params` parses exactly as SQLAlchemy does (read by `direct_pg`,
+through libpq), of a schema version this module knows, that has the writer's
+`historymw_sessions` table. Read here: the sessions list, and one session's totals
+and its calls' one-line summaries (`CallLine`: no messages, so no pydantic model
+either).
 
 Anything else (another database, a URL this module does not parse exactly as
-SQLAlchemy does, a missing file, an older or newer schema, an error of any kind)
-is not answered here: the caller reads through `historymw.store.Store`, which says
-what is wrong in its own words, so no error message is written twice.
+SQLAlchemy does, a missing file, a server that refuses the connection, an older or
+newer schema, an error of any kind) is not answered here: the caller reads through
+`historymw.store.Store`, which says what is wrong in its own words, so no error
+message is written twice.
 
 Also here, because they need no SQLAlchemy: the sessions' fields, their cursor and
 stored times as datetimes (`query` and `store` use them).
@@ -24,8 +27,9 @@ import os
 import re
 from pathlib import Path
 from typing import Any, NamedTuple
+from urllib.parse import parse_qsl, unquote
 
-from .engine import SQLITE_BUSY_TIMEOUT_S
+from .engine import PG_CONNECT_TIMEOUT_S, SQLITE_BUSY_TIMEOUT_S
 
 SESSION_FIELDS = ("session", "first_at", "last_at", "calls", "errors", "input_tokens", "output_tokens",
                   "total_tokens", "cost")
@@ -36,6 +40,27 @@ SESSIONS_SINCE, KNOWN_VERSION = 4, 6
 _UTC = _dt.timezone.utc
 # A SQLite URL whose database SQLAlchemy takes as it is written: no query, no %-escapes to decode.
 _PLAIN_SQLITE = re.compile(r"sqlite(?:\+pysqlite)?:///([^?%]+)")
+_SCHEMES = ("postgresql", "postgres", "postgresql+psycopg", "postgres+psycopg")  # as engine.parse_url
+# sqlalchemy.engine.url._parse_url's pattern, as it is: the same URL splits into the same parts.
+_SA_URL = re.compile(
+    r"""
+        (?P<name>[\w\+]+)://
+        (?:
+            (?P<username>[^:/]*)
+            (?::(?P<password>[^@]*))?
+        @)?
+        (?:
+            (?:
+                \[(?P<ipv6host>[^/\?]+)\] |
+                (?P<ipv4host>[^/:\?]+)
+            )?
+            (?::(?P<port>[^/\?]*))?
+        )?
+        (?:/(?P<database>[^\?]*))?
+        (?:\?(?P<query>.*))?
+        """,
+    re.X,
+)
 
 
 class CallLine(NamedTuple):
@@ -113,6 +138,38 @@ def sqlite_file(url: str) -> Path | None:
     return Path(os.path.expanduser(db) if db.startswith("~") else db)
 
 
+def postgres_params(url: str) -> dict[str, str] | None:
+    """libpq's connection parameters for a PostgreSQL URL: what SQLAlchemy's psycopg dialect passes
+    to `psycopg.connect` (`create_connect_args`, plus the engine's connect_timeout), as strings. None
+    for another URL, and for forms whose reading involves more than that: several hosts (`host` or
+    `port` in the query), a repeated query key, a port that is not a number."""
+    m = _SA_URL.match(url)
+    if m is None or m.group("name") not in _SCHEMES:
+        return None
+    params: dict[str, str] = {}
+    for key, value in parse_qsl(m.group("query") or ""):
+        if key in params or key in ("host", "port"):
+            return None
+        params[key] = value
+    port = m.group("port")
+    if port and not port.isdigit():
+        return None
+    host = m.group("ipv4host") or m.group("ipv6host")
+    parts = {"host": host, "dbname": m.group("database"), "user": m.group("username"),
+             "password": m.group("password"), "port": str(int(port)) if port and int(port) else None}
+    given = {k: unquote(v) if k in ("dbname", "user", "password") else v for k, v in parts.items() if v}
+    return {k: v for k, v in given.items() if v} | params | {"connect_timeout": str(PG_CONNECT_TIMEOUT_S)}
+
+
+def known_url(url: str) -> bool:
+    """Whether a direct reader parses this URL (exactly as SQLAlchemy does, which then takes it as valid)."""
+    return sqlite_file(url) is not None or postgres_params(url) is not None
+
+
+# The statements both direct readers run (SQLite's `?` placeholders; the PostgreSQL reader numbers them).
+# `query.session_list` / `session_info` / `iterate` build the Store's: tests/test_cli_sessions.py checks
+# that both read the same pages, rows and cursors from each database.
+_VERSION = f"SELECT version FROM {VERSIONS_TABLE} WHERE name = 'calls'"
 _LIST = (f"SELECT {', '.join(SESSION_FIELDS)} FROM {SESSIONS_TABLE}{{where}} "
          "ORDER BY last_at DESC, session DESC LIMIT ?")
 _BEFORE = " WHERE last_at <= ? AND (last_at < ? OR session < ?)"
@@ -121,24 +178,23 @@ _LINES = (f"SELECT {', '.join(CallLine._fields)} FROM historymw_calls WHERE sess
           "ORDER BY started_at, id")
 
 
-class SqliteSessions:
-    """What `historymw sessions [ID]` reads of one SQLite file (as `Store`'s methods of the same names),
-    opened read-only (`mode=ro`, as `Store` opens it). A session it does not find is UnreadableError:
+def known_version(version: Any) -> bool:
+    """Whether the direct readers read a store of this schema version (one with the sessions table)."""
+    return isinstance(version, int) and not isinstance(version, bool) and SESSIONS_SINCE <= version <= KNOWN_VERSION
+
+
+class DirectSessions:
+    """What `historymw sessions [ID]` reads (as `Store`'s methods of the same names), over one open
+    connection; `_fetch` runs a statement of this module. A session it does not find is UnreadableError:
     the Store says so, in its words."""
 
-    def __init__(self, conn: Any) -> None:
-        self._conn = conn
+    dialect = "sqlite"  # how a cursor's time is bound (`decode_session_cursor`)
 
     def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
-        import sqlite3
-
-        try:
-            return list(self._conn.execute(sql, params).fetchall())
-        except (sqlite3.Error, OverflowError) as exc:
-            raise UnreadableError(str(exc)) from None
+        raise NotImplementedError
 
     def session_rows(self, limit: int, *, before: str | None = None) -> list[dict[str, Any]]:
-        key = None if before is None else decode_session_cursor(before, "sqlite")  # ValueError: a bad cursor
+        key = None if before is None else decode_session_cursor(before, self.dialect)  # ValueError: a bad cursor
         if key is None:
             rows = self._fetch(_LIST.format(where=""), (max(limit, 0),))
         else:
@@ -157,17 +213,39 @@ class SqliteSessions:
         return [CallLine(r[0], to_datetime(r[1]), *r[2:]) for r in self._fetch(_LINES, (session,))]
 
     def close(self) -> None:
-        self._conn.close()
+        raise NotImplementedError
 
-    def __enter__(self) -> SqliteSessions:
+    def __enter__(self) -> DirectSessions:
         return self
 
     def __exit__(self, *exc: object) -> None:
         self.close()
 
 
-def open_sessions(url: str) -> SqliteSessions | None:
+class SqliteSessions(DirectSessions):
+    """A SQLite file, opened read-only (`mode=ro`, as `Store` opens it)."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+
+    def _fetch(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        import sqlite3
+
+        try:
+            return list(self._conn.execute(sql, params).fetchall())
+        except (sqlite3.Error, OverflowError) as exc:
+            raise UnreadableError(str(exc)) from None
+
+    def close(self) -> None:
+        self._conn.close()
+
+
+def open_sessions(url: str) -> DirectSessions | None:
     """A direct reader of the sessions at `url`, or None when this module does not read that store."""
+    if url.startswith("postgres"):
+        from . import direct_pg  # libpq through ctypes: see there
+
+        return direct_pg.open_sessions(url)
     path = sqlite_file(url)
     if path is None or not path.is_file():
         return None
@@ -180,10 +258,10 @@ def open_sessions(url: str) -> SqliteSessions | None:
         return None
     try:
         conn.execute(f"PRAGMA busy_timeout = {int(SQLITE_BUSY_TIMEOUT_S * 1000)}")
-        row = conn.execute(f"SELECT version FROM {VERSIONS_TABLE} WHERE name = 'calls'").fetchone()
+        row = conn.execute(_VERSION).fetchone()
     except sqlite3.Error:  # e.g. no such table: not a historymw database, or not one of its files
         row = None
-    if row is None or not isinstance(row[0], int) or not SESSIONS_SINCE <= row[0] <= KNOWN_VERSION:
+    if row is None or not known_version(row[0]):
         conn.close()
         return None
     return SqliteSessions(conn)
