@@ -272,7 +272,7 @@ class Store:
                 return fn(conn)
         except sa.exc.DBAPIError as exc:
             # A pooled connection the server dropped (a restart): the pool has discarded it and
-            # the next one is new. PostgreSQL readers skip the pre-ping (see engine._pg_reader),
+            # the next one is new. PostgreSQL readers skip the pre-ping (see engine.pg_reader),
             # so the read is run again once here; reading twice changes nothing.
             if not exc.connection_invalidated:
                 raise

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from _pgtrace import round_trips
 from _threads import run_in_threads
 from reliability._proxy import Proxy
 
@@ -171,19 +172,6 @@ def test_a_version_1_database_is_migrated(pg: tuple[str, sa.Engine]) -> None:
     assert old.messages == [{"role": "user", "content": "old"}] and old.started_at.timestamp() == 1700000000
 
 
-def _round_trips(trace: str) -> list[str]:
-    """The exchanges in a libpq protocol trace: what the client sent up to a Sync (or a simple Query)
-    and the server's answer, up to its ReadyForQuery."""
-    out: list[str] = []
-    for line in trace.splitlines(keepends=True):
-        fields = line.split("\t")
-        if len(fields) > 3 and fields[1] == "F" and (not out or out[-1].rstrip().endswith("ReadyForQuery\t I")):
-            out.append("")
-        if out:
-            out[-1] += line
-    return out
-
-
 def test_reading_a_call_back_is_one_statement_with_its_prompt(pg: tuple[str, sa.Engine], tmp_path: Path) -> None:
     """`Store.get` on PostgreSQL: the row and the contents of its shared prefix (a list and its
     messages) in one statement, no transaction around it; the contents are not sent again to a
@@ -208,7 +196,7 @@ def test_reading_a_call_back_is_one_statement_with_its_prompt(pg: tuple[str, sa.
         second = store.get(drafts[1]["id"])
         with store._engine.connect() as conn:
             conn.connection.dbapi_connection.pgconn.untrace()  # (writes out what libpq holds)
-    exchanges = _round_trips(trace.read_text())
+    exchanges = round_trips(trace.read_text())
     assert len(exchanges) == 2, exchanges
     # A demo's digest is in the contents sent with the first call, not in the answer to the second.
     demo = contents.digest(contents.message_json(demos[0]).encode()).hex()

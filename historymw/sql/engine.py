@@ -100,28 +100,36 @@ def make_engine(url: str, *, create: bool, read_only: bool = False) -> Any:
     require("psycopg", what="The PostgreSQL store", extra="postgres")
     connect_args: dict[str, Any] = {"connect_timeout": PG_CONNECT_TIMEOUT_S}
     if read_only:
-        return _pg_reader(sa, u, connect_args)
+        return pg_reader(sa, u, connect_args)
     # "format" (%s) lets the export path bind plain tuples instead of a dict per row.
     return sa.create_engine(u, pool_pre_ping=True, paramstyle="format", connect_args=connect_args,
                             pool_size=2, max_overflow=4)
 
 
-def _pg_reader(sa: Any, u: Any, connect_args: dict[str, Any]) -> Any:
-    """A read-only PostgreSQL engine whose read of one call is one round trip to the server.
+def pg_reader(sa: Any, u: Any, connect_args: dict[str, Any], *, options: str = "", pool_size: int = 2,
+              max_overflow: int = 4, paramstyle: str | None = "format") -> Any:
+    """A read-only PostgreSQL engine whose read of one call is one round trip to the server
+    (the store's readers and the viewer's; `options`: more server settings, `-c name=value ...`).
 
     A read in a transaction costs four (the pool's pre-ping, BEGIN READ ONLY, the query, ROLLBACK):
     1.2 ms of a 1 ms budget on a loaded machine. So statements run in autocommit, in sessions that
     are read-only (`default_transaction_read_only`, which a statement cannot leave), and there is
-    no pre-ping: a connection the server dropped fails its query, which `Store` runs again once on a
-    new connection (`is_disconnect`). Autocommit loses no consistency readers had: a transaction at
-    READ COMMITTED gives each statement its own snapshot too."""
-    options = "-c default_transaction_read_only=on"
+    no pre-ping: a connection the server dropped fails its query, which the caller (`Store._read`,
+    the viewer's `Database.run`) runs again once on a new connection (`connection_invalidated`).
+    Autocommit loses no consistency readers had: a transaction at READ COMMITTED gives each
+    statement its own snapshot too.
+
+    `paramstyle`: "format" (%s) binds plain tuples; None keeps psycopg's named parameters, which
+    GROUP BY needs when it repeats a selected expression that holds a parameter (with positional
+    ones each copy gets its own $n, and PostgreSQL no longer sees one expression)."""
+    options = f"-c default_transaction_read_only=on {options}".strip()
     given = u.query.get("options")  # the URL's own (a search_path, say) are kept, ours added
     if given:
         options = f"{given if isinstance(given, str) else ' '.join(given)} {options}"
         u = u.difference_update_query(["options"])
-    return sa.create_engine(u, isolation_level="AUTOCOMMIT", paramstyle="format",
-                            connect_args={**connect_args, "options": options}, pool_size=2, max_overflow=4)
+    style = {"paramstyle": paramstyle} if paramstyle else {}
+    return sa.create_engine(u, isolation_level="AUTOCOMMIT", connect_args={**connect_args, "options": options},
+                            pool_size=pool_size, max_overflow=max_overflow, **style)
 
 
 def _sqlite_reader(sa: Any, u: Any) -> Any:

@@ -2,8 +2,8 @@
 
 SQLite is opened through a `file:...?mode=ro` URI (plus `PRAGMA query_only`), so the viewer
 never creates the file, never migrates it and never changes its journal mode; PostgreSQL
-sessions start with `default_transaction_read_only`. Every failure becomes a `StoreError`
-whose message is one line a person can act on.
+sessions start with `default_transaction_read_only` and run in autocommit (the store's reader
+engine). Every failure becomes a `StoreError` whose message is one line a person can act on.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 
 from ..sql import StoreError
-from ..sql.engine import PG_CONNECT_TIMEOUT_S, describe, parse_url, sqlite_path
+from ..sql.engine import PG_CONNECT_TIMEOUT_S, describe, parse_url, pg_reader, sqlite_path
 from ..sql.schema import CALLS, ROLLUP, SESSIONS, VERSIONS
 
 T = TypeVar("T")
@@ -50,14 +50,26 @@ class Database:
         return sa.null().label(name)
 
     def run(self, fn: Callable[[sa.Connection], T]) -> T:
-        """`fn(conn)` in one read transaction; database errors become a one-line StoreError."""
+        """`fn(conn)` on one connection; database errors become a one-line StoreError.
+
+        A pooled PostgreSQL connection the server dropped (a restart) fails its first statement
+        (the engine has no pre-ping, see `engine.pg_reader`): the pool has discarded it, and `fn`
+        (a read: running it twice changes nothing) runs again once on a new connection."""
         try:
-            with self.engine.connect() as conn:
-                if self.dialect == "sqlite":
-                    _sqlite_deadline(conn, time.monotonic() + QUERY_TIMEOUT_S)
-                return fn(conn)
+            try:
+                return self._run(fn)
+            except sa.exc.DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            return self._run(fn)
         except sa.exc.SQLAlchemyError as exc:
             raise StoreError(_one_line(exc, self.url)) from None
+
+    def _run(self, fn: Callable[[sa.Connection], T]) -> T:
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                _sqlite_deadline(conn, time.monotonic() + QUERY_TIMEOUT_S)
+            return fn(conn)
 
 
 def _one_line(exc: BaseException, url: str) -> str:
@@ -84,13 +96,11 @@ def open_database(url: str) -> Database:
         from ..errors import require
 
         require("psycopg", what="The PostgreSQL store", extra="postgres")
-        options = f"-c default_transaction_read_only=on -c statement_timeout={int(QUERY_TIMEOUT_S * 1000)}"
-        given = u.query.get("options")  # the URL's own (a search_path, say) are kept, ours added
-        if given:
-            options = f"{given if isinstance(given, str) else ' '.join(given)} {options}"
-            u = u.difference_update_query(["options"])
-        engine = sa.create_engine(u, pool_pre_ping=True, pool_size=4, max_overflow=4,
-                                  connect_args={"connect_timeout": PG_CONNECT_TIMEOUT_S, "options": options})
+        # The store's reader engine: autocommit, read-only sessions, no pre-ping (a page's queries
+        # are one round trip each, not four); Database.run replaces a connection a restart killed.
+        # Named parameters (paramstyle None): the overview groups by an expression it selects.
+        engine = pg_reader(sa, u, {"connect_timeout": PG_CONNECT_TIMEOUT_S}, pool_size=4, max_overflow=4,
+                           options=f"-c statement_timeout={int(QUERY_TIMEOUT_S * 1000)}", paramstyle=None)
     try:
         with engine.connect() as conn:
             insp = sa.inspect(conn)

@@ -314,3 +314,60 @@ def test_the_quickstart_database_shows_its_calls(tmp_path: Path) -> None:
         assert "TimeoutError: the fake model timed out" in html
         assert c.get("/session?id=alice").text.count('class="turn"') == 4
     db.engine.dispose()
+
+
+def test_postgresql_pages_cost_one_round_trip_per_query(pg: tuple[str, Any], tmp_path: Path) -> None:
+    """The viewer reads PostgreSQL as the store's readers do: each of a page's queries is one round
+    trip (no pool pre-ping, no BEGIN/ROLLBACK around it), in read-only sessions."""
+    import sqlalchemy as sa
+    from _pgtrace import round_trips
+
+    from historymw.ui import queries
+
+    url, _ = pg
+    write_history(url, 40, hostile=False)
+    db = open_database(url)
+    statements: list[str] = []
+    sa.event.listen(db.engine, "before_cursor_execute", lambda *a: statements.append(a[2]))
+    trace = tmp_path / "trace"
+    with open(trace, "w") as fh:
+        with db.engine.connect() as conn:  # the pool's one connection (reads are sequential), traced
+            conn.connection.dbapi_connection.pgconn.trace(fh.fileno())
+        statements.clear()
+        p = queries.page(db, queries.Query(model="gpt-4o"), limit=5)
+        call = queries.get_call(db, p.rows[0]["id"])
+        with db.engine.connect() as conn:
+            conn.connection.dbapi_connection.pgconn.untrace()
+    exchanges = round_trips(trace.read_text())
+    assert len(statements) >= 2 and len(exchanges) == len(statements), exchanges
+    assert not any("BEGIN" in e or "ROLLBACK" in e for e in exchanges)
+    assert call is not None and call["model"] == "gpt-4o"
+    with pytest.raises(sa.exc.InternalError, match="read-only"), db.engine.connect() as conn:
+        conn.exec_driver_sql("DELETE FROM historymw_calls")
+    db.engine.dispose()
+
+
+def test_postgresql_pages_survive_a_server_restart(pg: tuple[str, Any]) -> None:
+    """Without a pre-ping, a pooled connection the server dropped is found dead by a page's query:
+    the viewer replaces it and the page is served (200), not an error page."""
+    from reliability._proxy import Proxy
+
+    url, _ = pg
+    write_history(url, 20, hostile=False)
+    proxy = Proxy.for_url(url)
+    try:
+        proxy.restore()
+        db = open_database(proxy.url(url))
+        with TestClient(create_app(db), base_url="http://127.0.0.1") as c:
+            assert c.get("/").status_code == 200
+            proxy.cut()  # the pooled connections die
+            proxy.restore()
+            for path in ("/", "/overview?range=all", "/sessions?range=all"):
+                r = c.get(path)
+                assert r.status_code == 200, (path, r.text[-500:])
+            proxy.cut()  # and while the server is down, a page says so in one line
+            r = c.get("/")
+            assert r.status_code == 503 and "database error at postgresql+psycopg://" in r.text
+        db.engine.dispose()
+    finally:
+        proxy.close()
