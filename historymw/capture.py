@@ -43,7 +43,6 @@ _perf = time.perf_counter
 _now = time.time
 _modules = sys.modules
 _random = random.random
-_OTEL_TRACE = "opentelemetry.trace"
 _STATE = runtime.STATE
 
 
@@ -67,14 +66,14 @@ def head(eff: Effective) -> int:
     """The per-call head decision of a sampling or errors-only scope: FULL, TAIL or SKIP."""
     if eff.mode == TAIL:
         return TAIL
-    if _OTEL_TRACE not in _modules:  # no OpenTelemetry in this process: a coin toss
+    if "opentelemetry.trace" not in _modules:  # no OpenTelemetry in this process: a coin toss
         if _random() < eff.rate:
             return FULL
     elif sampled_in(eff.bound, eff.rate, active_span_ids()):
         return FULL
     if eff.keep_errors:
         return TAIL
-    eff.count_sampled_out()
+    next(eff.sampled_out)
     return SKIP
 
 
@@ -89,6 +88,7 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
         if mode == FULL and usual:
             draft = usual_draft(spec, eff, args, kwargs, started, span)
             if draft is not None:
+                draft["duration"] = _perf()  # the start's perf_counter, until finish()
                 return draft
         t0 = _perf()
         wall = _now() if started is None else started
@@ -108,7 +108,7 @@ def start(eff: Effective, spec: CallSpec, mode: int, args: tuple[Any, ...], kwar
             draft.update(eff.labels)
             draft["size_bytes"] = draft.get("size_bytes", 0) + eff.labels_bytes
         if span is LOOKUP:
-            span = active_span_ids() if _OTEL_TRACE in _modules else None
+            span = active_span_ids() if "opentelemetry.trace" in _modules else None
         if span is not None:
             draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
         return draft
@@ -144,7 +144,7 @@ def finish(draft: dict[str, Any], spec: CallSpec, eff: Effective, result: Any = 
         if "_args" in draft:  # TAIL: only failures are kept
             args, kwargs = draft.pop("_args"), draft.pop("_kwargs")
             if error is None:
-                eff.count_filtered_out()
+                next(eff.filtered_out)
                 return
             model, messages, params, size, system = request(spec, eff, args, kwargs)
             draft.update(model=model, messages=messages, params=params,
@@ -178,7 +178,6 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
                                  extract=extract)
     spec = CallSpec(fn, provider, operation, source, extract)
     get_frame = CURRENT.get
-    state = _STATE
 
     if inspect.isasyncgenfunction(fn) or inspect.isgeneratorfunction(fn):
         def begin(args: tuple[Any, ...], kwargs: dict[str, Any]) -> tuple[Any, StreamState | None]:
@@ -192,10 +191,10 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         @functools.wraps(fn)
         async def async_wrapper(*args: Any, **kwargs: Any) -> Any:
             eff = get_frame().eff
-            if eff.gen != state.gen:
-                eff = get_frame().refresh()
             mode = eff.mode
-            if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+            if mode != FULL and mode != SKIP:  # a head decision to take, or a stale scope's
+                eff, mode = decide()
+            if mode == SKIP:
                 return await fn(*args, **kwargs)
             draft = start(eff, spec, mode, args, kwargs)
             if draft is None:
@@ -224,23 +223,24 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
     # The hot path, in one place: the head decision (a disabled call costs a ContextVar read
     # and a branch; a sampled-out one, a random number more), the usual draft, the call, a str
     # result. Any other call goes through other(), any other result through finish_result().
-    text_result = spec.extract is None
+    # A stale scope (the configuration changed: policy.STALE) decides again through decide().
+    text = str if spec.extract is None else None  # None: the type of no result, so extract= reads each
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         eff = get_frame().eff
-        if eff.gen != state.gen:
-            eff = get_frame().refresh()
         mode = eff.mode
         if mode != FULL:
             if mode == SKIP:
                 return fn(*args, **kwargs)
-            if mode == SAMPLE and _OTEL_TRACE not in _modules:  # a coin toss, inline: head()'s first case
+            if mode == SAMPLE and "opentelemetry.trace" not in _modules:  # a coin toss: head()'s first case
                 if _random() >= eff.rate:
-                    eff.count_sampled_out()
+                    next(eff.sampled_out)
                     return fn(*args, **kwargs)
-            elif (mode := head(eff)) != FULL:
-                return fn(*args, **kwargs) if mode == SKIP else other(eff, mode, args, kwargs)
+            else:
+                eff, mode = decide()
+                if mode != FULL:
+                    return fn(*args, **kwargs) if mode == SKIP else other(eff, mode, args, kwargs)
         try:
             draft = usual_draft(spec, eff, args, kwargs)
         except Exception as exc:  # noqa: BLE001 - fail open
@@ -248,18 +248,22 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             return fn(*args, **kwargs)
         if draft is None:
             return other(eff, FULL, args, kwargs)
+        t0 = _perf()
         try:
             result = fn(*args, **kwargs)
         except BaseException as exc:
+            draft["duration"] = t0  # as finish() expects it (start()'s)
             finish(draft, spec, eff, None, exc)
             raise
-        if type(result) is not str or not text_result or len(result) > 1024 or not result.isascii():
+        if type(result) is not text or len(result) > 1024 or not result.isascii():
+            draft["duration"] = t0
             return finish_result(draft, spec, eff, result)  # (a long or wide str: finish_text clips and sizes it)
         try:  # finish_text(), inline: the usual outcome, a short ASCII str
-            draft["duration"] = _perf() - draft["duration"]
+            draft["duration"] = _perf() - t0
             draft["output_text"] = result
             draft["size_bytes"] += len(result) + STR_HEADER
-            eff.commit(draft)
+            commit = eff.commit  # (a slot attribute called as a method would take the slow lookup)
+            commit(draft)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error("capture", exc)
         return result

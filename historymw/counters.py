@@ -21,16 +21,18 @@ _LOG_EVERY_S = 60.0
 class Counter:
     """A thread-safe monotonic counter."""
 
-    __slots__ = ("_c", "add")
+    __slots__ = ("count", "add")
 
     def __init__(self) -> None:
-        self._c = itertools.count()
-        self.add = self._c.__next__  # calling it adds one
+        self.count = itertools.count()
+        # Calling it adds one. (On a hot path `next(counter.count)` is cheaper still: the
+        # interpreter calls `next` directly, a method-wrapper like this one goes the generic way.)
+        self.add = self.count.__next__
 
     @property
     def value(self) -> int:
         # repr is "count(N)": reading it does not advance the counter.
-        return int(repr(self._c)[6:-1])
+        return int(repr(self.count)[6:-1])
 
 
 class Counters:

@@ -20,6 +20,9 @@ _COMBINABLE = {"sample", "errors"}
 SKIP = 0  # nothing is recorded
 FULL = 1  # capture the request now, keep the record whatever the outcome
 TAIL = 2  # keep only references now; build a record only if the call fails
+# (scope.py adds SAMPLE and SAMPLE_ERRORS.) A scope's cached decision made under a configuration
+# since replaced: decide again (the hot path reads only a decision's mode, no generation number).
+STALE = -1
 
 _TRACE_ID_MASK = (1 << 64) - 1
 

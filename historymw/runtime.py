@@ -1,8 +1,8 @@
 """The process-wide state: current settings, the ring, the export pipelines.
 
-`configure()` builds a new `Runtime` and bumps a generation number; scopes see
-the new generation on their next call and recompute what they decide. Nothing
-here runs on the hot path except `Runtime.commit`.
+`configure()` builds a new `Runtime`, bumps a generation number and marks every
+scope's cached decision stale; scopes recompute what they decide on their next
+call. Nothing here runs on the hot path except `Runtime.commit`.
 
 Each configuration keeps its own counters: the previous configuration's export
 workers, stopped by `configure()`, count what they deliver or drop into the
@@ -15,6 +15,7 @@ import atexit
 import os
 import threading
 import time
+import weakref
 from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from .backends.ring import RingBuffer
 from .config import Problem, build_settings, load_settings, mask_url, parse_values
 from .errors import ConfigError
 from .pipeline import ExportPipeline, FlushResult
+from .policy import STALE
 
 if TYPE_CHECKING:
     from .config_model import Settings
@@ -211,6 +213,10 @@ class _State:
     def __init__(self) -> None:
         self.gen = 1
         self.lock = threading.RLock()
+        # The decisions scopes have cached (scope.Effective) under this generation, to mark stale when
+        # it ends. A lock of their own: a scope deciding never waits for a configure() under way.
+        self._decisions: weakref.WeakSet[Any] = weakref.WeakSet()
+        self.decisions_lock = threading.Lock()
         # Read and check the environment now, when the recorder is first used (`import historymw` loads
         # this module on first use), with plain code (no model is built until the
         # configuration is first used). A bad HISTORYMW_* value never raises here: an application that
@@ -237,6 +243,23 @@ class _State:
     def settings(self, value: Settings) -> None:
         self._settings = value
 
+    def new_generation(self) -> None:
+        """The configuration changed (the caller holds `lock`): every cached decision is now stale."""
+        self.gen += 1
+        with self.decisions_lock:
+            for eff in list(self._decisions):
+                eff.mode = STALE
+            self._decisions.clear()
+
+    def keep(self, eff: Any) -> bool:
+        """May a scope cache `eff`, decided under generation `eff.gen`? Not when the configuration
+        changed meanwhile (its next call decides again); else it is marked stale with the rest."""
+        with self.decisions_lock:
+            if eff.gen != self.gen:
+                return False
+            self._decisions.add(eff)
+            return True
+
     def unavailable(self) -> dict[str, str]:
         """Backends the environment asked for with a value that cannot work (reported at first use)."""
         bad_url = [p.message for p in self.problems if p.setting == "sql_url"]
@@ -248,6 +271,7 @@ STATE = _State()
 
 def _after_fork_in_child() -> None:
     STATE.lock = threading.RLock()  # configure() may have held it in another thread at the fork
+    STATE.decisions_lock = threading.Lock()
 
 
 if hasattr(os, "register_at_fork"):
@@ -278,7 +302,7 @@ def configure(**settings: Any) -> Settings:
             raise
         old = STATE.runtime
         STATE.settings, STATE.runtime = new_settings, new_runtime
-        STATE.gen += 1
+        STATE.new_generation()
     if old is not None:
         old.shutdown()
         _keep_tally(old)

@@ -2,7 +2,8 @@
 
 The current scope lives in a ContextVar. Each scope caches what it decides (its
 `Effective`) for the current configuration generation, so the hot path reads one
-ContextVar and one attribute, and compares one integer.
+ContextVar and the decision's mode: `configure()` marks every cached decision
+stale (policy.STALE), and a stale scope decides again at its next call.
 
 Threads do not inherit ContextVars: `wrap()` and `ContextExecutor` carry the
 caller's scope into a thread pool.
@@ -21,7 +22,7 @@ from . import counters, runtime
 from .draft import labels as draft_labels
 from .errors import ConfigError
 from .plain import Budget, plain
-from .policy import FULL, SKIP, TAIL, Policy, parse_policy, trace_id_bound
+from .policy import FULL, SKIP, STALE, TAIL, Policy, parse_policy, trace_id_bound
 
 # Modes beside policy's SKIP, FULL and TAIL, for which a head decision is needed per call (capture.head):
 SAMPLE = 3  # sampled, at random or by trace id; a call not sampled is not recorded
@@ -34,7 +35,8 @@ class Effective:
     """What a scope decides under one configuration generation (read on the hot path)."""
 
     __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "labels", "labels_bytes",
-                 "content", "max_chars", "record_limit", "runtime", "commit", "count_sampled_out", "count_filtered_out")
+                 "content", "max_chars", "record_limit", "runtime", "commit", "sampled_out", "filtered_out",
+                 "__weakref__")  # runtime.STATE keeps a weak reference to mark it stale
 
     def __init__(self, gen: int, mode: int, keep_errors: bool, rate: float, session: str | None,
                  tags: dict[str, Any], content: bool, max_chars: int, record_limit: int,
@@ -52,18 +54,19 @@ class Effective:
         self.max_chars = max_chars
         self.record_limit = record_limit
         self.runtime = rt
-        # Bound methods, so the hot path does one attribute lookup for each.
+        # What the hot path calls, one attribute lookup away: a bound method, and the counters'
+        # itertools.count objects (`next(eff.sampled_out)` adds one).
         self.commit = rt.commit if rt is not None else _discard
         c = counters.COUNTERS
-        self.count_sampled_out = c.sampled_out.add
-        self.count_filtered_out = c.filtered_out.add
+        self.sampled_out = c.sampled_out.count
+        self.filtered_out = c.filtered_out.count
 
 
 def _discard(draft: dict[str, Any]) -> None:
     pass
 
 
-_STALE = Effective(0, SKIP, False, 1.0, None, {}, True, 0, 0, None)
+_STALE = Effective(0, STALE, False, 1.0, None, {}, True, 0, 0, None)  # a new scope's: decide at its first call
 
 
 class Frame:
@@ -122,7 +125,8 @@ class Frame:
         limit = max(s.max_bytes // 16, 16 * 1024)
         eff = Effective(gen, mode, policy.keep_errors, rate, session, tags, s.capture_content,
                         s.max_field_chars, limit, rt)
-        self.eff = eff
+        # Cached for the next calls, unless a configure() ran meanwhile (this call still uses it).
+        self.eff = eff if runtime.STATE.keep(eff) else _STALE
         return eff
 
 

@@ -36,7 +36,7 @@ def capture_records(**settings: Any) -> Iterator[RingBuffer]:
         counters.reset()
         temp = runtime.Runtime(new_settings, strict=True)
         state.settings, state.runtime = new_settings, temp
-        state.gen += 1
+        state.new_generation()
     try:
         assert temp.ring is not None
         yield temp.ring
@@ -44,4 +44,4 @@ def capture_records(**settings: Any) -> Iterator[RingBuffer]:
         temp.shutdown(timeout=5.0)
         with state.lock:
             state.settings, state.runtime, counters.COUNTERS = saved
-            state.gen += 1
+            state.new_generation()

@@ -126,6 +126,38 @@ def test_configure_applies_to_scopes_opened_before_it() -> None:
     assert rec.session == "s"
 
 
+def test_configure_in_one_thread_reaches_the_scopes_of_calls_running_in_others() -> None:
+    # Threads keep calling in scopes of their own while another thread switches recording off and
+    # on: once configure() has returned, every scope's next call follows it, whatever it decided before.
+    stop = threading.Event()
+    after = threading.Event()
+    calls_after = 30
+
+    def worker(i: int) -> None:
+        with hm.history(session=f"w{i}"):
+            while not stop.is_set():
+                ask("before", MSGS)
+            after.wait()
+            for _ in range(calls_after):
+                ask("after", MSGS)
+
+    threads = [threading.Thread(target=worker, args=(i,)) for i in range(4)]
+    for t in threads:
+        t.start()
+    for _ in range(30):
+        hm.configure(policy="off")
+        hm.configure(policy="bounded", maxlen=100_000)
+    stop.set()
+    after.set()
+    for t in threads:
+        t.join()
+    by_session: dict[str | None, int] = {}
+    for r in hm.ring():
+        if r.model == "after":
+            by_session[r.session] = by_session.get(r.session, 0) + 1
+    assert by_session == {f"w{i}": calls_after for i in range(4)}
+
+
 def test_policy_off_records_nothing() -> None:
     hm.configure(policy="off")
     call_n(100)
