@@ -60,7 +60,6 @@ DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
 PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
 SCALARS = frozenset({int, float, bool, type(None)})
 _now = time.time
-_perf = time.perf_counter
 _modules = sys.modules
 LOOKUP: Any = object()  # start(span=...), usual_draft(span=...): look the active span up now
 
@@ -183,7 +182,8 @@ def labels(session: str | None, tags: dict[str, Any], max_chars: int) -> tuple[d
 
 def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: dict[str, Any],
                 started: float | None = None, span: Any = LOOKUP) -> dict[str, Any] | None:
-    """The whole draft of the usual call, started now; None sends the call to `request()`.
+    """The whole draft of the usual call, started now (but for its "duration": the caller times
+    the call, see `capture.start`); None sends the call to `request()`.
 
     The usual call: `model` a str, `messages` a list of {"role": str, "content": str}
     within the field and record limits, other arguments scalar and named in
@@ -228,7 +228,9 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
                 params = rest
                 break
         pairs: list[str] = []
-        size = 0  # the messages' chars first: their sum bounds each content's length
+        # Each message counts its chars, its pair and its content's header; the model is an ASCII
+        # name, as a rule. (Summed from the start: each `+` of sizes this large makes an int.)
+        size = spec.base_bytes + len(params) * PARAM_BYTES + len(model) + len(messages) * MESSAGE_BYTES
         for m in messages:
             if type(m) is not dict or len(m) != 2:
                 return None
@@ -236,16 +238,17 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
             content = m["content"]
             if type(role) is not str or type(content) is not str:
                 return None
-            pairs += role, content
+            pairs.append(role)  # two appends: cheaper than `pairs += role, content` (no tuple, no extend)
+            pairs.append(content)
             size += len(role) + len(content)
             if not content.isascii():  # its str takes more than a byte a char (see str_bytes)
                 size += sys.getsizeof(content) - len(content) - STR_HEADER
     except KeyError:
         return None
-    if size > eff.max_chars and any(len(content) > eff.max_chars for content in pairs[1::2]):
-        return None  # a content the slow path truncates
-    # Each message also counts its pair and its content's header; the model is an ASCII name, as a rule.
-    size += spec.base_bytes + len(params) * PARAM_BYTES + len(model) + len(messages) * MESSAGE_BYTES
+    # A content the slow path truncates: the size bounds each content's length (no generator
+    # here: it would make `eff` a cell, made on every call).
+    if size > eff.max_chars and max(map(len, pairs[1::2]), default=0) > eff.max_chars:
+        return None
     if size > eff.record_limit:
         return None
     draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
@@ -263,7 +266,6 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         span = active_span_ids() if "opentelemetry.trace" in _modules else None
     if span is not None:
         draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
-    draft["duration"] = _perf()  # the start's perf_counter, until the call ends
     return draft
 
 

@@ -320,3 +320,19 @@ def test_a_system_keyword_is_kept_as_system_instructions_not_as_a_param() -> Non
     create(model="claude", messages=msgs, system="You are terse.")
     (r,) = hm.recent(1)
     assert r.system_instructions == [] and "system" not in r.params
+
+
+def test_calls_with_no_messages_or_long_ones_are_recorded_under_a_small_field_limit() -> None:
+    hm.configure(max_field_chars=100)
+
+    @hm.recorded(provider="openai")
+    def ask(model: str, messages: list[dict[str, str]], **params: Any) -> str:
+        return "ok"
+
+    ask("m", [])
+    ask("m", [{"role": "user", "content": "x" * 50}])
+    ask(model="m", messages=[{"role": "user", "content": "y" * 500}])
+    empty, short, long = hm.recent(3)
+    assert empty.messages == [] and short.messages == [{"role": "user", "content": "x" * 50}]
+    assert long.messages[0]["content"].startswith("y" * 40) and len(long.messages[0]["content"]) < 200
+    assert hm.stats().errors == {}
