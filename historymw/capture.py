@@ -255,13 +255,13 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             draft["duration"] = t0  # as finish() expects it (start()'s)
             finish(draft, spec, eff, None, exc)
             raise
-        if type(result) is not text or len(result) > 1024 or not result.isascii():
+        if type(result) is not text or (chars := len(result)) > 1024 or not result.isascii():
             draft["duration"] = t0
             return finish_result(draft, spec, eff, result)  # (a long or wide str: finish_text clips and sizes it)
         try:  # finish_text(), inline: the usual outcome, a short ASCII str
             draft["duration"] = _perf() - t0
             draft["output_text"] = result
-            draft["size_bytes"] += len(result) + STR_HEADER
+            draft["size_bytes"] += chars + STR_HEADER
             commit = eff.commit  # (a slot attribute called as a method would take the slow lookup)
             commit(draft)
         except Exception as exc:  # noqa: BLE001 - fail open

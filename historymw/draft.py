@@ -217,7 +217,7 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
             params = kwargs.copy()
             model = params.pop("model")
             messages = params.pop("messages")
-        if type(model) is not str or type(messages) is not list or len(model) > LABEL_CHARS:
+        if type(model) is not str or type(messages) is not list or (model_chars := len(model)) > LABEL_CHARS:
             return None
         for k in params:  # a loop: cheaper than set operations for the few params a call has
             if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
@@ -230,7 +230,7 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         pairs: list[str] = []
         # Each message counts its chars, its pair and its content's header; the model is an ASCII
         # name, as a rule. (Summed from the start: each `+` of sizes this large makes an int.)
-        size = spec.base_bytes + len(params) * PARAM_BYTES + len(model) + len(messages) * MESSAGE_BYTES
+        size = spec.base_bytes + len(params) * PARAM_BYTES + model_chars + len(messages) * MESSAGE_BYTES
         for m in messages:
             if type(m) is not dict or len(m) != 2:
                 return None
