@@ -9,7 +9,7 @@ an answer of ~300. They are recorded through the hot path (a @hm.recorded functi
 ring), and the drafts it captured are what every store below is given.
 
 Side by side, in one run, into SQLite (a file, WAL) and PostgreSQL (a fresh schema):
-- historymw: the store as it is (schema 6: content-addressed messages, the shared prefix one ref,
+- historymw: the store as it is (schema 7: content-addressed messages, the shared prefix one ref,
   the last message inline), written through the
   SQL backend's export path (`prepare_drafts` + `export_prepared`, batches of 512), i.e.
   the export worker's work per record, from drafts to committed rows, contents and the
@@ -360,7 +360,7 @@ def run_sqlite(tmp: Path, drafts: list[dict[str, Any]], ids: list[str],
     v3_rate = write_v3(f"sqlite:///{v3_path}", cols, rows)
     jl_rate = write_jsonl(jl_path, cols, rows)
     out: list[Result] = [
-        ("historymw (schema 6)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
+        ("historymw (schema 7)", sqlite_bytes(v4_path), v4_rate, read_ms(f"sqlite:///{v4_path}", ids)),
         ("v3 rows (today's store)", sqlite_bytes(v3_path), v3_rate, read_ms(f"sqlite:///{v3_path}", ids)),
         ("JSON lines", jl_path.stat().st_size, jl_rate, None)]
     if breakdown is not None:
@@ -374,7 +374,7 @@ def run_postgres(base_url: str, drafts: list[dict[str, Any]], ids: list[str],
     out = []
     with fresh_schema(base_url) as url:
         rate = write_historymw(url, drafts)
-        out.append(("historymw (schema 6)", postgres_bytes(url), rate, read_ms(url, ids)))
+        out.append(("historymw (schema 7)", postgres_bytes(url), rate, read_ms(url, ids)))
         if breakdown is not None:
             breakdown.append(postgres_breakdown(url, len(drafts)))
     with fresh_schema(base_url) as url:

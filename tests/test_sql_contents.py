@@ -412,7 +412,7 @@ def test_a_version_5_store_is_read_as_it_is_then_carried_forward(tmp_path: Path)
     assert all(c.messages and "missing from the store" not in str(c.messages) for c in old.values())
     _record(url, 3, first=50)
     conn = sqlite3.connect(path)
-    assert conn.execute("SELECT version FROM historymw_schema").fetchone() == (SCHEMA_VERSION,) == (6,)
+    assert conn.execute("SELECT version FROM historymw_schema").fetchone() == (SCHEMA_VERSION,) == (7,)
     assert conn.execute("PRAGMA page_size").fetchone() == (4096,)  # an existing file keeps its pages
     stored = dict(conn.execute("SELECT hash, body FROM historymw_contents").fetchall())
     refs = [r for (r,) in conn.execute("SELECT message_refs FROM historymw_calls")]

@@ -36,7 +36,7 @@ SESSION_FIELDS = ("session", "first_at", "last_at", "calls", "errors", "input_to
 # Names of `schema`, which imports SQLAlchemy: tests/test_cli_sessions.py checks that they agree. A
 # schema newer than KNOWN_VERSION is read by `Store` (which may know it, or refuses it).
 VERSIONS_TABLE, SESSIONS_TABLE = "historymw_schema", "historymw_sessions"
-SESSIONS_SINCE, KNOWN_VERSION = 4, 6
+SESSIONS_SINCE, KNOWN_VERSION = 4, 7
 _UTC = _dt.timezone.utc
 # A SQLite URL whose database SQLAlchemy takes as it is written: no query, no %-escapes to decode.
 _PLAIN_SQLITE = re.compile(r"sqlite(?:\+pysqlite)?:///([^?%]+)")

@@ -26,7 +26,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 
 from . import StoreError
 
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 CALLS = "historymw_calls"
 SESSIONS = "historymw_sessions"
 SESSIONS_SINCE = 4  # the schema version that added historymw_sessions and historymw_rollup
@@ -88,7 +88,10 @@ calls = sa.Table(
 # Partial indexes where most rows hold NULL (session, trace) or where one value is
 # the one people look for (errors): smaller, and cheaper on every insert.
 sa.Index("ix_historymw_calls_started_at", calls.c.started_at)
-sa.Index("ix_historymw_calls_model", calls.c.model)
+# (model, started_at): a model's newest calls (recent(model=...), the viewer's and CLI's model
+# filter) are read in index order, not found by model and then all sorted by time. It replaces
+# v6's index on model alone (a prefix of it), so a call costs only the time column more.
+model_index = sa.Index("ix_historymw_calls_model_started_at", calls.c.model, calls.c.started_at)
 sa.Index("ix_historymw_calls_session", calls.c.session,
          sqlite_where=calls.c.session.isnot(None), postgresql_where=calls.c.session.isnot(None))
 sa.Index("ix_historymw_calls_errors", calls.c.status, calls.c.started_at,
@@ -210,9 +213,17 @@ def _v5_to_v6(conn: sa.Connection) -> None:
     their length; the version keeps a reader of schema 5, which could not read the new ones, out."""
 
 
+def _v6_to_v7(conn: sa.Connection) -> None:
+    """v7: the index on model becomes one on (model, started_at), which also serves what the old
+    one did. Built in the migration's transaction: on PostgreSQL writers wait for it (a lock that
+    blocks writes, not reads), seconds per million calls."""
+    conn.exec_driver_sql(f"DROP INDEX IF EXISTS {conn.dialect.identifier_preparer.quote('ix_historymw_calls_model')}")
+    model_index.create(conn, checkfirst=True)
+
+
 # version N -> the step that turns a version-N database into version N+1.
 MIGRATIONS: dict[int, Callable[[sa.Connection], None]] = {1: _v1_to_v2, 2: _v2_to_v3, 3: _v3_to_v4,
-                                                             4: _v4_to_v5, 5: _v5_to_v6}
+                                                             4: _v4_to_v5, 5: _v5_to_v6, 6: _v6_to_v7}
 
 
 def stored_version(conn: sa.Connection) -> int | None:
