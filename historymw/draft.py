@@ -17,7 +17,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from . import counters, errtext
-from .extract import result_fields
+from .extract import result_fields, usage_fields
 from .plain import (
     DICT_OVERHEAD,
     DICT_PER_ITEM,
@@ -61,6 +61,7 @@ PARAM_BYTES = DICT_PER_ITEM + SCALAR_SIZE  # one scalar param
 SCALARS = frozenset({int, float, bool, type(None)})
 _now = time.time
 _modules = sys.modules
+_sizeof = sys.getsizeof
 LOOKUP: Any = object()  # start(span=...), usual_draft(span=...): look the active span up now
 
 # Request parameters that name no credential: a call whose params all come from
@@ -545,59 +546,117 @@ def parsed_outcome(draft: dict[str, Any], eff: Effective, duration: float, outpu
     return rest
 
 
-def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs: list[str],
+# What one choice of `chat_outcome`'s dict-shaped outputs takes beside its strings: its dict
+# of four keys ("index", "role", "content", "finish_reason") and its list slot.
+CHOICE_BYTES = DICT_OVERHEAD + 4 * DICT_PER_ITEM + LIST_PER_ITEM
+# Longest metadata value `chat_outcome` keeps as it is (an id); a longer one is free-form data.
+META_LABEL_CHARS = 128
+# The most a usage's token counts take in a draft: `extract.usage_fields` sets at most six.
+USAGE_BYTES = 6 * (DICT_PER_ITEM + SCALAR_SIZE)
+
+
+def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs: list[Any],
                  finish_reason: str | None, response_id: str | None, response_model: str | None,
-                 cost: float | None, cache_hit: bool | None, private: dict[str, Any]) -> dict[str, Any] | None:
-    """`parsed_outcome` for the usual chat response a framework parsed (DSPy's), one field per
-    argument: no dict to build, no loop over fields. A label (finish_reason, response_id,
+                 cost: float | None, cache_hit: bool | None, private: dict[str, Any],
+                 usage: Any = None, metadata: dict[str, Any] | None = None,
+                 fields: dict[str, Any] | None = None) -> dict[str, Any] | None:
+    """`parsed_outcome` for the usual chat response a framework parsed (DSPy's, LiteLLM's), one
+    field per argument: no dict to build, no loop over fields. A label (finish_reason, response_id,
     response_model) that is not a str, and a cache_hit that is not a bool, are not set (the
-    response had none); `cost` a float or None. `outputs`: a non-empty list of str made for
-    this record. Labels are cut at 64 (finish_reason) or 256 chars. `private`: as in
-    `parsed_outcome`. Returns None when all is taken, else the fields for `apply_fields` (the
-    record over its limit), as `parsed_outcome` does."""
-    used = LIST_OVERHEAD + DICT_PER_ITEM if eff.content else 0
+    response had none); `cost` a float or None. Labels are cut at 64 (finish_reason) or 256 chars.
+    `private`: as in `parsed_outcome`.
+
+    `outputs`: a non-empty list made for this record, either of str (the texts) or of choice
+    dicts {"index": int, "role": str, "content": str or None, "finish_reason": str or None}
+    (an OpenAI-style response's choices, as `extract.result_fields` would copy them), whose
+    content is the output text. `usage`: the response's usage, read by `extract.usage_fields`
+    (token counts are set, even as None, as a response's are). `metadata`: a dict of short
+    labels (str keys that name no credential, str values of at most META_LABEL_CHARS chars, such
+    as a framework's call id), kept as it is; any other metadata is copied and scanned as
+    free-form data by `apply_fields`. Either way `record.seal` scans every string of the record
+    before anyone reads it. `fields`: other LMCall fields, left to `apply_fields`.
+
+    Returns None when all is taken, else the fields for `apply_fields` (the record over its
+    limit, `fields`, unusual metadata), which the caller hands to `capture.finish`."""
+    content = eff.content
+    used = LIST_OVERHEAD + DICT_PER_ITEM if content else 0
+    # A str's size: its header and a byte a char when ASCII (`str_bytes`, inline: sys.getsizeof
+    # costs several times more), else asked.
     if used:
-        for i, text in enumerate(outputs):
-            if len(text) > 1024:
-                outputs[i] = text = clip(text, eff.max_chars)
-            used += LIST_PER_ITEM + (len(text) + STR_HEADER if text.isascii() else sys.getsizeof(text))
+        for i, out in enumerate(outputs):
+            if type(out) is str:
+                if len(out) > 1024:
+                    outputs[i] = out = clip(out, eff.max_chars)
+                used += LIST_PER_ITEM + (len(out) + STR_HEADER if out.isascii() else _sizeof(out))
+                continue
+            text, role, reason = out["content"], out["role"], out["finish_reason"]
+            if type(text) is str:
+                if len(text) > 1024:
+                    out["content"] = text = clip(text, eff.max_chars)
+                used += len(text) + STR_HEADER if text.isascii() else _sizeof(text)
+            if len(role) > 64:  # a label, cut as finish_reason is
+                out["role"] = role = role[:64]
+            used += CHOICE_BYTES + (len(role) + STR_HEADER if role.isascii() else _sizeof(role))
+            if reason is not None:
+                if len(reason) > 64:
+                    out["finish_reason"] = reason = reason[:64]
+                used += len(reason) + STR_HEADER if reason.isascii() else _sizeof(reason)
     if type(finish_reason) is not str:
         finish_reason = None
     else:
         if len(finish_reason) > 64:
             finish_reason = finish_reason[:64]
         used += DICT_PER_ITEM + (len(finish_reason) + STR_HEADER if finish_reason.isascii()
-                                 else sys.getsizeof(finish_reason))
+                                 else _sizeof(finish_reason))
     if type(response_id) is not str:
         response_id = None
     else:
         if len(response_id) > LABEL_CHARS:
             response_id = response_id[:LABEL_CHARS]
         used += DICT_PER_ITEM + (len(response_id) + STR_HEADER if response_id.isascii()
-                                 else sys.getsizeof(response_id))
+                                 else _sizeof(response_id))
     if type(response_model) is not str:
         response_model = None
     else:
         if len(response_model) > LABEL_CHARS:
             response_model = response_model[:LABEL_CHARS]
         used += DICT_PER_ITEM + (len(response_model) + STR_HEADER if response_model.isascii()
-                                 else sys.getsizeof(response_model))
+                                 else _sizeof(response_model))
     if cost is not None:
         used += DICT_PER_ITEM + SCALAR_SIZE
     if type(cache_hit) is not bool:
         cache_hit = None
     else:
         used += DICT_PER_ITEM
+    unusual: dict[str, Any] | None = None
+    if metadata is not None:
+        used += DICT_PER_ITEM + DICT_OVERHEAD
+        for k, v in metadata.items():
+            # A credential's name keeps its value out (apply_fields redacts it); a long or
+            # non-str value is free-form data: both go the scanning way.
+            if type(v) is not str or len(v) > META_LABEL_CHARS or type(k) is not str or KEY_CACHE[k]:
+                unusual = {"metadata": metadata}
+                metadata = None
+                used -= DICT_PER_ITEM + DICT_OVERHEAD
+                break
+            used += DICT_PER_ITEM + (len(v) + STR_HEADER if v.isascii() else _sizeof(v))
     rest = None
-    if draft["size_bytes"] + used > eff.record_limit:  # apply_fields truncates to fit: let it
-        given = {"outputs": outputs, "output_text": outputs[0], "finish_reason": finish_reason,
-                 "response_id": response_id, "response_model": response_model, "cost": cost, "cache_hit": cache_hit}
+    # The usage's token counts (at most USAGE_FIELDS of them) are counted once set.
+    if draft["size_bytes"] + used + (USAGE_BYTES if usage is not None else 0) > eff.record_limit:
+        # apply_fields truncates to fit: let it
+        first = outputs[0]
+        given = {"outputs": outputs, "output_text": first if type(first) is str else first["content"],
+                 "finish_reason": finish_reason, "response_id": response_id, "response_model": response_model,
+                 "cost": cost, "cache_hit": cache_hit, "metadata": metadata}
+        if usage is not None:
+            usage_fields(usage, given)
         rest = {k: v for k, v in given.items() if v is not None}
         used = 0
     else:
-        if eff.content:
+        if content:
             draft["outputs"] = outputs
-            draft["output_text"] = outputs[0]  # the first output, counted there
+            first = outputs[0]
+            draft["output_text"] = first if type(first) is str else first["content"]  # counted there
         if finish_reason is not None:
             draft["finish_reason"] = finish_reason
         if response_id is not None:
@@ -608,11 +667,20 @@ def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs
             draft["cost"] = cost
         if cache_hit is not None:
             draft["cache_hit"] = cache_hit
-    for name, value in private.items():
-        key = "_" + name
-        if key not in draft:
-            used += held_bytes(value)
-        draft[key] = value
+        if metadata is not None:
+            draft["metadata"] = metadata
+        if usage is not None:
+            n = len(draft)
+            usage_fields(usage, draft)  # ints or None, in keys the draft did not have
+            used += (len(draft) - n) * (DICT_PER_ITEM + SCALAR_SIZE)  # a slot each, and its int
+    if unusual or fields:
+        rest = {**(unusual or {}), **(fields or {}), **(rest or {})}
+    if private:
+        for name, value in private.items():
+            key = "_" + name
+            if key not in draft:
+                used += held_bytes(value)
+            draft[key] = value
     draft["duration"] = duration
     draft["size_bytes"] += used + (table_growth(draft) if rest is None else 0)  # else finish() adds it
     return rest

@@ -39,13 +39,28 @@ def usage_fields(usage: Any, draft: dict[str, Any]) -> None:
     """Token counts from OpenAI (prompt/completion) or Anthropic (input/output) usage."""
     if usage is None:
         return
-    inp = get(usage, "prompt_tokens")
-    if inp is None:
-        inp = get(usage, "input_tokens")
-    out = get(usage, "completion_tokens")
-    if out is None:
-        out = get(usage, "output_tokens")
-    total = get(usage, "total_tokens")
+    if type(usage) is dict:  # a response as plain data (LiteLLM's logging payload): no get() per field
+        read = usage.get
+        inp, out, total = read("prompt_tokens"), read("completion_tokens"), read("total_tokens")
+        n = len(usage)
+        if (type(inp) is int and type(out) is int and type(total) is int
+                and (n == 3 or (n == 5 and read("prompt_tokens_details", 0) is None
+                                and read("completion_tokens_details", 0) is None))):
+            # The usual usage: the three counts, and maybe both details as None: nothing else to read.
+            draft["input_tokens"], draft["output_tokens"], draft["total_tokens"] = inp, out, total
+            return
+        if inp is None:
+            inp = read("input_tokens")
+        if out is None:
+            out = read("output_tokens")
+    else:
+        inp = get(usage, "prompt_tokens")
+        if inp is None:
+            inp = get(usage, "input_tokens")
+        out = get(usage, "completion_tokens")
+        if out is None:
+            out = get(usage, "output_tokens")
+        total = get(usage, "total_tokens")
     inp, out, total = _int(inp), _int(out), _int(total)
     if total is None and inp is not None and out is not None:
         total = inp + out

@@ -19,18 +19,23 @@ headers and cloud credentials.
 from __future__ import annotations
 
 import asyncio
+import itertools
+import sys
 import threading
 import time
 import uuid
-from collections import OrderedDict
+from collections import deque
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import counters
-from ..draft import CallSpec
+from .. import counters, runtime
+from ..capture import finish, head, start
+from ..draft import CallSpec, chat_outcome, usual_draft
 from ..errors import require
+from ..policy import FULL, SKIP, active_span_ids
 from ..recording import Recording
+from ..scope import CURRENT
 from ._common import IN_DSPY_CALL, model_params
 
 __all__ = ["aflush", "flush", "install", "installed", "pending", "uninstall"]
@@ -56,14 +61,21 @@ PENDING_MAX_AGE_S = 900.0
 _lock = threading.Lock()
 _logger: Any = None
 _monotonic = time.monotonic
+_modules = sys.modules
+_STATE = runtime.STATE
 
 
 class _Pending:
-    """Calls started in LiteLLM's pre-call hook, waiting for their outcome, by LiteLLM call id.
+    """The calls LiteLLM has started and not yet reported, by LiteLLM call id, and the ids of
+    those it reported (LiteLLM may report one call twice: its sync handler on a thread and its
+    async one on the loop; the second report must not become a record).
 
-    A value of None marks a call that must not be recorded (a disabled scope,
-    or a call DSPy's integration records), so that a late outcome on another
-    thread does not record it under the wrong scope.
+    Two kinds of started call. A sync call that is not a stream is only noted (`note`, lock-free:
+    it is every plain `completion()`), and decided where its outcome is reported. Any other is
+    parked (`put`) with its scope's decision: a `_Parked` call, or None for a call that must not
+    be recorded (a disabled scope, or a call DSPy's integration records), so that a late outcome
+    on another thread does not record it under the wrong scope. A parked call expires after
+    `max_age` seconds; both kinds are bounded by `max_items`.
     """
 
     def __init__(self, max_items: int = PENDING_MAX_ITEMS, max_age: float = PENDING_MAX_AGE_S) -> None:
@@ -73,11 +85,39 @@ class _Pending:
         # No parked call expires before this (monotonic) time: the oldest one's deadline, or a
         # bound below it. Until then a put() need not look at the oldest.
         self._expires = time.monotonic() + max_age
-        self._building = 0  # popped, record not yet committed
-        # Keys whose outcome was taken: LiteLLM may report one call twice (its sync handler on a
-        # thread and its async one on the loop), and the second report must not become a record.
-        self._taken: OrderedDict[str, None] = OrderedDict()
+        # Noted calls: id -> True. Setting and popping a key are atomic: no lock.
+        self._noted: dict[str, bool] = {}
+        # Reports being turned into records, one entry each (deque.append and .pop are atomic):
+        # `waiting()` counts them, so that flush() does not return before their records exist.
+        self._building: deque[None] = deque()
+        # Ids whose outcome was taken (id -> None, oldest first); trimmed by half when full.
+        self._taken: dict[str, None] = {}
         self._lock = threading.Lock()
+
+    def note(self, key: str) -> None:
+        noted = self._noted
+        noted[key] = True
+        if len(noted) > self.max_items:
+            self._trim(noted, "integration_timeout")
+
+    def _trim(self, ids: dict[str, Any], reason: str | None) -> None:
+        """Forget the older half of a full set of ids (amortised: once per max_items / 2 calls)."""
+        with self._lock:
+            old = list(itertools.islice(ids, max(len(ids) - self.max_items // 2, 0)))
+            for key in old:
+                ids.pop(key, None)
+        if reason is not None and old:
+            counters.COUNTERS.drop(reason, len(old))
+
+    def claim(self, key: str) -> bool:
+        """Take a noted call's outcome: True for the first report of a noted call."""
+        if self._noted.pop(key, False):
+            taken = self._taken
+            taken[key] = None
+            if len(taken) > self.max_items:
+                self._trim(taken, None)
+            return True
+        return False
 
     def put(self, key: str, value: object | None) -> None:
         now = _monotonic()
@@ -110,43 +150,40 @@ class _Pending:
         return expired
 
     def parked(self, key: str) -> bool:
-        """Is a call that will become a record waiting under this id?"""
+        """Is a call that will become a record parked under this id?"""
         item = self._items.get(key)
         return item is not None and item[1] is not None
 
-    def pop(self, key: str) -> tuple[bool, object | None]:
-        """Take a parked call; one taken is counted as waiting until `built()` says its record is made."""
+    def take(self, key: str) -> object | None:
+        """The call parked under this id (see the class), `_MISSING` when none is, `_REPEAT` when
+        its outcome was reported already. (A noted call is taken by `claim`.)"""
         with self._lock:
             item = self._items.pop(key, None)
-            if item is not None:
-                if item[1] is not None:
-                    self._building += 1
-                taken = self._taken
-                taken[key] = None
-                if len(taken) > self.max_items:
-                    taken.popitem(last=False)
-        return (False, None) if item is None else (True, item[1])
-
-    def taken(self, key: str) -> bool:
-        """Was this call's outcome reported already? (A repeat report is not a new call.)"""
-        with self._lock:
-            return key in self._taken
-
-    def built(self) -> None:
-        with self._lock:
-            self._building -= 1
+            taken = self._taken
+            if item is None and key in taken:
+                return _REPEAT
+            taken[key] = None
+        if len(taken) > self.max_items:
+            self._trim(taken, None)
+        return _MISSING if item is None else item[1]
 
     def waiting(self) -> int:
         """Calls that will become records once LiteLLM reports their outcome (or that are being built)."""
         with self._lock:
-            return self._building + sum(1 for _, value in self._items.values() if value is not None)
+            return (len(self._building) + len(self._noted)
+                    + sum(1 for _, value in self._items.values() if value is not None))
 
     def clear(self) -> int:
         with self._lock:
-            n = sum(1 for _, value in self._items.values() if value is not None)
+            n = len(self._noted) + sum(1 for _, value in self._items.values() if value is not None)
             self._items.clear()
+            self._noted.clear()
         return n
 
+
+# `_Pending.take()`'s answers beside a parked value.
+_MISSING = object()  # nothing parked: no pre-call hook ran (embeddings, a failure before the request)
+_REPEAT = object()  # the outcome of this call was reported already
 
 _PENDING = _Pending()
 
@@ -371,12 +408,19 @@ _SPECS = {op: CallSpec(_lm_call, None, op, "litellm", None) for op in set(_OPERA
 _PROVIDER_SPECS: dict[tuple[str, str], CallSpec] = {}  # (operation, provider): the provider is the spec's
 
 
-def _spec(operation: str, provider: str) -> CallSpec:
+_CHAT_SPECS: dict[Any, CallSpec] = {}  # provider -> spec, for `_record_chat` (one lookup, no key to build)
+
+
+def _spec(operation: str, provider: str | None) -> CallSpec:
+    if provider is None:
+        return _SPECS[operation]
     spec = _PROVIDER_SPECS.get((operation, provider))
     if spec is None:
         spec = CallSpec(_lm_call, provider, operation, "litellm", None)
         if len(_PROVIDER_SPECS) < 1024:
             _PROVIDER_SPECS[(operation, provider)] = spec
+            if operation == "chat":
+                _CHAT_SPECS[provider] = spec
     return spec
 
 
@@ -428,12 +472,25 @@ def _capture_request(recording: Recording, operation: str, model: Any, messages:
 def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
     """LiteLLM's pre-call hook: on the caller's thread, or in a copy of its context.
 
-    The scope decision and the active span are taken here; a call it keeps is parked
-    with references and copied when its outcome arrives."""
+    A sync call that is not a stream is only noted here (so that `flush()` waits for it): LiteLLM
+    reports its outcome in the caller's context (its success handler runs in a copy of it, its
+    failure handler on the caller's thread), and the record is built there in one step. Any
+    other call (async, streams, text completions) is decided here, where the scope and the
+    active span are the caller's, and parked with references, copied when its outcome arrives,
+    maybe on a LiteLLM thread without the caller's context."""
     try:
-        operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
+        call_type = kwargs.get("call_type")
         key = kwargs.get("litellm_call_id")
-        if operation is None or type(key) is not str:
+        if type(key) is not str:
+            return
+        if call_type == "completion" and kwargs.get("stream") is not True:
+            noted = _PENDING._noted  # _PENDING.note(key), inline: every plain completion() runs this
+            noted[key] = True
+            if len(noted) > _PENDING.max_items:
+                _PENDING.note(key)
+            return
+        operation = _OPERATIONS.get(call_type)  # type: ignore[arg-type]
+        if operation is None:
             return
         if IN_DSPY_CALL.get() is not None:
             _PENDING.put(key, None)
@@ -462,70 +519,165 @@ def _error_of(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> BaseExceptio
 def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
     """LiteLLM's success or failure event, on whatever thread LiteLLM reports it."""
     key = kwargs.get("litellm_call_id")
-    _ORPHANS.discard(key)
-    found, parked = _PENDING.pop(key) if isinstance(key, str) else (False, None)
+    if _ORPHANS._items:  # the usual case: none, and no call to make
+        _ORPHANS.discard(key)
+    if type(key) is not str:
+        _record_here(kwargs, response, failed, key)
+        return
+    building = _PENDING._building
+    building.append(None)  # waiting (for flush) from before the call leaves the started ones
     try:
-        _record_outcome(kwargs, response, failed, key, found, parked)
+        if _PENDING.claim(key):  # a sync call that is not a stream, noted by the pre-call hook
+            if failed or not _record_chat(kwargs, key):
+                _record_here(kwargs, response, failed, key)
+            return
+        value = _PENDING.take(key)
+        if value is None or value is _REPEAT:  # not recorded, or recorded already
+            return
+        if isinstance(value, _Parked):
+            _record_parked(kwargs, response, failed, key, value)
+        else:
+            _record_here(kwargs, response, failed, key)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("litellm_integration", exc)
     finally:
-        if parked is not None:
-            _PENDING.built()
+        building.pop()
 
 
-def _record_outcome(kwargs: Mapping[str, Any], response: Any, failed: bool, key: Any, found: bool,
-                    parked: object | None) -> None:
+def _record_parked(kwargs: Mapping[str, Any], response: Any, failed: bool, key: Any, parked: _Parked) -> None:
+    """The outcome of a call decided (and parked) in the pre-call hook."""
     try:
         slo = kwargs.get("standard_logging_object")
         slo = slo if type(slo) is dict or isinstance(slo, Mapping) else {}
-        if found:
-            if not isinstance(parked, _Parked):
-                return
-            recording = parked.recording
-            started = _epoch(slo.get("startTime")) or _epoch(parked.start_time)
-            if started is not None:
-                recording.started = started
-            kept = _capture_request(recording, parked.operation, parked.model, parked.messages, parked.kwargs)
-            del parked
-        else:
-            # No pre-call hook ran (embeddings, errors raised before the request). LiteLLM
-            # reports these on the caller's thread or in a copy of its context.
-            operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
-            if operation is None or IN_DSPY_CALL.get() is not None or (isinstance(key, str) and _PENDING.taken(key)):
-                return
-            started = _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))
-            begun = Recording.begin(_SPECS[operation], started, where="litellm_integration")
-            if begun is None:
-                return
-            recording = begun
-            kept = _capture_request(recording, operation, kwargs.get("model"), kwargs.get("messages"), kwargs)
-        if not kept:
-            return
-        ended = _epoch(slo.get("endTime")) or _epoch(kwargs.get("end_time")) or time.time()
-        metadata = {"litellm_call_id": key}
-        if failed:
-            recording.fail(_error_of(kwargs, slo), ended=ended, metadata=metadata)
-            return
-        if not recording.keeps_success:  # errors-only: nothing of a success is read
-            recording.succeed(ended=ended)
-            return
-        cost = slo.get("response_cost", kwargs.get("response_cost"))
-        server_address, server_port = None, None
-        api_base = slo.get("api_base")
-        if isinstance(api_base, str) and api_base:
-            server_address, server_port = _server(api_base)
-        stream = bool(slo.get("stream") or kwargs.get("stream") is True)
-        ttft = None
-        if stream:
-            first, begun_at = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
-            if first is not None and begun_at is not None and first >= begun_at:
-                ttft = first - begun_at
-        recording.succeed(
-            _response_of(slo, response), ended=ended, metadata=metadata,
-            cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
-            cache_hit=bool(slo.get("cache_hit", kwargs.get("cache_hit"))),  # LiteLLM reports None for a miss
-            server_address=server_address or None, server_port=server_port,
-            stream=True if stream else None, time_to_first_token_s=ttft)
+        recording = parked.recording
+        started = _epoch(slo.get("startTime")) or _epoch(parked.start_time)
+        if started is not None:
+            recording.started = started
+        if _capture_request(recording, parked.operation, parked.model, parked.messages, parked.kwargs):
+            _finish(recording, kwargs, slo, response, failed, key)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("litellm_integration", exc)
+
+
+def _record_here(kwargs: Mapping[str, Any], response: Any, failed: bool, key: Any) -> None:
+    """The outcome of a call decided where it is reported: a sync call that is not a stream
+    (LiteLLM reports it in a copy of the caller's context), or one no pre-call hook saw
+    (embeddings, errors raised before the request), reported on the caller's thread or in a
+    copy of its context."""
+    try:
+        operation = _OPERATIONS.get(kwargs.get("call_type"))  # type: ignore[arg-type]
+        if operation is None or IN_DSPY_CALL.get() is not None:
+            return
+        slo = kwargs.get("standard_logging_object")
+        slo = slo if type(slo) is dict or isinstance(slo, Mapping) else {}
+        started = _epoch(slo.get("startTime")) or _epoch(kwargs.get("start_time"))
+        begun = Recording.begin(_SPECS[operation], started, where="litellm_integration")
+        if begun is not None and _capture_request(begun, operation, kwargs.get("model"), kwargs.get("messages"),
+                                                  kwargs):
+            _finish(begun, kwargs, slo, response, failed, key)
+    except Exception as exc:  # noqa: BLE001 - fail open
+        counters.COUNTERS.error("litellm_integration", exc)
+
+
+_NO_PRIVATE: dict[str, Any] = {}
+
+
+def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
+    """Record a sync chat completion's success in one step, from the plain dicts of LiteLLM's
+    standard logging payload, in a copy of the caller's context (where LiteLLM reports it): the
+    scope's decision, the request (`usual_draft` takes it as LiteLLM holds it) and the usual
+    response (one text choice, usage, ids, cost), as `Recording.request()` and `succeed()`
+    would record it. False, before anything is decided, for any other shape (tool calls, several
+    choices, no payload): the general way takes it. Every line here runs for every call."""
+    try:  # the usual payload read by subscripts; any other shape raises
+        slo = kwargs["standard_logging_object"]
+        payload = slo["response"]
+        started = slo["startTime"]
+        ended = slo["endTime"]
+        (choice,) = payload["choices"]
+        message = choice["message"]
+        text = message["content"]
+        role = message["role"]
+        reason = choice["finish_reason"]
+        if (message["tool_calls"] or type(text) is not str or type(role) is not str or type(started) is not float
+                or type(ended) is not float or (reason is not None and type(reason) is not str)
+                or kwargs.get("system") is not None):
+            return False
+    except (KeyError, TypeError, ValueError, IndexError):
+        return False
+    if IN_DSPY_CALL.get() is not None:
+        return True
+    provider = kwargs.get("custom_llm_provider")
+    spec = _CHAT_SPECS.get(provider) or _spec("chat", provider if type(provider) is str else None)
+    frame = CURRENT.get()  # capture.decide(), inline: the one decision for this call
+    eff = frame.eff
+    if eff.gen != _STATE.gen:
+        eff = frame.refresh()
+    mode = eff.mode
+    if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+        return True
+    span = active_span_ids() if "opentelemetry.trace" in _modules else None
+    if mode != FULL or not eff.content:  # errors only, or no content: the general way, decided
+        recording = Recording(spec, eff, mode, span, started, "litellm_integration")
+        if _capture_request(recording, "chat", kwargs.get("model"), kwargs.get("messages"), kwargs):
+            _finish(recording, kwargs, slo, None, False, key)
+        return True
+    model = kwargs.get("model")
+    if type(model) is not str and not isinstance(model, str):  # as `_capture_request` hands it over
+        model = None
+    args = (model, kwargs.get("messages"))
+    params = model_params(kwargs.get("optional_params"))  # a dict made here: the record keeps it
+    draft = usual_draft(spec, eff, args, params, started, span)
+    if draft is None and (draft := start(eff, spec, FULL, args, params, started, span, False)) is None:
+        return True
+    cost = slo.get("response_cost")
+    api_base = slo.get("api_base")
+    server = None
+    if api_base and type(api_base) is str:
+        address, port = _server(api_base)
+        if address:
+            server = {"server_address": address, "server_port": port}
+    rest = chat_outcome(
+        draft, eff, ended - started, [{"index": 0, "role": role, "content": text, "finish_reason": reason}],
+        reason, payload.get("id"), payload.get("model"),
+        cost if type(cost) is float else float(cost) if type(cost) is int else None,
+        slo.get("cache_hit") is True,  # LiteLLM reports None for a miss
+        _NO_PRIVATE, payload.get("usage"), {"litellm_call_id": key}, server)
+    if rest:
+        finish(draft, spec, eff, None, None, ended, rest)
+    else:
+        eff.commit(draft)
+    return True
+
+
+def _finish(recording: Recording, kwargs: Mapping[str, Any], slo: Mapping[str, Any], response: Any, failed: bool,
+            key: Any) -> None:
+    """Hand a captured call's outcome to its recording."""
+    ended = _epoch(slo.get("endTime")) or _epoch(kwargs.get("end_time")) or time.time()
+    metadata = {"litellm_call_id": key}
+    if failed:
+        recording.fail(_error_of(kwargs, slo), ended=ended, metadata=metadata)
+        return
+    if not recording.keeps_success:  # errors-only: nothing of a success is read
+        recording.succeed(ended=ended)
+        return
+    cost = slo.get("response_cost", kwargs.get("response_cost"))
+    server_address, server_port = None, None
+    api_base = slo.get("api_base")
+    if isinstance(api_base, str) and api_base:
+        server_address, server_port = _server(api_base)
+    stream = bool(slo.get("stream") or kwargs.get("stream") is True)
+    ttft = None
+    if stream:
+        first, begun_at = _epoch(slo.get("completionStartTime")), _epoch(slo.get("startTime"))
+        if first is not None and begun_at is not None and first >= begun_at:
+            ttft = first - begun_at
+    recording.succeed(
+        _response_of(slo, response), ended=ended, metadata=metadata,
+        cost=float(cost) if isinstance(cost, (int, float)) and not isinstance(cost, bool) else None,
+        cache_hit=bool(slo.get("cache_hit", kwargs.get("cache_hit"))),  # LiteLLM reports None for a miss
+        server_address=server_address or None, server_port=server_port,
+        stream=True if stream else None, time_to_first_token_s=ttft)
 
 
 def _response_of(slo: Mapping[str, Any], response: Any) -> Any:
