@@ -35,7 +35,7 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from .. import counters
-from ..draft import CallSpec
+from ..draft import CallSpec, held_bytes
 from ..errors import require
 from ..extract import usage_fields
 from ..record import LMCall
@@ -344,9 +344,62 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
             tracker = ov["usage_tracker"] if "usage_tracker" in ov else config.get("usage_tracker")
             if tracker:
                 tracker.add_usage(lm.model, result.usage)
-        if not (ov["disable_history"] if "disable_history" in ov else config.get("disable_history")):
-            _record_result(lm, call, result, state, ov)
-        return result.outputs
+        outputs = result.outputs
+        if ov["disable_history"] if "disable_history" in ov else config.get("disable_history"):
+            return outputs
+        try:
+            # The usual cache hit of an LM called directly: one str output, no usage, messages
+            # given, no module, DSPy's default bound. Recorded from what DSPy built, in the
+            # fewest steps; every other call takes _record_result.
+            model = lm.model
+            legacy = call.legacy
+            messages = call.messages
+            if (type(outputs) is list and len(outputs) == 1 and type(outputs[0]) is str and not result.usage
+                    and messages and type(legacy) is dict and type(model) is str
+                    and not (ov["caller_modules"] if "caller_modules" in ov else config.get("caller_modules"))
+                    and (ov["max_history_size"] if "max_history_size" in ov
+                         else config.get("max_history_size", 10000)) == 10000
+                    and "system" not in call.kwargs and type(cost := result.cost) is not int):
+                key = (id(lm), model)
+                hit = _LM_SPECS.get(key)
+                if hit is None:
+                    hit = _lm_spec(key)
+                params = {}  # model_params(legacy), inline: DSPy merged the LM's and the call's
+                for name in MODEL_PARAMS.intersection(legacy):
+                    if (value := legacy[name]) is not None:
+                        params[name] = value
+                response = result.raw
+                if response is None:  # lm15 Responses
+                    response = result.responses
+                    response = response[0] if len(response) == 1 else None
+                try:  # a LiteLLM ModelResponse
+                    reason = response.choices[0].finish_reason
+                    rid = response.id
+                except Exception:  # noqa: BLE001 - an lm15 Response, or none
+                    reason = rid = None
+                    if response is not None:
+                        choices = getattr(response, "choices", None)
+                        reason = (getattr(choices[0], "finish_reason", None) if choices
+                                  else getattr(response, "finish_reason", None))
+                        rid = getattr(response, "id", None)
+                state[_DONE] = True
+                recording = Recording.complete_chat(hit[0], state[_STARTED], state[_T0], hit[1], messages, params,
+                                                    [outputs[0]], reason, rid, result.response_model, cost,
+                                                    result.cache_hit, hit[2], "dspy_integration")
+                # Else a scope that keeps only errors, or no content: begun, its request to capture.
+                if recording is not None and recording.request(hit[1], messages, params):
+                    recording.note("dspy", hit[2]["dspy"])
+                    if recording.keeps_success:
+                        _succeed(recording, outputs, None, cost, response, result.response_model, result.cache_hit,
+                                 None)
+                    else:  # errors-only: nothing of a success is read
+                        recording.succeed()
+                return outputs
+        except Exception as exc:  # noqa: BLE001 - fail open
+            counters.COUNTERS.error("dspy_integration", exc)
+            return outputs
+        _record_result(lm, call, result, state, ov)
+        return outputs
     return finalize
 
 
@@ -389,6 +442,29 @@ def _spec_of(model: Any) -> tuple[CallSpec, str | None]:
         hit = (spec, name)
         if type(model) is str and len(_MODELS) < 1024:
             _MODELS[model] = hit
+    return hit
+
+
+# Per (id(lm), model): the spec, the model's name and the private data of a record of that LM
+# (its id, for lm.history and lm.inspect_history). The ids are compared by value only, so an
+# LM made where a collected one lived gets the same entry, rightly.
+_LM_SPECS: dict[tuple[int, str], tuple[CallSpec, str | None, dict[str, Any]]] = {}
+
+
+def _lm_spec(key: tuple[int, str]) -> tuple[CallSpec, str | None, dict[str, Any]]:
+    provider, name = split_model(key[1])
+    ids = (key[0],)
+    # A spec of this LM's own: its usual drafts start with the LM's id in them, counted in the
+    # spec's base size as note() counts it, so a record of it costs no per-call step for it.
+    # The private dict goes along too (a draft made another way gets it there); the tuple is
+    # immutable and the dict only read, so every record of this LM holds the same ones.
+    spec = CallSpec(_lm_call, provider, "chat", "dspy", None)
+    spec.draft["_dspy"] = ids
+    spec.base_bytes += held_bytes(ids)
+    hit = (spec, name, {"dspy": ids})
+    if len(_LM_SPECS) >= 1024:  # LMs copied per call (optimizers): start over rather than grow
+        _LM_SPECS.clear()
+    _LM_SPECS[key] = hit
     return hit
 
 
