@@ -152,13 +152,14 @@ class Recording:
         (see `draft.chat_outcome`: each of the type named, or None); no usage. The cheapest way
         to record a call: a cache-hit DSPy call is recorded through this."""
         try:
-            frame = CURRENT.get()  # decide(), inline: this is an integration's hot path
-            eff = frame.eff
-            if eff.gen != _STATE.gen:
-                eff = frame.refresh()
+            # decide(), inline: this is an integration's hot path. A cached decision is FULL only while
+            # the configuration it was made under holds (configure() marks it stale), as in capture.recorded.
+            eff = CURRENT.get().eff
             mode = eff.mode
-            if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
-                return None
+            if mode != FULL:
+                eff, mode = decide()
+                if mode == SKIP:
+                    return None
             span = active_span_ids() if "opentelemetry.trace" in _modules else None
             if mode != FULL or not eff.content:
                 return cls(spec, eff, mode, span, started, where, t0)
