@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from .errors import ConfigError
 from .policy import Policy, parse_policy
+from .sql import DEFAULT_SQL_URL
 
 if TYPE_CHECKING:
     from .config_model import Settings as Settings  # re-exported: `config.Settings` is the public home
@@ -226,7 +227,7 @@ SPEC: dict[str, tuple[Any, Callable[[object], Any]]] = {
     "max_bytes": (16 * 2**20, parse_size),
     "sample_rate": (1.0, _rate),
     "backends": (("ring",), _backends),
-    "sql_url": ("sqlite:///historymw.db", _sql_url),
+    "sql_url": (DEFAULT_SQL_URL, _sql_url),
     "capture_content": (True, _bool),
     "redact_content": (True, _bool),
     "max_field_chars": (20000, _field_chars),

@@ -15,5 +15,11 @@ class StoreError(Exception):
     """
 
 
+# The store's URL when none is configured (config.SPEC's default for sql_url; the command line's too).
+DEFAULT_SQL_URL = "sqlite:///historymw.db"
+# How long a SQLite connection waits for another process's lock; how long PostgreSQL's connection may
+# take. Here, not in `engine`, so that the command line's direct readers (`direct`) import neither.
+SQLITE_BUSY_TIMEOUT_S = 10.0
+PG_CONNECT_TIMEOUT_S = 5
 # What `Store.stats(by=...)` and `historymw stats --by` group by.
 GROUPS = ("model", "session", "status", "provider", "source")

@@ -21,10 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from ..errors import ConfigError, require
+from . import PG_CONNECT_TIMEOUT_S as PG_CONNECT_TIMEOUT_S  # re-exported: engine.PG_CONNECT_TIMEOUT_S
+from . import SQLITE_BUSY_TIMEOUT_S as SQLITE_BUSY_TIMEOUT_S
 from . import StoreError
 
-SQLITE_BUSY_TIMEOUT_S = 10.0
-PG_CONNECT_TIMEOUT_S = 5
 # Connection execution option that makes a SQLite transaction BEGIN IMMEDIATE.
 WRITE = {"historymw_write": True}
 

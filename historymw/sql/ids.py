@@ -27,7 +27,6 @@ this without SQLAlchemy.
 
 from __future__ import annotations
 
-import hashlib
 import re
 
 SHORT_LEN = 8
@@ -52,6 +51,8 @@ def short_id(call_id: str) -> str:
     """The short form of a call's id (8 lower-case hex digits)."""
     if _OURS.match(call_id):
         return short_from(int(call_id[24:], 16), offset_of(call_id[12:24]))
+    import hashlib  # here: the command line's imports (tail, sessions) then need no hashlib
+
     return hashlib.blake2b(call_id.encode("utf-8", "surrogatepass"), digest_size=4).hexdigest()
 
 
