@@ -19,19 +19,16 @@ from __future__ import annotations
 
 import argparse
 import datetime as _dt
-import json
 import math
 import os
-import re
 import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn, TextIO
 
-from .config import SPEC, parse_duration
 from .errors import ConfigError, MissingDependencyError
 from .inspect import format_cost, format_duration, render, safe_text
-from .sql import GROUPS, StoreError
+from .sql import DEFAULT_SQL_URL, GROUPS, StoreError
 from .sql.ids import LISTED, AmbiguousIdError, short_id
 
 if TYPE_CHECKING:
@@ -42,7 +39,7 @@ if TYPE_CHECKING:
 # a command costs them is mostly its imports. The pydantic models (LMCall) are defined only by the
 # commands that print whole calls; the recorder (historymw.runtime and the rest) is never imported.
 EXIT_OK, EXIT_NOT_FOUND, EXIT_USAGE, EXIT_DATABASE = 0, 1, 2, 3
-_DEFAULT_URL: str = SPEC["sql_url"][0]
+_DEFAULT_URL = DEFAULT_SQL_URL
 # Ranges both databases hold: a 64-bit count; a moment after year 1 (PostgreSQL timestamps).
 _MAX_COUNT = 2**63 - 1
 _MAX_AGO_S = 60_000_000_000.0  # about 1,900 years
@@ -77,11 +74,19 @@ class _Parser(argparse.ArgumentParser):
 # -- parsing values -------------------------------------------------------------
 
 
+def _parse_duration(text: str) -> float:
+    # Imported when a duration is given: config imports the policies (dataclasses, inspect), which no
+    # command needs otherwise.
+    from .config import parse_duration
+
+    return parse_duration(text)
+
+
 def _duration(text: str) -> float:
     if text.strip().startswith("-"):
         raise argparse.ArgumentTypeError(f"bad duration {text!r}: a duration cannot be negative")
     try:
-        seconds = parse_duration(text)
+        seconds = _parse_duration(text)
     except ValueError:
         raise argparse.ArgumentTypeError(
             f"bad duration {text!r}: expected e.g. 90s, 15m, 12h, 30d, 2w") from None
@@ -100,7 +105,7 @@ def _interval(text: str) -> float:
 def _when(text: str) -> float:
     """A point in time: a duration ago (`24h`) or an ISO date/time (`2026-05-01`, `2026-05-01T12:00Z`)."""
     try:
-        ago = parse_duration(text)
+        ago = _parse_duration(text)
     except ValueError:
         pass
     else:
@@ -185,11 +190,13 @@ def _tail_row(c: LMCall | CallLine) -> list[str]:
 
 # JSON escapes C0 controls itself; DEL and the C1 controls (U+009B is a CSI) only inside strings, where
 # these are the only place they can be: \u escapes parse back to the same text.
-_JSON_UNSAFE = re.compile("[\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+# (A str.translate table: compiling the character class as a regex cost 2.6 million instructions.)
+_JSON_UNSAFE = {o: f"\\u{o:04x}" for o in (*range(0x7f, 0xa0), 0x61c, 0x200e, 0x200f, *range(0x202a, 0x202f),
+                                           *range(0x2066, 0x206a))}
 
 
 def _json_safe(text: str) -> str:
-    return _JSON_UNSAFE.sub(lambda m: f"\\u{ord(m.group()):04x}", text)
+    return text.translate(_JSON_UNSAFE)
 
 
 def _json_line(c: LMCall) -> str:
@@ -300,6 +307,8 @@ def cmd_show(store: Any, args: argparse.Namespace, out: TextIO) -> int:
 def cmd_stats(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     groups = store.stats(by=args.by, **_filters(args))
     if args.json:
+        import json
+
         out.write(json.dumps([g.model_dump(mode="json") for g in groups], indent=2) + "\n")
         return EXIT_OK
     if not groups:
@@ -343,6 +352,8 @@ def cmd_sessions(store: Any, args: argparse.Namespace, out: TextIO) -> int:
     if more is not None and not store.session_rows(1, before=more):
         more = None  # the page ended exactly at the last session
     if args.json:
+        import json  # here: json costs the table 5 million instructions to import
+
         rows = [{**s, "first_at": _iso(s["first_at"]), "last_at": _iso(s["last_at"])} for s in page]
         out.write(_json_safe(json.dumps({"sessions": rows, "next": more}, indent=2, ensure_ascii=False)) + "\n")
         return EXIT_OK
@@ -406,6 +417,7 @@ def _write_export(store: Any, args: argparse.Namespace, target: TextIO) -> int:
             n += 1
     else:
         import csv
+        import json
 
         from .models import LMCall
 
@@ -506,67 +518,94 @@ def _db_option(p: argparse.ArgumentParser, default: Any) -> None:
                         f"{_DEFAULT_URL})")
 
 
-def build_parser() -> argparse.ArgumentParser:
+_COMMANDS = ("tail", "show", "stats", "sessions", "export", "prune", "ui")
+
+
+def _command_in(argv: Sequence[str]) -> str:
+    """The command argparse will find in `argv`: its first positional argument, past the main parser's
+    options (-h, --db URL, --db=URL, and their abbreviations); "" when that is not a command's name
+    (then argparse prints the main help, or says what is missing or wrong, before any command's
+    arguments are looked at)."""
+    skip = False
+    for i, arg in enumerate(argv):
+        if skip:
+            skip = False
+        elif arg == "--":
+            return argv[i + 1] if i + 1 < len(argv) and argv[i + 1] in _COMMANDS else ""
+        elif arg.startswith("-"):
+            skip = len(arg) >= 3 and "--db".startswith(arg)  # --db (or --d) takes the next argument
+        else:
+            return arg if arg in _COMMANDS else ""
+    return ""
+
+
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """The command line's parser. With `only`, the arguments of that command alone ("": of none); every
+    command is listed, as `historymw --help` shows them. `main` declares only those of the command in its
+    argv: each argparse argument costs a few hundred thousand instructions to declare."""
     parser = _Parser(prog="historymw", description="Read and prune the LLM call history stored by historymw.",
                      epilog=_EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     _db_option(parser, None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    def command(name: str, help_text: str, fn: Callable[..., int]) -> argparse.ArgumentParser:
+    def command(name: str, help_text: str, fn: Callable[..., int]) -> argparse.ArgumentParser | None:
         p = sub.add_parser(name, help=help_text, description=help_text, epilog=_EPILOG,
                            formatter_class=argparse.RawDescriptionHelpFormatter)
         p.set_defaults(fn=fn)
+        if only is not None and name != only:
+            return None  # listed; its arguments are not declared
         # After the command too; SUPPRESS: absent there, the value given before the command stands.
         _db_option(p, argparse.SUPPRESS)
         return p
 
-    p = command("tail", "the newest calls, one line each (newest last)", cmd_tail)
-    p.add_argument("-n", type=_count, default=20, metavar="N", help="how many calls (default 20)")
-    p.add_argument("-f", "--follow", action="store_true", help="keep printing new calls until Ctrl-C")
-    p.add_argument("--interval", type=_interval, default=1.0, metavar="DURATION",
-                   help="how often --follow looks for new calls (default 1s)")
-    p.add_argument("--json", action="store_true", help="one JSON record per line")
-    _add_filters(p)
+    if p := command("tail", "the newest calls, one line each (newest last)", cmd_tail):
+        p.add_argument("-n", type=_count, default=20, metavar="N", help="how many calls (default 20)")
+        p.add_argument("-f", "--follow", action="store_true", help="keep printing new calls until Ctrl-C")
+        p.add_argument("--interval", type=_interval, default=1.0, metavar="DURATION",
+                       help="how often --follow looks for new calls (default 1s)")
+        p.add_argument("--json", action="store_true", help="one JSON record per line")
+        _add_filters(p)
 
-    p = command("show", "one call in full: messages, output, usage", cmd_show)
-    p.add_argument("id", metavar="ID", help="the call's short id (as tail shows it), its full id, "
-                   "or a unique prefix of either; any case")
-    p.add_argument("--json", action="store_true", help="the record as JSON")
+    if p := command("show", "one call in full: messages, output, usage", cmd_show):
+        p.add_argument("id", metavar="ID", help="the call's short id (as tail shows it), its full id, "
+                       "or a unique prefix of either; any case")
+        p.add_argument("--json", action="store_true", help="the record as JSON")
 
-    p = command("stats", "calls, errors, tokens, cost and latency (p50, p95)", cmd_stats)
-    p.add_argument("--by", choices=GROUPS, help="one line per model, session, status, ...")
-    p.add_argument("--json", action="store_true", help="the numbers as JSON")
-    _add_filters(p)
+    if p := command("stats", "calls, errors, tokens, cost and latency (p50, p95)", cmd_stats):
+        p.add_argument("--by", choices=GROUPS, help="one line per model, session, status, ...")
+        p.add_argument("--json", action="store_true", help="the numbers as JSON")
+        _add_filters(p)
 
-    p = command("sessions", "sessions, most recent activity first; with ID, that session's calls in order",
-                cmd_sessions)
-    p.add_argument("id", metavar="ID", nargs="?", help="show this session: its totals and every call, oldest first")
-    p.add_argument("-n", type=_count, default=50, metavar="N", help="sessions per page (default 50)")
-    p.add_argument("--before", metavar="CURSOR", help="the next page: the cursor the previous page printed")
-    p.add_argument("--full", action="store_true", help="with ID: every call's messages and output in full")
-    p.add_argument("--json", action="store_true", help="the page (and its next cursor), or the session, as JSON")
+    if p := command("sessions", "sessions, most recent activity first; with ID, that session's calls in order",
+                    cmd_sessions):
+        p.add_argument("id", metavar="ID", nargs="?", help="show this session: its totals and every call, oldest first")
+        p.add_argument("-n", type=_count, default=50, metavar="N", help="sessions per page (default 50)")
+        p.add_argument("--before", metavar="CURSOR", help="the next page: the cursor the previous page printed")
+        p.add_argument("--full", action="store_true", help="with ID: every call's messages and output in full")
+        p.add_argument("--json", action="store_true", help="the page (and its next cursor), or the session, as JSON")
 
-    p = command("export", "every matching call, oldest first, as JSON lines or CSV", cmd_export)
-    p.add_argument("--format", choices=("jsonl", "csv"), required=True)
-    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created owner-only, replaced "
-                   "atomically) instead of standard output")
-    p.add_argument("--force", action="store_true", help="replace FILE if it exists")
-    _add_filters(p)
+    if p := command("export", "every matching call, oldest first, as JSON lines or CSV", cmd_export):
+        p.add_argument("--format", choices=("jsonl", "csv"), required=True)
+        p.add_argument("-o", "--output", metavar="FILE", help="write to FILE (created owner-only, replaced "
+                       "atomically) instead of standard output")
+        p.add_argument("--force", action="store_true", help="replace FILE if it exists")
+        _add_filters(p)
 
-    p = command("prune", "delete old calls", cmd_prune)
-    group = p.add_mutually_exclusive_group(required=True)
-    group.add_argument("--older-than", metavar="DURATION", dest="older_than_text",
-                       help="delete calls that started longer ago than this (e.g. 30d, 12h)")
-    group.add_argument("--keep", type=_count, metavar="N", help="delete all but the newest N calls")
-    p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
-    p.add_argument("-y", "--yes", action="store_true",
-                   help="do not ask for confirmation (required when standard input is not a terminal)")
-
-    from .ui.command import add_arguments as add_ui_arguments  # the viewer lives in historymw/ui/
+    if p := command("prune", "delete old calls", cmd_prune):
+        group = p.add_mutually_exclusive_group(required=True)
+        group.add_argument("--older-than", metavar="DURATION", dest="older_than_text",
+                           help="delete calls that started longer ago than this (e.g. 30d, 12h)")
+        group.add_argument("--keep", type=_count, metavar="N", help="delete all but the newest N calls")
+        p.add_argument("--dry-run", action="store_true", help="count what would be deleted; delete nothing")
+        p.add_argument("-y", "--yes", action="store_true",
+                       help="do not ask for confirmation (required when standard input is not a terminal)")
 
     # main() runs `ui` itself, before opening a Store: the viewer opens the database read-only.
-    add_ui_arguments(command("ui", "a read-only web viewer of the history (127.0.0.1 by default)", lambda *_: EXIT_OK))
+    if p := command("ui", "a read-only web viewer of the history (127.0.0.1 by default)", lambda *_: EXIT_OK):
+        from .ui.command import add_arguments as add_ui_arguments  # the viewer lives in historymw/ui/
+
+        add_ui_arguments(p)
     return parser
 
 
@@ -574,11 +613,12 @@ def _db_url(given: str | None) -> str:
     """The store's URL: --db (a bare path is a SQLite file), else HISTORYMW_SQL_URL, else the default.
     Only this setting is read: a bad value of another HISTORYMW_* variable concerns recording, not the CLI."""
     from .sql.direct import known_url
-    from .sql.engine import parse_url
 
     if given is not None:
         url = given if "://" in given else "sqlite:///" + os.path.expanduser(given)
         if not known_url(url):  # the direct readers' URLs are valid as they are (checked without SQLAlchemy)
+            from .sql.engine import parse_url
+
             parse_url(url)
         return url
     env = os.environ.get("HISTORYMW_SQL_URL", "").strip()
@@ -586,6 +626,8 @@ def _db_url(given: str | None) -> str:
         return _DEFAULT_URL
     try:
         if not known_url(env):
+            from .sql.engine import parse_url
+
             parse_url(env)
     except ConfigError as exc:
         raise ConfigError(f"HISTORYMW_SQL_URL={env!r} is not valid: {exc}") from None
@@ -620,7 +662,7 @@ def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run the command line; returns the exit code (see the module's EXIT_* names)."""
     out = sys.stdout if out is None else out
     try:
-        args = build_parser().parse_args(argv)
+        args = build_parser(_command_in(sys.argv[1:] if argv is None else argv)).parse_args(argv)
         if getattr(args, "older_than_text", None) is not None:
             try:
                 args.older_than = _duration(args.older_than_text)

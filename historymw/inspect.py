@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import sys
 from typing import TYPE_CHECKING, Any, TextIO
 
@@ -19,19 +17,18 @@ _RESET, _BOLD, _DIM, _GREEN, _RED, _BLUE, _YELLOW = (
 # window title, OSC 52 clipboard, screen clear; CR rewrites the line), DEL, the C1 controls (U+009B
 # is a one-character CSI on some terminals) and the bidirectional overrides that reorder what is
 # shown. Tab and newline are kept where text spans lines.
-_UNSAFE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-_UNSAFE_IN_LINE = re.compile("[\x00-\x1f\x7f-\x9f\u061c\u200e\u200f\u202a-\u202e\u2066-\u2069]")
-
-
-def _escape(m: re.Match[str]) -> str:
-    o = ord(m.group())
-    return f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+# Each is escaped as \x1b (\u202e above U+00FF). str.translate tables, not a regex: compiling that
+# character class cost the command line 2.4 million instructions a pattern, more than its query.
+_UNSAFE_IN_LINE = {o: f"\\x{o:02x}" if o < 0x100 else f"\\u{o:04x}"
+                   for o in (*range(0x20), *range(0x7f, 0xa0), 0x61c, 0x200e, 0x200f, *range(0x202a, 0x202f),
+                             *range(0x2066, 0x206a))}
+_UNSAFE = {o: e for o, e in _UNSAFE_IN_LINE.items() if o not in (0x09, 0x0a)}
 
 
 def safe_text(text: str, *, one_line: bool = False) -> str:
     """Recorded text made inert for a terminal: control characters shown as `\\x1b`-style escapes
     (model output can carry escape sequences: it must be read, never executed)."""
-    return (_UNSAFE_IN_LINE if one_line else _UNSAFE).sub(_escape, text)
+    return text.translate(_UNSAFE_IN_LINE if one_line else _UNSAFE)
 
 
 def _use_colour(out: TextIO) -> bool:
@@ -45,6 +42,8 @@ def _use_colour(out: TextIO) -> bool:
 
 
 def _content_text(content: Any) -> str:
+    import json  # here: the command line's tables print no JSON
+
     if isinstance(content, str):
         return content
     if isinstance(content, list):
@@ -74,6 +73,8 @@ def format_cost(cost: float | None) -> str:
 
 def render(records: list[LMCall], colour: bool = False) -> str:
     """The records as text for a person; recorded text is passed through `safe_text`."""
+    import json
+
     def c(code: str, text: str) -> str:
         return f"{code}{text}{_RESET}" if colour else text
 

@@ -186,3 +186,29 @@ def test_quickstart_records_into_sqlite_and_shows_stats_and_tail(tmp_path: Path)
     p = run("stats", "--json", cwd=tmp_path)  # the file it wrote is what the CLI reads by default
     assert p.returncode == 0 and json.loads(p.stdout)[0]["calls"] == 8
     assert b"sk-not-a-real-key" not in (tmp_path / "historymw.db").read_bytes()
+
+
+@pytest.mark.parametrize("argv", [
+    [], ["--help"], ["-h"], ["sessions"], ["sessions", "--help"], ["--db", "x.db", "sessions", "u-1", "--json"],
+    ["--db=x.db", "tail", "-n", "3"], ["--d", "sessions", "tail", "-f"], ["--db", "tail"],
+    ["--", "stats", "--by", "model"], ["show"], ["show", "abcd", "--json"], ["prune", "--keep", "5", "-y"], ["prune"],
+    ["export", "--format", "csv", "-o", "f.csv", "--since", "2026-05-01"], ["ui", "--port", "0"], ["bogus"],
+    ["-5", "tail"], ["-", "tail"], ["tail", "--bogus"], ["stats", "--by", "nope"], ["sessions", "-n", "x"], ["--db"],
+    ["tail", "sessions"]])
+def test_the_command_line_parses_as_with_every_commands_arguments_declared(
+        argv: list[str], capsys: pytest.CaptureFixture[str]) -> None:
+    # main() declares the arguments of the command it finds in argv alone (each costs the command
+    # time); what it parses, and what it prints for help or a mistake, is what the whole parser gives.
+    from historymw import cli
+
+    def parse(parser: Any) -> tuple[Any, ...]:
+        try:
+            ns = vars(parser.parse_args(argv))
+        except SystemExit as exc:  # --help
+            return "exit", exc.code, capsys.readouterr()
+        except cli._UsageError as exc:
+            return "usage", str(exc)
+        ns.pop("fn", None)  # `ui`'s is a lambda made per parser
+        return "parsed", ns
+
+    assert parse(cli.build_parser(cli._command_in(argv))) == parse(cli.build_parser())
