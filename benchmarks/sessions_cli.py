@@ -101,6 +101,10 @@ def bench(label: str, url: str, sessions: int, count: bool = False) -> dict[str,
 
     env = {k: v for k, v in os.environ.items() if not k.startswith("HISTORYMW_")}
     env["HISTORYMW_SQL_URL"] = url
+    # The warm-up writes historymw's bytecode cache, as installing the package does (pip compiles it):
+    # under PYTHONDONTWRITEBYTECODE (set in some shells and CI) every run would compile the command's
+    # modules from source, some 80 million instructions no user's command pays.
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     page = json.loads(timed(["sessions", "--json", "-n", str(sessions - 50)], env)[2])
     deep = page["sessions"][-1]["cursor"]
     cases = {
