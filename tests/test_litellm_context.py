@@ -135,3 +135,34 @@ def test_asyncio_run_of_acompletion_is_delivered_at_exit(tmp_path: Any) -> None:
     subprocess.run([sys.executable, str(script)], check=True, env=env, timeout=120)
     calls = hm.Store(f"sqlite:///{db}").recent(10)
     assert [c.output_text for c in calls] == ["bye"]
+
+
+def test_a_call_given_up_is_not_recorded_when_litellm_reports_it_late() -> None:
+    # asyncio.run() closes its loop before LiteLLM's logging task runs; uninstall() gives the
+    # parked call up (counted). LiteLLM carries that task onto the next loop and reports the
+    # call there: it must not come back as a record under whatever scope is current then.
+    asyncio.run(async_plain())
+    assert hm_litellm.pending() == 1
+    hm_litellm.uninstall()
+    assert hm.stats().dropped_by_reason.get("integration_uninstalled") == 1
+    hm_litellm.install()
+    with hm.history(session="a later request"):
+        asyncio.run(asyncio.sleep(0.05))  # the carried task runs here
+        assert hm_litellm.flush(2.0)
+    assert hm.recent(10) == []
+
+
+def test_a_call_expired_or_trimmed_is_not_recorded_when_its_outcome_arrives() -> None:
+    # Over max_items, the oldest parked call expires and the older half of the noted ones is
+    # forgotten (both counted). A late report of either is a repeat, not a call no pre-call hook
+    # saw (which would be recorded where it is reported, under the scope current then).
+    parked = hm_litellm._Pending(max_items=2, max_age=60.0)
+    for i in range(3):
+        parked.put(f"id{i}", hm.call(model="m", messages=MSGS).start())
+    assert parked.take("id0") is hm_litellm._REPEAT
+    assert isinstance(parked.take("id2"), hm.call)
+    noted = hm_litellm._Pending(max_items=2, max_age=60.0)
+    for i in range(3):
+        noted.note(f"n{i}")
+    assert not noted.claim("n0") and noted.take("n0") is hm_litellm._REPEAT
+    assert noted.claim("n2")

@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -106,6 +106,8 @@ class _Pending:
             old = list(itertools.islice(ids, max(len(ids) - self.max_items // 2, 0)))
             for key in old:
                 ids.pop(key, None)
+            if ids is not self._taken:
+                self._given_up(old)
         if reason is not None and old:
             counters.COUNTERS.drop(reason, len(old))
 
@@ -144,6 +146,7 @@ class _Pending:
                 self._expires = deadline
                 return expired
             del items[oldest]
+            self._given_up((oldest,))
             if parked is not None:
                 expired += 1
         self._expires = now + self.max_age  # every call parked from now on expires later
@@ -176,9 +179,22 @@ class _Pending:
     def clear(self) -> int:
         with self._lock:
             n = len(self._noted) + sum(1 for _, value in self._items.values() if value is not None)
+            self._given_up(self._items)
+            self._given_up(self._noted)
             self._items.clear()
             self._noted.clear()
         return n
+
+    def _given_up(self, keys: Iterable[str]) -> None:
+        """Calls dropped before their outcome came (counted as dropped by the caller), under the lock:
+        remembered as taken, so that a late report (LiteLLM carries a closed loop's logging task
+        onto the next loop) is not recorded as a call no pre-call hook saw, under whatever scope
+        is current then."""
+        taken = self._taken
+        for key in keys:
+            taken[key] = None
+        while len(taken) > self.max_items:  # the oldest first; a late report of those is counted nowhere
+            del taken[next(iter(taken))]
 
 
 # `_Pending.take()`'s answers beside a parked value.
