@@ -127,6 +127,17 @@ def test_sessions_list_imports_neither_pydantic_nor_sqlalchemy_nor_the_recorder(
     assert "LOADED []" in p.stderr.splitlines()
 
 
+def _pages_alike(reader: Any, store: hm.Store) -> None:
+    """The direct reader and the Store give the same pages, rows and cursors, page after page."""
+    before = None
+    while True:
+        mine, theirs = reader.session_rows(5, before=before), store.session_rows(5, before=before)
+        assert mine == theirs
+        if len(mine) < 5:
+            break
+        before = mine[-1]["cursor"]
+
+
 def test_the_direct_reader_pages_exactly_as_the_store(db: str) -> None:
     # sql/direct reads the list with sqlite3 and its own statement; Store, through SQLAlchemy. Same
     # pages, same rows, same cursors, page after page.
@@ -135,13 +146,7 @@ def test_the_direct_reader_pages_exactly_as_the_store(db: str) -> None:
     reader = direct.open_sessions(db)
     assert reader is not None
     with reader, hm.Store(db) as store:
-        before = None
-        while True:
-            mine, theirs = reader.session_rows(5, before=before), store.session_rows(5, before=before)
-            assert mine == theirs
-            if len(mine) < 5:
-                break
-            before = mine[-1]["cursor"]
+        _pages_alike(reader, store)
         assert reader.session_rows(0) == [] and len(reader.session_rows(100)) == 13
 
 
@@ -232,13 +237,7 @@ def test_postgres_is_read_directly_and_pages_exactly_as_the_store(pg_db: tuple[s
     reader = direct.open_sessions(pg_db[0])
     assert reader is not None and direct.open_sessions(pg_db[1]) is None
     with reader, hm.Store(pg_db[0]) as store:
-        before = None
-        while True:
-            mine, theirs = reader.session_rows(5, before=before), store.session_rows(5, before=before)
-            assert mine == theirs
-            if len(mine) < 5:
-                break
-            before = mine[-1]["cursor"]
+        _pages_alike(reader, store)
         assert len(reader.session_rows(100)) == 13
         for sid in ("chat-03", "evil\x1b[31m"):
             assert reader.session_row(sid) == store.session_row(sid)
