@@ -26,6 +26,11 @@ MODEL_PARAMS = frozenset({
 })
 
 
+def call_shape(model: Any, messages: Any, **params: Any) -> None:
+    """The signature an integration's CallSpec is made from: its records are captured as if from
+    `call_shape(model, messages, **params)`, which is how `Recording.request()` hands them over."""
+
+
 def model_params(*sources: Any) -> dict[str, Any]:
     """The allow-listed model parameters found in the given mappings (later ones win)."""
     out: dict[str, Any] = {}

@@ -13,17 +13,20 @@ out is not recorded by the SDK either.
 from __future__ import annotations
 
 import contextvars
+import functools
+import threading
 import time
-from collections.abc import Callable
+from collections import OrderedDict
+from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .. import counters
-from ..capture import decide, finish, start
 from ..draft import CallSpec
 from ..extract import usage_fields
-from ..policy import SKIP
+from ..recording import Recording as Recording  # the one object every integration records through
 from ..streams import AsyncStream as AsyncStream  # the integrations' stream stand-ins are the core's
 from ..streams import SyncStream as SyncStream
+from ._common import call_shape
 
 
 class Frame:
@@ -75,42 +78,63 @@ def inside_framework() -> Frame | None:
 
 
 def specs(provider: str | None, source: str, *operations: str) -> dict[str, CallSpec]:
-    return {op: CallSpec(None, provider, op, source, None) for op in operations}
+    return {op: spec_for(provider, source, op) for op in operations}
 
 
-class Recording:
-    """One call being recorded: the core's draft and scope decision, nothing of the caller's."""
-
-    __slots__ = ("draft", "eff", "spec", "t0")
-
-    def __init__(self, draft: dict[str, Any], eff: Any, spec: CallSpec) -> None:
-        self.draft: dict[str, Any] | None = draft
-        self.eff = eff
-        self.spec = spec
-        self.t0 = time.perf_counter()
-
-    def labels(self) -> dict[str, Any]:
-        """The session and tags the enclosing `history(...)` scopes gave this call."""
-        labels = self.eff.labels
-        return labels if isinstance(labels, dict) else {}
-
-    def end(self, result: Any = None, error: BaseException | None = None, given: dict[str, Any] | None = None,
-            ended: float | None = None) -> None:
-        """Finish the record, once (the core reads `result`, then `given` fields win)."""
-        draft, self.draft = self.draft, None
-        if draft is not None:
-            finish(draft, self.spec, self.eff, result, error, ended, given or None)
+@functools.lru_cache(maxsize=256)
+def spec_for(provider: str | None, source: str, operation: str) -> CallSpec:
+    """The spec of a framework's calls to one provider (LangChain and LlamaIndex learn it per call),
+    so that the record is begun with its provider instead of having it written in afterwards."""
+    return CallSpec(call_shape, provider, operation, source, None)
 
 
-def begin(spec: CallSpec, model: Any, messages: Any, params: dict[str, Any],
-          started: float | None = None) -> Recording | None:
-    """Take the head decision under the current scope; a Recording when the call is kept."""
-    eff, mode = decide()
-    if mode == SKIP:
-        return None
-    params["model"], params["messages"] = model, messages
-    draft = start(eff, spec, mode, (), params, started)
-    return None if draft is None else Recording(draft, eff, spec)
+def begin(spec: CallSpec, model: Any, messages: Any, params: dict[str, Any], where: str) -> Recording | None:
+    """Take the head decision under the current scope and capture the request: a Recording when the
+    call is kept. `params` becomes the record's (hand over a dict of your own); errors count under `where`."""
+    rec = Recording.begin(spec, where=where)
+    return rec if rec is not None and rec.request(model, messages, params) else None
+
+
+def scope_labels(rec: Recording) -> dict[str, Any]:
+    """The session and tags the enclosing `history(...)` scopes gave this call."""
+    labels = rec.eff.labels
+    return labels if isinstance(labels, dict) else {}
+
+
+class Patches:
+    """The methods an integration replaced on a library's classes, and their originals to put back.
+
+    Each wrapper carries its original as `__historymw_original__`, so that a wrapper is never wrapped
+    twice by another copy of this module and the library's method can always be found."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._done: list[tuple[type, str, Any]] = []  # (class, method name, the original attribute)
+
+    def __bool__(self) -> bool:
+        return bool(self._done)
+
+    def apply(self, targets: Iterable[tuple[type | None, str, Callable[[Any], Any]]]) -> None:
+        """Replace each (class, method, wrap) by `wrap(original)`, once: a second call does nothing.
+        A class or method this version of the library lacks is passed over."""
+        with self._lock:
+            if self._done:
+                return
+            for cls, name, wrap in targets:
+                orig = cls.__dict__.get(name) if cls is not None else None
+                if cls is None or orig is None:
+                    continue
+                wrapper = wrap(orig)
+                wrapper.__historymw_original__ = orig
+                setattr(cls, name, wrapper)
+                self._done.append((cls, name, orig))
+
+    def restore(self) -> None:
+        """Put the library's own methods back."""
+        with self._lock:
+            while self._done:
+                cls, name, orig = self._done.pop()
+                setattr(cls, name, orig)
 
 
 def server_of(url: Any) -> dict[str, Any]:
@@ -155,7 +179,6 @@ def http_status(error: BaseException) -> dict[str, Any] | None:
     return {"metadata": {"http_status": status}} if isinstance(status, int) else None
 
 
-
 class FrameworkRun:
     """One framework LLM call in flight (a LangChain run, a LlamaIndex span): its recording, the
     frame SDK calls inside it report to, time to first token, and the fields gathered so far."""
@@ -187,4 +210,54 @@ class FrameworkRun:
         found = self.frame.found
         if found:
             given.update(found)
-        rec.end(None, error, given)
+        end(rec, None, error, given)
+
+
+def end(rec: Recording, result: Any, error: BaseException | None, given: dict[str, Any]) -> None:
+    """Finish the record, once: with the call's error, else its result (read by the core); the
+    `given` fields win over what the result says."""
+    if error is not None:
+        rec.fail(error, **given)
+    else:
+        rec.succeed(result, **given)
+
+
+class Runs:
+    """Framework calls in flight, by the framework's id for them (a LangChain run id, a LlamaIndex
+    span id), shared by every handler of one integration so that a call two handlers see is
+    recorded once. Bounded: past `limit`, the oldest (a run whose end never came, such as a
+    dropped stream) is forgotten, its frame closed, and counted as `integration_timeout`."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._runs: OrderedDict[Hashable, FrameworkRun] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def __contains__(self, key: Hashable) -> bool:
+        return key in self._runs
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def get(self, key: Hashable) -> FrameworkRun | None:
+        return self._runs.get(key)
+
+    def add(self, key: Hashable, run: FrameworkRun) -> None:
+        with self._lock:
+            self._runs[key] = run
+            while len(self._runs) > self.limit:
+                _, old = self._runs.popitem(last=False)
+                close_frame(old.frame, None)
+                counters.COUNTERS.drop("integration_timeout", 1)
+
+    def pop(self, key: Hashable) -> FrameworkRun | None:
+        with self._lock:
+            return self._runs.pop(key, None)
+
+    def close_all(self) -> None:
+        """Forget every run in flight and close its frame (the integration is being removed)."""
+        with self._lock:
+            runs = list(self._runs.values())
+            self._runs.clear()
+        for run in runs:
+            close_frame(run.frame, None)

@@ -16,7 +16,6 @@ record of its own: its usage goes into that framework's record.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +29,11 @@ from ._common import model_params
 from ._stack import (
     AsyncStream,
     Frame,
+    Patches,
     Recording,
     SyncStream,
     begin,
+    end,
     http_status,
     inside_framework,
     parse_raw,
@@ -45,8 +46,7 @@ __all__ = ["install", "installed", "uninstall"]
 
 _MODULES = ("anthropic.resources.messages.messages", "anthropic.resources.beta.messages.messages")
 _SPECS = specs("anthropic", "anthropic", "chat")
-_lock = threading.Lock()
-_installed: list[tuple[type, str, Any]] = []
+_patches = Patches()
 
 
 def _sdk() -> Any:
@@ -59,30 +59,17 @@ def install() -> None:
     import importlib
 
     modules = [importlib.import_module(name) for name in _MODULES]
-    with _lock:
-        if _installed:
-            return
-        for module, (cls_name, method, wrap) in ((m, t) for m in modules for t in _TARGETS):
-            cls = getattr(module, cls_name, None)
-            orig = cls.__dict__.get(method) if cls is not None else None
-            if cls is None or orig is None:
-                continue
-            wrapper = wrap(orig)
-            wrapper.__historymw_original__ = orig  # type: ignore[attr-defined]
-            setattr(cls, method, wrapper)
-            _installed.append((cls, method, orig))
+    _patches.apply((getattr(module, cls_name, None), method, wrap)
+                   for module in modules for cls_name, method, wrap in _TARGETS)
 
 
 def uninstall() -> None:
     """Put the SDK's own methods back. Streams already handed out still finish their records."""
-    with _lock:
-        while _installed:
-            cls, method, orig = _installed.pop()
-            setattr(cls, method, orig)
+    _patches.restore()
 
 
 def installed() -> bool:
-    return bool(_installed)
+    return bool(_patches)
 
 
 # -- request and outcome -------------------------------------------------------------
@@ -107,7 +94,7 @@ def _prepare(resource: Any, kwargs: dict[str, Any]) -> tuple[Recording | None, F
         stop = kwargs.get("stop_sequences")
         if isinstance(stop, list):
             params["stop"] = stop
-        rec = begin(_SPECS["chat"], kwargs.get("model"), kwargs.get("messages"), params)
+        rec = begin(_SPECS["chat"], kwargs.get("model"), kwargs.get("messages"), params, "anthropic_integration")
         if rec is None:
             return None
         if tools:
@@ -124,7 +111,7 @@ def _prepare(resource: Any, kwargs: dict[str, Any]) -> tuple[Recording | None, F
 def _failed(rec: Recording | None, given: dict[str, Any], exc: BaseException) -> None:
     if rec is not None:
         given.update(http_status(exc) or {})
-        rec.end(None, exc, given)
+        end(rec, None, exc, given)
 
 
 def _finished(rec: Recording | None, frame: Frame | None, result: Any, kwargs: dict[str, Any],
@@ -140,7 +127,7 @@ def _finished(rec: Recording | None, frame: Frame | None, result: Any, kwargs: d
                     frame.deposit(getattr(parsed, "usage", None), response_id=rid if isinstance(rid, str) else None,
                                   **given)
             elif rec is not None:
-                rec.end(parsed, None, given)
+                end(rec, parsed, None, given)
             return result
         if stream:
             acc = _Acc(rec, frame, given)
@@ -153,7 +140,7 @@ def _finished(rec: Recording | None, frame: Frame | None, result: Any, kwargs: d
             rid = getattr(result, "id", None)
             frame.deposit(getattr(result, "usage", None), response_id=rid if isinstance(rid, str) else None, **given)
         elif rec is not None:
-            rec.end(result, None, given)  # the core reads an Anthropic Message: blocks, stop_reason, usage
+            end(rec, result, None, given)  # the core reads an Anthropic Message: blocks, stop_reason, usage
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("anthropic_integration", exc)
     return result
@@ -246,7 +233,7 @@ class _Acc:
                 status = http_status(error)
                 if status:
                     given.update(status)
-            self.rec.end(None, error, given)
+            end(self.rec, None, error, given)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error("anthropic_integration", exc)
 

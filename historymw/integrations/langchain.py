@@ -22,18 +22,16 @@ from __future__ import annotations
 import contextvars
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 from uuid import UUID
 
 from .. import counters
 from ..errors import require
 from ._common import model_params
-from ._stack import FrameworkRun, Recording, begin, close_frame, inside_framework, open_frame, specs
+from ._stack import FrameworkRun, Recording, Runs, begin, inside_framework, open_frame, scope_labels, spec_for
 
 __all__ = ["async_callback_handler", "callback_handler", "install", "installed", "uninstall"]
 
-_SPECS = specs(None, "langchain", "chat", "text_completion")
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "function",
           "chat": "user", "AIMessageChunk": "assistant"}
 # LangChain/LangGraph bookkeeping in a run's metadata: read (ls_provider, ls_model_name), not kept as tags.
@@ -47,8 +45,7 @@ _classes: tuple[type, type] | None = None
 
 # Runs in flight, by LangChain run id, shared by every historymw handler: a run seen by two
 # (installed globally and passed per call) is recorded once.
-_RUNS: OrderedDict[UUID, FrameworkRun] = OrderedDict()
-_runs_lock = threading.Lock()
+_RUNS = Runs(_MAX_RUNS)
 
 
 def _langchain() -> Any:
@@ -173,7 +170,7 @@ def _message(m: Any) -> Any:
 def _labels(rec: Recording, tags: Any, metadata: Any) -> dict[str, Any]:
     """session from LangGraph's thread_id; the run's tags and metadata merged into the scope's tags."""
     given: dict[str, Any] = {}
-    scope = rec.labels()
+    scope = scope_labels(rec)
     meta = metadata if isinstance(metadata, dict) else {}
     thread = meta.get("thread_id")
     if scope.get("session") is None and isinstance(thread, (str, int)) and not isinstance(thread, bool):
@@ -189,9 +186,8 @@ def _labels(rec: Recording, tags: Any, metadata: Any) -> dict[str, Any]:
 
 def _start(run_id: UUID, operation: str, request: Any, kw: dict[str, Any]) -> None:
     try:
-        with _runs_lock:
-            if run_id in _RUNS:  # another historymw handler has it
-                return
+        if run_id in _RUNS:  # another historymw handler has it
+            return
         if inside_framework() is not None:  # a call inside another recorded LLM call (a wrapper LLM)
             return
         frame, token = open_frame()
@@ -205,18 +201,13 @@ def _start(run_id: UUID, operation: str, request: Any, kw: dict[str, Any]) -> No
         params = model_params(inv)
         tools = params.pop("tools", None)
         messages = [_message(m) for m in request] if operation == "chat" else request
-        rec = run.rec = begin(_SPECS[operation], model, messages, params)
-        if rec is not None and rec.draft is not None:
-            rec.draft["provider"] = provider if isinstance(provider, str) else None
+        spec = spec_for(provider if isinstance(provider, str) else None, "langchain", operation)
+        rec = run.rec = begin(spec, model, messages, params, "langchain_integration")
+        if rec is not None:
             run.given = _labels(rec, kw.get("tags"), meta)
             if tools:
                 run.given["tool_definitions"] = tools
-        with _runs_lock:
-            _RUNS[run_id] = run
-            while len(_RUNS) > _MAX_RUNS:
-                _, old = _RUNS.popitem(last=False)
-                close_frame(old.frame, None)
-                counters.COUNTERS.drop("integration_timeout", 1)
+        _RUNS.add(run_id, run)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("langchain_integration", exc)
 
@@ -229,8 +220,7 @@ def _token(run_id: UUID) -> None:
 
 def _end(run_id: UUID, response: Any, error: BaseException | None) -> None:
     try:
-        with _runs_lock:
-            run = _RUNS.pop(run_id, None)
+        run = _RUNS.pop(run_id)
         if run is not None:
             run.finish(response, error, _result)
     except Exception as exc:  # noqa: BLE001 - fail open

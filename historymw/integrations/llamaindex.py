@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections import OrderedDict
 from typing import Any
 
 from .. import counters
@@ -27,11 +26,10 @@ from ..capture import StreamAbandoned
 from ..errors import require
 from ..extract import get, usage_fields
 from ._common import model_params
-from ._stack import FrameworkRun, begin, close_frame, inside_framework, open_frame, specs
+from ._stack import FrameworkRun, Runs, begin, inside_framework, open_frame, spec_for
 
 __all__ = ["install", "installed", "uninstall"]
 
-_SPECS = specs(None, "llamaindex", "chat", "text_completion")
 _MAX_RUNS = 10_000
 
 _lock = threading.Lock()
@@ -39,8 +37,7 @@ _handlers: tuple[Any, Any] | None = None
 _dispatch: dict[type, Any] = {}
 
 
-_RUNS: OrderedDict[str, FrameworkRun] = OrderedDict()  # by the span id LlamaIndex gives every event of one call
-_runs_lock = threading.Lock()
+_RUNS = Runs(_MAX_RUNS)  # by the span id LlamaIndex gives every event of one call
 
 
 def _llamaindex() -> Any:
@@ -133,11 +130,7 @@ def uninstall() -> None:
         root = module.get_dispatcher()  # type: ignore[attr-defined]
         root.event_handlers = [h for h in root.event_handlers if h is not handlers[0]]
         root.span_handlers = [h for h in root.span_handlers if h is not handlers[1]]
-        with _runs_lock:
-            runs = list(_RUNS.values())
-            _RUNS.clear()
-        for run in runs:
-            close_frame(run.frame, None)
+        _RUNS.close_all()
 
 
 def installed() -> bool:
@@ -174,20 +167,15 @@ def _begin(event: Any, operation: str, request: Any) -> None:
         extra = event.additional_kwargs if isinstance(event.additional_kwargs, dict) else {}
         params = model_params(model_dict, model_dict.get("additional_kwargs"), extra)
         tools = params.pop("tools", None)
-        rec = run.rec = begin(_SPECS[operation], model_dict.get("model") or model_dict.get("model_name"), request,
-                                  params)
-        if rec is not None and rec.draft is not None:
-            name = model_dict.get("class_name")
-            # "openai_llm" -> "openai": LlamaIndex names its LLM classes after the provider.
-            rec.draft["provider"] = name.split("_")[0].lower() if isinstance(name, str) and name else None
-            if tools:
-                run.given["tool_definitions"] = tools
-        with _runs_lock:
-            _RUNS[span_id] = run
-            while len(_RUNS) > _MAX_RUNS:
-                _, old = _RUNS.popitem(last=False)
-                close_frame(old.frame, None)
-                counters.COUNTERS.drop("integration_timeout", 1)
+        name = model_dict.get("class_name")
+        # "openai_llm" -> "openai": LlamaIndex names its LLM classes after the provider.
+        provider = name.split("_")[0].lower() if isinstance(name, str) and name else None
+        rec = run.rec = begin(spec_for(provider, "llamaindex", operation),
+                              model_dict.get("model") or model_dict.get("model_name"), request, params,
+                              "llamaindex_integration")
+        if rec is not None and tools:
+            run.given["tool_definitions"] = tools
+        _RUNS.add(span_id, run)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("llamaindex_integration", exc)
 
@@ -221,8 +209,7 @@ def _exception(event: Any) -> None:
 
 def _end(span_id: str, response: Any, error: BaseException | None) -> None:
     try:
-        with _runs_lock:
-            run = _RUNS.pop(span_id, None)
+        run = _RUNS.pop(span_id)
         if run is not None:
             run.finish(response, error, _result)
     except Exception as exc:  # noqa: BLE001 - fail open

@@ -17,7 +17,6 @@ usage goes into that framework's record.
 from __future__ import annotations
 
 import functools
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -30,9 +29,11 @@ from ._common import model_params
 from ._stack import (
     AsyncStream,
     Frame,
+    Patches,
     Recording,
     SyncStream,
     begin,
+    end,
     http_status,
     inside_framework,
     parse_raw,
@@ -50,8 +51,7 @@ _TARGETS = (  # (module, class, method, kind)
     ("openai.resources.responses.responses", "AsyncResponses", "create", "responses"),
 )
 _SPECS = specs("openai", "openai", "chat")
-_lock = threading.Lock()
-_installed: list[tuple[type, str, Any]] = []  # (class, method name, the original attribute)
+_patches = Patches()
 
 
 def _sdk() -> Any:
@@ -63,30 +63,19 @@ def install() -> None:
     _sdk()
     import importlib
 
-    with _lock:
-        if _installed:
-            return
-        for module, cls_name, method, kind in _TARGETS:
-            cls = getattr(importlib.import_module(module), cls_name, None)
-            orig = cls.__dict__.get(method) if cls is not None else None
-            if cls is None or orig is None:
-                continue  # an SDK version without this resource
-            is_async = cls_name.startswith("Async")
-            wrapper = _wrap_async(orig, kind) if is_async else _wrap_sync(orig, kind)
-            setattr(cls, method, wrapper)
-            _installed.append((cls, method, orig))
+    _patches.apply(  # a resource this SDK version lacks is passed over
+        (getattr(importlib.import_module(module), cls_name, None), method,
+         functools.partial(_wrap_async if cls_name.startswith("Async") else _wrap_sync, kind=kind))
+        for module, cls_name, method, kind in _TARGETS)
 
 
 def uninstall() -> None:
     """Put the SDK's own methods back. Streams already handed out still finish their records."""
-    with _lock:
-        while _installed:
-            cls, method, orig = _installed.pop()
-            setattr(cls, method, orig)
+    _patches.restore()
 
 
 def installed() -> bool:
-    return bool(_installed)
+    return bool(_patches)
 
 
 # -- the request ---------------------------------------------------------------------
@@ -163,7 +152,7 @@ def _finished(rec: Recording | None, frame: Frame | None, kind: str, result: Any
             elif rec is not None:
                 if parsed is not None and kind == "responses":
                     _responses_fields(parsed, given)
-                rec.end(parsed, None, given)
+                end(rec, parsed, None, given)
             return result
         if stream:
             acc = _Acc(rec, frame, kind, given)
@@ -178,11 +167,11 @@ def _finished(rec: Recording | None, frame: Frame | None, kind: str, result: Any
         elif rec is not None:
             if kind == "responses":
                 _responses_fields(result, given)
-            rec.end(result, None, given)
+            end(rec, result, None, given)
     except Exception as exc:  # noqa: BLE001 - fail open: the caller gets its result
         counters.COUNTERS.error("openai_integration", exc)
         if rec is not None:
-            rec.end(None, None, given)
+            end(rec, None, None, given)
     return result
 
 
@@ -293,7 +282,7 @@ class _Acc:
                 merged = http_status(error)
                 if merged:
                     given.setdefault("metadata", {}).update(merged["metadata"])
-            self.rec.end(None, error, given)
+            end(self.rec, None, error, given)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error("openai_integration", exc)
 
@@ -313,7 +302,7 @@ def _prepare(resource: Any, kind: str, args: tuple[Any, ...],
         if frame is not None:
             return None, frame, given
         model, messages, params, extra = _request(kind, kwargs)
-        rec = begin(_SPECS["chat"], model, messages, params)
+        rec = begin(_SPECS["chat"], model, messages, params, "openai_integration")
         if rec is None:
             return None
         given.update(extra)
@@ -330,7 +319,7 @@ def _failed(rec: Recording | None, given: dict[str, Any], exc: BaseException) ->
         status = http_status(exc)
         if status:
             given.update(status)
-        rec.end(None, exc, given)
+        end(rec, None, exc, given)
 
 
 def _wrap_sync(orig: Callable[..., Any], kind: str) -> Callable[..., Any]:
@@ -347,7 +336,6 @@ def _wrap_sync(orig: Callable[..., Any], kind: str) -> Callable[..., Any]:
             raise
         return _finished(rec, frame, kind, result, given)
 
-    create.__historymw_original__ = orig  # type: ignore[attr-defined]
     return create
 
 
@@ -365,5 +353,4 @@ def _wrap_async(orig: Callable[..., Any], kind: str) -> Callable[..., Any]:
             raise
         return _finished(rec, frame, kind, result, given)
 
-    create.__historymw_original__ = orig  # type: ignore[attr-defined]
     return create

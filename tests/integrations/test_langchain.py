@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextvars
 import gc
 import weakref
 from collections.abc import Iterator
@@ -232,3 +233,42 @@ async def test_async_stacked_and_concurrent_runs_are_one_record_each(server: Any
     assert sorted((r.session, r.source, r.output_text) for r in recs) == [
         (f"s{i}", "langchain", f"You said: task {i}") for i in range(4)]
     assert all(r.cache_read_input_tokens == 1 and r.server_port == server.port for r in recs)
+
+
+def test_runs_whose_end_never_comes_are_bounded_and_counted(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A run LangChain never ends (a dropped stream, a crashed callback chain) is forgotten past the
+    bound, counted as integration_timeout; a later end for it records nothing, the others still record."""
+    import uuid
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    monkeypatch.setattr(hm_langchain._RUNS, "limit", 3)
+    handler = hm_langchain.callback_handler()
+    before = hm.stats().dropped_by_reason.get("integration_timeout", 0)
+    ids = [uuid.uuid4() for _ in range(5)]
+    meta = {"ls_provider": "openai", "ls_model_name": "gpt-4o-mini"}
+    for i, run_id in enumerate(ids):  # each in a context of its own, as concurrent requests are
+        contextvars.copy_context().run(handler.on_chat_model_start, {}, [[HumanMessage(f"run {i}")]],
+                                       run_id=run_id, metadata=meta)
+    assert len(hm_langchain._RUNS) == 3
+    assert hm.stats().dropped_by_reason.get("integration_timeout", 0) - before == 2
+    result = LLMResult(generations=[[ChatGeneration(message=AIMessage("done"))]])
+    for run_id in ids:
+        handler.on_llm_end(result, run_id=run_id)
+    assert [r.messages[-1]["content"] for r in records()] == ["run 2", "run 3", "run 4"]
+    assert all(r.provider == "openai" and r.output_text == "done" for r in records())
+
+
+def test_errors_only_keeps_a_failed_run_with_its_provider(server: Any) -> None:
+    handler = hm_langchain.callback_handler()
+    model = ChatOpenAI(model="gpt-4o-mini", base_url=server.openai_url + "/nowhere", api_key=API_KEY,
+                       max_retries=0)
+    with hm.history(policy="errors"):
+        chat(server).invoke("kept only if it fails", config={"callbacks": [handler]})
+        with pytest.raises(Exception, match="Not Found"):
+            model.invoke("this one fails", config={"callbacks": [handler]})
+    [r] = records()
+    assert (r.status, r.provider, r.source) == ("error", "openai", "langchain")
+    assert r.messages == [{"role": "user", "content": "this one fails"}]
+    no_secrets([r])
