@@ -1,5 +1,5 @@
 -- A store written by historymw at schema version 3 (34 calls), as sqlite3 .dump prints it.
--- Made by tests/data/make_store_v3.py.
+-- Made by tests/data/make_store.py 3.
 BEGIN TRANSACTION;
 CREATE TABLE historymw_calls (
 	id VARCHAR(64) NOT NULL, 

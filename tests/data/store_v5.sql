@@ -1,5 +1,5 @@
 -- A store written by historymw at schema version 5 (34 calls), as sqlite3 .dump prints it.
--- Made by tests/data/make_store_v5.py.
+-- Made by tests/data/make_store.py 5.
 BEGIN TRANSACTION;
 CREATE TABLE historymw_calls (
 	id VARCHAR(64) NOT NULL, 
