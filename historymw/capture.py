@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import functools
 import inspect
-import random
 import sys
 import time
 from collections.abc import Callable
@@ -42,7 +41,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 _perf = time.perf_counter
 _now = time.time
 _modules = sys.modules
-_random = random.random
 _STATE = runtime.STATE
 
 
@@ -66,10 +64,12 @@ def head(eff: Effective) -> int:
     """The per-call head decision of a sampling or errors-only scope: FULL, TAIL or SKIP."""
     if eff.mode == TAIL:
         return TAIL
-    if "opentelemetry.trace" not in _modules:  # no OpenTelemetry in this process: a coin toss
-        if _random() < eff.rate:
+    span = active_span_ids() if "opentelemetry.trace" in _modules else None
+    if span is None:  # no span to agree with: a Bernoulli trial, its sampler counts the calls it skips
+        if eff.sampler.take():
             return FULL
-    elif sampled_in(eff.bound, eff.rate, active_span_ids()):
+        return TAIL if eff.keep_errors else SKIP
+    if sampled_in(eff.bound, eff.rate, span):  # by trace id, as OpenTelemetry's ratio sampler
         return FULL
     if eff.keep_errors:
         return TAIL
@@ -221,7 +221,7 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         return finish_result(draft, spec, eff, result)
 
     # The hot path, in one place: the head decision (a disabled call costs a ContextVar read
-    # and a branch; a sampled-out one, a random number more), the usual draft, the call, a str
+    # and a branch; a sampled-out one, a countdown more), the usual draft, the call, a str
     # result. Any other call goes through other(), any other result through finish_result().
     # A stale scope (the configuration changed: policy.STALE) decides again through decide().
     text = str if spec.extract is None else None  # None: the type of no result, so extract= reads each
@@ -233,14 +233,13 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         if mode != FULL:
             if mode == SKIP:
                 return fn(*args, **kwargs)
-            if mode == SAMPLE and "opentelemetry.trace" not in _modules:  # a coin toss: head()'s first case
-                if _random() >= eff.rate:
-                    next(eff.sampled_out)
-                    return fn(*args, **kwargs)
-            else:
-                eff, mode = decide()
-                if mode != FULL:
-                    return fn(*args, **kwargs) if mode == SKIP else other(eff, mode, args, kwargs)
+            # head()'s first case, inline: a call of the sampler's skips (Sampler.take) takes one.
+            if mode == SAMPLE and "opentelemetry.trace" not in _modules and (skip := (sampler := eff.sampler).skip):
+                sampler.skip = skip - 1  # (no call since the read: no other thread took it meanwhile)
+                return fn(*args, **kwargs)
+            eff, mode = decide()
+            if mode != FULL:
+                return fn(*args, **kwargs) if mode == SKIP else other(eff, mode, args, kwargs)
         try:
             draft = usual_draft(spec, eff, args, kwargs)
         except Exception as exc:  # noqa: BLE001 - fail open

@@ -7,11 +7,16 @@ the outcome is known; until then only references the call holds anyway are kept.
 
 from __future__ import annotations
 
+import itertools
+import math
 import random
 import sys
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+
+from . import counters
 
 POLICY_TERMS = ("off", "bounded", "sample", "errors")
 _COMBINABLE = {"sample", "errors"}
@@ -25,6 +30,11 @@ TAIL = 2  # keep only references now; build a record only if the call fails
 STALE = -1
 
 _TRACE_ID_MASK = (1 << 64) - 1
+# The longest run of skips drawn at once: counting down within the ints CPython caches (-5..256)
+# costs no allocation per call. A longer geometric draw is taken in runs of this length, then
+# drawn again (the law is memoryless: what is left of a long gap is a fresh draw).
+MAX_SKIP = 256
+_random = random.random  # the module's generator: `random.seed()` makes sampling repeatable
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,98 @@ def active_span_ids() -> tuple[int, int, int] | None:
 # Set by the otel backend: sees the span active where a call starts (to notice another
 # instrumentation's LLM span there). Must not raise.
 span_observer: Callable[[Any], None] | None = None
+
+
+class Sampler:
+    """Bernoulli(rate) head sampling by geometric skips: a random draw per sampled-in call, not per call.
+
+    `skip` is how many of the next calls are sampled out before one is sampled in,
+    drawn from the geometric law of the failures before a success: each call is
+    still sampled in with probability `rate`, independently of the others. A
+    sampled-out call only takes one from `skip` (the hot path reads it and writes
+    it back with no call between: under the GIL no other thread runs between the
+    read and the write, so no skip is lost or taken twice). What it sampled out
+    is `drawn - skip`: no per-call counter.
+
+    A draw longer than MAX_SKIP is taken MAX_SKIP at a time (`more`: the call at
+    the end of the run is sampled out too, and the rest drawn afresh), so a zero
+    rate never samples a call in, and never calls random().
+
+    One sampler serves every scope of a configuration that samples at its rate
+    (`SampledOut.sampler`): the calls of one scope are a subsequence of its trials
+    chosen without looking at them, hence Bernoulli trials too.
+    """
+
+    __slots__ = ("rate", "counted", "skip", "more", "drawn", "_log_miss")
+
+    def __init__(self, rate: float, counted: bool = True) -> None:
+        self.rate = rate
+        self.counted = counted  # its skips count as sampled out (errors+sample: they are tail decisions)
+        self._log_miss = math.log1p(-rate) if 0.0 < rate < 1.0 else 0.0
+        self.skip, self.more = self.gap()
+        self.drawn = self.skip
+
+    def gap(self) -> tuple[int, bool]:
+        """A fresh geometric draw of the calls to sample out next: (at most MAX_SKIP of them, whether
+        the draw was longer: then the call after them is sampled out too, and the rest drawn again)."""
+        if self.rate >= 1.0:
+            return 0, False
+        if self.rate <= 0.0:
+            return MAX_SKIP, True
+        # P(gap >= k) = P(u <= (1 - rate)**k) = (1 - rate)**k, u uniform on (0, 1].
+        g = math.log(1.0 - _random()) / self._log_miss
+        return (int(g), False) if g <= MAX_SKIP else (MAX_SKIP, True)
+
+    def take(self) -> bool:
+        """One call's head decision: True when it is sampled in."""
+        skip = self.skip
+        if skip:
+            self.skip = skip - 1
+            return False
+        gap, more = self.gap()  # calls: another thread may run here, and take what it drew meanwhile
+        skip = self.skip
+        if skip:  # another call drew first: this one comes after it, the first of its skips
+            self.skip = skip - 1
+            return False
+        # No call from here to the return: these reads and writes are one step for other threads.
+        sampled_in = not self.more  # the end of a whole draw; else of a run of a longer one
+        self.skip, self.more = gap, more
+        self.drawn += gap if sampled_in else gap + 1  # this call too, when it is sampled out
+        return sampled_in
+
+    @property
+    def sampled_out(self) -> int:
+        return self.drawn - self.skip  # two reads with no call between: a consistent pair
+
+
+class SampledOut(counters.Counter):
+    """The sampled-out counter of a configuration (a Runtime puts it in its counters): the calls
+    counted one by one (`count`: a trace id's decision) and those its samplers skipped."""
+
+    __slots__ = ("_samplers", "_lock")
+
+    def __init__(self, start: int = 0) -> None:
+        super().__init__()
+        self.count = itertools.count(start)  # (what a plain Counter counted before it was replaced)
+        self.add = self.count.__next__
+        self._samplers: dict[tuple[float, bool], Sampler] = {}
+        self._lock = threading.Lock()
+
+    @property
+    def value(self) -> int:
+        return super().value + sum(s.sampled_out for s in list(self._samplers.values()) if s.counted)
+
+    def after_fork_in_child(self) -> None:
+        self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
+
+    def sampler(self, rate: float, counted: bool) -> Sampler:
+        """The sampler of the scopes that sample at `rate` (`counted`: not errors+sample)."""
+        key = (rate, counted)
+        s = self._samplers.get(key)
+        if s is None:
+            with self._lock:
+                s = self._samplers.setdefault(key, Sampler(rate, counted))
+        return s
 
 
 def sampled_in(bound: int, rate: float, span_ids: tuple[int, int, int] | None) -> bool:

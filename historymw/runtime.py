@@ -25,7 +25,7 @@ from .backends.ring import RingBuffer
 from .config import Problem, build_settings, load_settings, mask_url, parse_values
 from .errors import ConfigError
 from .pipeline import ExportPipeline, FlushResult
-from .policy import STALE
+from .policy import STALE, SampledOut, Sampler
 
 if TYPE_CHECKING:
     from .config_model import Settings
@@ -67,6 +67,12 @@ class Runtime:
                  unavailable: Mapping[str, str] | None = None) -> None:
         self.settings = settings
         self.counters = counters.COUNTERS  # configure() starts fresh counters before building the runtime
+        # Sampled-out calls are counted by the samplers that skip them (policy.Sampler), read with the rest.
+        c = self.counters
+        sampled_out = c.sampled_out
+        if not isinstance(sampled_out, SampledOut):
+            sampled_out = c.sampled_out = SampledOut(sampled_out.value)
+        self._sampled_out = sampled_out
         self.ring: RingBuffer | None = None
         self.pipelines: list[ExportPipeline | Unavailable] = []
         self._stopped: list[ExportPipeline | Unavailable] = []  # shut down; stats() still counts them
@@ -101,6 +107,11 @@ class Runtime:
 
         self._ring_only = self.ring is not None and not self.pipelines
         self.commit = self._make_commit()
+
+    def sampler(self, rate: float, counted: bool) -> Sampler:
+        """The Bernoulli sampler of this configuration's scopes that sample at `rate` (`counted`: its
+        skips are sampled-out calls; under errors+sample they are tail decisions, counted at the end)."""
+        return self._sampled_out.sampler(rate, counted)
 
     def _make_commit(self) -> Callable[[dict[str, Any]], None]:
         """The function that hands a finished draft to every backend (hot path)."""
@@ -272,6 +283,9 @@ STATE = _State()
 def _after_fork_in_child() -> None:
     STATE.lock = threading.RLock()  # configure() may have held it in another thread at the fork
     STATE.decisions_lock = threading.Lock()
+    sampled_out = counters.COUNTERS.sampled_out
+    if isinstance(sampled_out, SampledOut):
+        sampled_out.after_fork_in_child()
 
 
 if hasattr(os, "register_at_fork"):

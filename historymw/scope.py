@@ -22,7 +22,7 @@ from . import counters, runtime
 from .draft import labels as draft_labels
 from .errors import ConfigError
 from .plain import Budget, plain
-from .policy import FULL, SKIP, STALE, TAIL, Policy, parse_policy, trace_id_bound
+from .policy import FULL, SKIP, STALE, TAIL, Policy, Sampler, parse_policy, trace_id_bound
 
 # Modes beside policy's SKIP, FULL and TAIL, for which a head decision is needed per call (capture.head):
 SAMPLE = 3  # sampled, at random or by trace id; a call not sampled is not recorded
@@ -35,8 +35,8 @@ class Effective:
     """What a scope decides under one configuration generation (read on the hot path)."""
 
     __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "labels", "labels_bytes",
-                 "content", "max_chars", "record_limit", "runtime", "commit", "sampled_out", "filtered_out",
-                 "__weakref__")  # runtime.STATE keeps a weak reference to mark it stale
+                 "content", "max_chars", "record_limit", "runtime", "commit", "sampler", "sampled_out",
+                 "filtered_out", "__weakref__")  # runtime.STATE keeps a weak reference to mark it stale
 
     def __init__(self, gen: int, mode: int, keep_errors: bool, rate: float, session: str | None,
                  tags: dict[str, Any], content: bool, max_chars: int, record_limit: int,
@@ -58,12 +58,18 @@ class Effective:
         # itertools.count objects (`next(eff.sampled_out)` adds one).
         self.commit = rt.commit if rt is not None else _discard
         c = counters.COUNTERS
-        self.sampled_out = c.sampled_out.count
+        self.sampled_out = c.sampled_out.count  # (a trace id's sampling decisions: see capture.head)
+        # The Bernoulli trials of a sampling scope (shared by the configuration's scopes of this rate).
+        sampling = mode == SAMPLE or mode == SAMPLE_ERRORS
+        self.sampler = rt.sampler(rate, not keep_errors) if sampling and rt is not None else _NO_SAMPLER
         self.filtered_out = c.filtered_out.count
 
 
 def _discard(draft: dict[str, Any]) -> None:
     pass
+
+
+_NO_SAMPLER = Sampler(1.0, counted=False)  # the sampler of a scope that does not sample (never asked)
 
 
 _STALE = Effective(0, STALE, False, 1.0, None, {}, True, 0, 0, None)  # a new scope's: decide at its first call
