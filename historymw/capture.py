@@ -21,7 +21,7 @@ from . import counters, runtime
 from .draft import (
     LOOKUP,
     RECORD_BASE_BYTES,
-    STR_HEADER,
+    SIZEOF_SHIFT,
     CallSpec,
     outcome,
     request,
@@ -42,6 +42,9 @@ _perf = time.perf_counter
 _now = time.time
 _modules = sys.modules
 _STATE = runtime.STATE
+# The __sizeof__() of an ASCII str of 1024 chars: a str result at most this large is at most 1024 chars
+# long (a wider one takes more bytes a char), which finish_text keeps whole.
+SHORT_TEXT = 1024 + "".__sizeof__()
 
 
 def effective_now() -> Effective:
@@ -254,13 +257,14 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             draft["duration"] = t0  # as finish() expects it (start()'s)
             finish(draft, spec, eff, None, exc)
             raise
-        if type(result) is not text or (chars := len(result)) > 1024 or not result.isascii():
+        # (held + SIZEOF_SHIFT: str_bytes(result), in one call; a longer one goes to finish_text.)
+        if type(result) is not text or (held := result.__sizeof__()) > SHORT_TEXT:
             draft["duration"] = t0
-            return finish_result(draft, spec, eff, result)  # (a long or wide str: finish_text clips and sizes it)
-        try:  # finish_text(), inline: the usual outcome, a short ASCII str
+            return finish_result(draft, spec, eff, result)
+        try:  # finish_text(), inline: the usual outcome, a short str
             draft["duration"] = _perf() - t0
             draft["output_text"] = result
-            draft["size_bytes"] += chars + STR_HEADER
+            draft["size_bytes"] += held + SIZEOF_SHIFT
             commit = eff.commit  # (a slot attribute called as a method would take the slow lookup)
             commit(draft)
         except Exception as exc:  # noqa: BLE001 - fail open

@@ -41,6 +41,11 @@ if TYPE_CHECKING:
 # draft it starts as: the ring reads and exports seal the drafts it holds in place, and
 # `max_bytes` bounds what is held either way (tests/reliability/test_byte_bound.py).
 STR_HEADER = STR_OVERHEAD  # sys.getsizeof("") for an ASCII str: its size is this plus one byte a char
+# A str's __sizeof__() is str_bytes(s) in one call (a str is no GC object: sys.getsizeof adds nothing)
+# on CPython 3.10 and 3.11, whose ASCII header STR_HEADER is. Later ones have a smaller header: this
+# shift, added to __sizeof__(), keeps an ASCII str's count the same there (and a wider str's is an
+# estimate either way).
+SIZEOF_SHIFT = STR_HEADER - "".__sizeof__()
 # What sealing adds to every record: its id (a 32-char str), the messages list that replaces
 # the draft's pairs (its header and a grown list's slack), and the ring's deque slot.
 SEAL_BYTES = 81 + 56 + 48 + 8
@@ -53,7 +58,7 @@ RECORD_BASE_BYTES = 400 + SEAL_BYTES
 # slots in a flat tuple, take less.
 MSG_BYTES = 184 + 8 + 2 + STR_HEADER
 PAIR_BYTES = MSG_BYTES
-MESSAGE_BYTES = PAIR_BYTES + STR_HEADER  # a usual message beside its chars: its pair and its content's header
+MESSAGE_BYTES = PAIR_BYTES + SIZEOF_SHIFT  # a usual message beside its role's chars and its content's __sizeof__()
 TUPLE_BYTES = 40  # the flat tuple's own header
 LABEL_CHARS = 256  # longest model or provider name kept
 DICT_BYTES = DICT_OVERHEAD  # params kept as a dict
@@ -229,9 +234,10 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
                 params = rest
                 break
         pairs: list[str] = []
-        # Each message counts its chars, its pair and its content's header; the model is an ASCII
-        # name, as a rule. (Summed from the start: each `+` of sizes this large makes an int.)
-        size = spec.base_bytes + len(params) * PARAM_BYTES + model_chars + len(messages) * MESSAGE_BYTES
+        # Each message counts its pair, its role's chars and its content's str; the model is an
+        # ASCII name, as a rule. (The small terms first: a sum under 257 is a cached int, each
+        # larger one a new int.)
+        size = model_chars + len(params) * PARAM_BYTES + len(messages) * MESSAGE_BYTES + spec.base_bytes
         for m in messages:
             if type(m) is not dict or len(m) != 2:
                 return None
@@ -241,17 +247,16 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
                 return None
             pairs.append(role)  # two appends: cheaper than `pairs += role, content` (no tuple, no extend)
             pairs.append(content)
-            size += len(role) + len(content)
-            if not content.isascii():  # its str takes more than a byte a char (see str_bytes)
-                size += sys.getsizeof(content) - len(content) - STR_HEADER
+            size += len(role) + content.__sizeof__()  # (str_bytes(content) in one call: see SIZEOF_SHIFT)
     except KeyError:
         return None
-    # A content the slow path truncates: the size bounds each content's length (no generator
-    # here: it would make `eff` a cell, made on every call).
-    if size > eff.max_chars and max(map(len, pairs[1::2]), default=0) > eff.max_chars:
-        return None
-    if size > eff.record_limit:
-        return None
+    if size > eff.draft_limit:  # (the smaller of the two limits below: one test for the usual call)
+        # A content the slow path truncates: the size bounds each content's length (no generator
+        # here: it would make `eff` a cell, made on every call).
+        if size > eff.max_chars and max(map(len, pairs[1::2]), default=0) > eff.max_chars:
+            return None
+        if size > eff.record_limit:
+            return None
     draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
     draft["started"] = _now() if started is None else started
     draft["model"] = model
@@ -263,9 +268,10 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
         draft.update(eff.labels)
         draft["size_bytes"] = size + eff.labels_bytes
-    if span is LOOKUP:
-        span = active_span_ids() if "opentelemetry.trace" in _modules else None
-    if span is not None:
+    if span is LOOKUP:  # the span active now, if OpenTelemetry is imported
+        if "opentelemetry.trace" in _modules and (span := active_span_ids()) is not None:
+            draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
+    elif span is not None:
         draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
     return draft
 

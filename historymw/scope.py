@@ -35,7 +35,7 @@ class Effective:
     """What a scope decides under one configuration generation (read on the hot path)."""
 
     __slots__ = ("gen", "mode", "keep_errors", "rate", "bound", "session", "tags", "labels", "labels_bytes",
-                 "content", "max_chars", "record_limit", "runtime", "commit", "sampler", "sampled_out",
+                 "content", "max_chars", "record_limit", "draft_limit", "runtime", "commit", "sampler", "sampled_out",
                  "filtered_out", "__weakref__")  # runtime.STATE keeps a weak reference to mark it stale
 
     def __init__(self, gen: int, mode: int, keep_errors: bool, rate: float, session: str | None,
@@ -53,6 +53,7 @@ class Effective:
         self.content = content
         self.max_chars = max_chars
         self.record_limit = record_limit
+        self.draft_limit = min(max_chars, record_limit)  # above it, usual_draft checks both
         self.runtime = rt
         # What the hot path calls, one attribute lookup away: a bound method, and the counters'
         # itertools.count objects (`next(eff.sampled_out)` adds one).
