@@ -207,28 +207,27 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     """
     if not eff.content:
         return None
-    n = len(args)
     try:
-        if n == spec.pair_args:  # ask("m", msgs)
+        if not args:  # both by name: the params are the other arguments (a KeyError: one is missing)
+            params = kwargs.copy()
+            model = params.pop("model")
+            messages = params.pop("messages")
+        elif (n := len(args)) == spec.pair_args:  # ask("m", msgs)
             model, messages = args
             params = kwargs  # the wrapper's own **kwargs dict (Python builds one per call): kept as is
-        elif n:  # by position, another way (a method's self is skipped by model_pos/messages_pos)
+        else:  # by position, another way (a method's self is skipped by model_pos/messages_pos)
             if n > spec.simple_upto:
                 return None
             mp, sp = spec.model_pos, spec.messages_pos
             model = args[mp] if 0 <= mp < n else kwargs.get("model")
             messages = args[sp] if 0 <= sp < n else kwargs.get("messages")
             params = kwargs
-        else:  # both by name: the params are the other arguments (a KeyError: one is missing)
-            params = kwargs.copy()
-            model = params.pop("model")
-            messages = params.pop("messages")
         if type(model) is not str or type(messages) is not list or (model_chars := len(model)) > LABEL_CHARS:
             return None
         for k in params:  # a loop: cheaper than set operations for the few params a call has
             if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
                 # By position beside model or messages by name (or twice): the params are the rest.
-                rest = _params_beside(kwargs) if n else None
+                rest = _params_beside(kwargs) if args else None
                 if rest is None:
                     return None
                 params = rest
