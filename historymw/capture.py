@@ -236,9 +236,11 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
         if mode != FULL:
             if mode == SKIP:
                 return fn(*args, **kwargs)
-            # head()'s first case, inline: a call of the sampler's skips (Sampler.take) takes one.
-            if mode == SAMPLE and "opentelemetry.trace" not in _modules and (skip := (sampler := eff.sampler).skip):
-                sampler.skip = skip - 1  # (no call since the read: no other thread took it meanwhile)
+            # head()'s first case, inline (Sampler.take): a sampled-out call takes one of the skips.
+            # No call between the read and the write: under the GIL, no other thread runs between them.
+            # (No local names either: each would cost every call of the wrapper, recorded or not.)
+            if mode == SAMPLE and "opentelemetry.trace" not in _modules and eff.sampler.skip:
+                eff.sampler.skip -= 1
                 return fn(*args, **kwargs)
             eff, mode = decide()
             if mode != FULL:
