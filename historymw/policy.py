@@ -163,6 +163,28 @@ class Sampler:
         return self.drawn - self.skip  # two reads with no call between: a consistent pair
 
 
+class TossSampler(Sampler):
+    """A coin toss per call, each sampled-out call counted when it happens: the sampler of a rate
+    past the MAX_SAMPLERS a configuration keeps (not kept: it lives as long as its scopes)."""
+
+    __slots__ = ("_tally",)
+
+    def __init__(self, rate: float, counted: bool, tally: Callable[[], object]) -> None:
+        super().__init__(rate, counted)
+        self.skip, self.more, self.drawn = 0, False, 0  # no skips: every call comes to take()
+        self._tally = tally
+
+    def take(self) -> bool:
+        if _random() < self.rate:
+            return True
+        if self.counted:
+            self._tally()
+        return False
+
+
+MAX_SAMPLERS = 64  # rates a configuration keeps a sampler for (scopes that set their own sample_rate)
+
+
 class SampledOut(counters.Counter):
     """The sampled-out counter of a configuration (a Runtime puts it in its counters): the calls
     counted one by one (`count`: a trace id's decision) and those its samplers skipped."""
@@ -189,7 +211,11 @@ class SampledOut(counters.Counter):
         s = self._samplers.get(key)
         if s is None:
             with self._lock:
-                s = self._samplers.setdefault(key, Sampler(rate, counted))
+                s = self._samplers.get(key)
+                if s is None:
+                    if len(self._samplers) >= MAX_SAMPLERS:  # kept for the configuration's life: bounded
+                        return TossSampler(rate, counted, self.add)
+                    s = self._samplers[key] = Sampler(rate, counted)
         return s
 
 

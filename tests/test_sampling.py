@@ -19,7 +19,7 @@ from _threads import run_in_threads
 
 import historymw as hm
 from historymw import counters
-from historymw.policy import MAX_SKIP, Sampler
+from historymw.policy import MAX_SAMPLERS, MAX_SKIP, Sampler
 
 MSGS = [{"role": "user", "content": "hi"}]
 
@@ -150,3 +150,17 @@ def test_a_thread_switch_while_drawing_takes_the_other_calls_draw() -> None:
     s = Interrupted(0.5)
     assert s.take() is False  # taken from the other call's skips, its own draw unused
     assert (s.skip, s.drawn, s.sampled_out) == (2, 3, 1)
+
+
+def test_scopes_at_many_rates_keep_a_bounded_number_of_samplers(seeded: None) -> None:
+    hm.configure(policy="sample", sample_rate=0.0, maxlen=100_000)
+    rates = [0.2 + i / 10_000 for i in range(MAX_SAMPLERS + 20)]  # each scope a rate of its own
+    for rate in rates:
+        with hm.history(sample_rate=rate):
+            for _ in range(100):
+                ask("m", MSGS)
+    n = 100 * len(rates)
+    s = hm.stats()
+    assert s.sampled_out == n - s.recorded and s.recorded == len(hm.ring())
+    assert abs(s.recorded - sum(rates) * 100) < 5 * math.sqrt(n * 0.25)
+    assert len(counters.COUNTERS.sampled_out._samplers) == MAX_SAMPLERS  # type: ignore[attr-defined]
