@@ -689,3 +689,54 @@ def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs
     draft["duration"] = duration
     draft["size_bytes"] += used + (table_growth(draft) if rest is None else 0)  # else finish() adds it
     return rest
+
+
+# What `text_outcome` adds beside its strings' chars: the outputs list (its header, one slot) and a
+# draft slot for it; the header of the text and of each of the three labels, and a draft slot for
+# each label and for cache_hit (a bool is a shared object: nothing more). output_text's slot is the
+# usual draft's, and its str is the output's, counted there.
+TEXT_BYTES = LIST_OVERHEAD + LIST_PER_ITEM + 4 * STR_HEADER + 5 * DICT_PER_ITEM
+COST_BYTES = DICT_PER_ITEM + SCALAR_SIZE
+
+
+def text_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs: list[Any], finish_reason: Any,
+                 response_id: Any, response_model: Any, cost: Any, cache_hit: Any) -> bool:
+    """`chat_outcome` for the commonest outcome, in the fewest steps (a cache-hit DSPy call's): one
+    output text (`outputs`: a list of it made for this record, kept) and all three labels, each a
+    str within its bound (the text 1024 chars, past which `clip` may change it; finish_reason 64;
+    the others LABEL_CHARS) and ASCII (a byte a char), `cost` a float or None, `cache_hit` a bool,
+    content captured, the record within its limit. Sets what chat_outcome would set, size included
+    (tests/test_dspy.py compares the two), and returns True; for any other outcome sets nothing and
+    returns False: call chat_outcome. Nothing is scanned here, as there: `record.seal` scans every
+    string of a record before anyone reads it."""
+    text = outputs[0] if len(outputs) == 1 else None
+    if (type(text) is not str or type(finish_reason) is not str or type(response_id) is not str
+            or type(response_model) is not str or type(cache_hit) is not bool or not eff.content):
+        return False
+    chars = len(text)
+    reason_chars = len(finish_reason)
+    id_chars = len(response_id)
+    model_chars = len(response_model)
+    if (chars > 1024 or reason_chars > 64 or id_chars > LABEL_CHARS or model_chars > LABEL_CHARS
+            or not (text.isascii() and finish_reason.isascii() and response_id.isascii()
+                    and response_model.isascii())):
+        return False
+    used = TEXT_BYTES + chars + reason_chars + id_chars + model_chars
+    if cost is not None:
+        if type(cost) is not float:
+            return False
+        used += COST_BYTES
+    if draft["size_bytes"] + used > eff.record_limit:  # chat_outcome hands it to apply_fields, which cuts
+        return False
+    if cost is not None:
+        draft["cost"] = cost
+    draft["outputs"] = outputs
+    draft["output_text"] = text
+    draft["finish_reason"] = finish_reason
+    draft["response_id"] = response_id
+    draft["response_model"] = response_model
+    draft["cache_hit"] = cache_hit
+    draft["duration"] = duration
+    # A draft with this many keys or fewer fits the table RECORD_BASE_BYTES counts (see table_growth).
+    draft["size_bytes"] += used if len(draft) <= 18 else used + table_growth(draft)
+    return True

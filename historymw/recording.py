@@ -19,7 +19,7 @@ from typing import Any
 
 from . import counters, runtime
 from .capture import decide, finish, head, start
-from .draft import CallSpec, chat_outcome, keep_private, parsed_outcome, usual_draft
+from .draft import CallSpec, chat_outcome, keep_private, parsed_outcome, text_outcome, usual_draft
 from .extract import usage_fields
 from .policy import FULL, SKIP, active_span_ids
 from .scope import CURRENT
@@ -150,7 +150,8 @@ class Recording:
                       cache_hit: bool | None, private: dict[str, Any], where: str = "integration") -> Recording | None:
         """`complete()` for the usual chat response a framework parsed, its fields one by one
         (see `draft.chat_outcome`: each of the type named, or None); no usage. The cheapest way
-        to record a call: a cache-hit DSPy call is recorded through this."""
+        to record a call: a cache-hit DSPy call is recorded through this (its one ASCII text
+        and labels through `draft.text_outcome`)."""
         try:
             # decide(), inline: this is an integration's hot path. A cached decision is FULL only while
             # the configuration it was made under holds (configure() marks it stale), as in capture.recorded.
@@ -168,12 +169,18 @@ class Recording:
             if draft is None and (draft := start(eff, spec, FULL, args, params, started, span, False)) is None:
                 return None
             duration = _perf() - t0
-            rest = chat_outcome(draft, eff, duration, outputs, finish_reason, response_id, response_model, cost,
-                                cache_hit, private)
-            if rest:
-                finish(draft, spec, eff, None, None, started + duration, rest)
+            if text_outcome(draft, eff, duration, outputs, finish_reason, response_id, response_model, cost,
+                            cache_hit):  # the commonest outcome, set in the fewest steps
+                for name, value in private.items():
+                    if "_" + name not in draft:  # not in the spec's usual draft already (see CallSpec.draft)
+                        keep_private(draft, name, value)
             else:
-                eff.commit(draft)
+                rest = chat_outcome(draft, eff, duration, outputs, finish_reason, response_id, response_model, cost,
+                                    cache_hit, private)
+                if rest:
+                    finish(draft, spec, eff, None, None, started + duration, rest)
+                    return None
+            eff.commit(draft)
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error(where, exc)
         return None

@@ -431,6 +431,63 @@ def test_a_cache_hit_draft_is_the_one_the_general_path_makes(fields: dict[str, A
     assert fast == general
 
 
+_LABELS = ("stop", "chatcmpl-1", "gpt-4o-mini")
+
+
+@pytest.mark.parametrize(("outputs", "fields", "scope", "taken"), [
+    (["4"], (*_LABELS, 1.5e-05, True), {}, True),
+    (["4"], (*_LABELS, None, False), {}, True),
+    # More keys than the draft's first table holds: its growth is counted (see draft.table_growth).
+    (["4"], (*_LABELS, 1.5e-05, True), {"session": "s-1", "tags": {"feature": "qa"}}, True),
+    (["é"], (*_LABELS, 1.5e-05, True), {}, False),  # not ASCII: its size is asked
+    (["4" * 1025], (*_LABELS, 1.5e-05, True), {}, False),  # clip() may change it
+    (["4", "5"], (*_LABELS, 1.5e-05, True), {}, False),
+    (["4"], ("stop", None, "gpt-4o-mini", 1.5e-05, True), {}, False),  # a label missing
+    (["4"], ("stop", "chatcmpl-1", "m" * 300, 1.5e-05, True), {}, False),  # a label cut
+    (["4"], (*_LABELS, 1, True), {}, False),  # an int cost
+    (["4"], (*_LABELS, 1.5e-05, None), {}, False),
+])
+def test_the_text_outcome_sets_what_chat_outcome_sets(outputs: list[str], fields: tuple[Any, ...],
+                                                      scope: dict[str, Any], taken: bool) -> None:
+    # draft.text_outcome is chat_outcome in fewer steps for one ASCII text and its three labels
+    # (a cache-hit DSPy call's outcome): its draft, size included, must be chat_outcome's; any
+    # other outcome it leaves to chat_outcome, setting nothing.
+    from historymw.capture import effective_now
+    from historymw.draft import CallSpec, chat_outcome, text_outcome, usual_draft
+
+    with hm.history(**scope):
+        eff = effective_now()
+    spec = CallSpec(None, "openai", "chat", "dspy", None)
+    msgs = [{"role": "user", "content": "What is 2+2?"}]
+    draft = usual_draft(spec, eff, (), {"model": "gpt-4o-mini", "messages": msgs, "temperature": 0.0})
+    assert draft is not None
+    fast, general = dict(draft), dict(draft)
+    assert text_outcome(fast, eff, 0.25, list(outputs), *fields) is taken
+    if taken:
+        assert chat_outcome(general, eff, 0.25, list(outputs), *fields, {}) is None
+        assert fast == general
+    else:
+        assert fast == draft
+
+
+def test_the_text_outcome_leaves_a_record_over_its_limit_to_chat_outcome() -> None:
+    from historymw.capture import effective_now
+    from historymw.draft import CallSpec, text_outcome, usual_draft
+
+    hm.configure(max_bytes=64 * 1024)
+    eff = effective_now()
+    spec = CallSpec(None, "openai", "chat", "dspy", None)
+    empty = usual_draft(spec, eff, (), {"model": "gpt-4o-mini", "messages": [{"role": "user", "content": ""}]})
+    assert empty is not None
+    # A request that leaves the outcome 500 bytes: a 1000-char output does not fit.
+    msgs = [{"role": "user", "content": "x" * (eff.record_limit - empty["size_bytes"] - 500)}]
+    draft = usual_draft(spec, eff, (), {"model": "gpt-4o-mini", "messages": msgs})
+    assert draft is not None
+    before = dict(draft)
+    assert not text_outcome(draft, eff, 0.25, ["4" * 1000], *_LABELS, 1.5e-05, True)
+    assert draft == before
+
+
 def test_dspys_deprecation_warnings_still_point_at_the_callers_line() -> None:
     # DSPy attributes its warnings to the first frame outside its own modules; were that
     # historymw's wrapper, Python's default filters would hide them from a user's script.
