@@ -562,7 +562,7 @@ USAGE_BYTES = 6 * (DICT_PER_ITEM + SCALAR_SIZE)
 
 def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs: list[Any],
                  finish_reason: str | None, response_id: str | None, response_model: str | None,
-                 cost: float | None, cache_hit: bool | None, private: dict[str, Any],
+                 cost: float | None, cache_hit: bool | None, private: dict[str, Any] | None,
                  usage: Any = None, metadata: dict[str, Any] | None = None,
                  fields: dict[str, Any] | None = None) -> dict[str, Any] | None:
     """`parsed_outcome` for the usual chat response a framework parsed (DSPy's, LiteLLM's), one
@@ -700,13 +700,14 @@ COST_BYTES = DICT_PER_ITEM + SCALAR_SIZE
 
 
 def text_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs: list[Any], finish_reason: Any,
-                 response_id: Any, response_model: Any, cost: Any, cache_hit: Any) -> bool:
+                 response_id: Any, response_model: Any, cost: Any, cache_hit: Any,
+                 private: dict[str, Any] | None = None) -> bool:
     """`chat_outcome` for the commonest outcome, in the fewest steps (a cache-hit DSPy call's): one
     output text (`outputs`: a list of it made for this record, kept) and all three labels, each a
     str within its bound (the text 1024 chars, past which `clip` may change it; finish_reason 64;
     the others LABEL_CHARS) and ASCII (a byte a char), `cost` a float or None, `cache_hit` a bool,
-    content captured, the record within its limit. Sets what chat_outcome would set, size included
-    (tests/test_dspy.py compares the two), and returns True; for any other outcome sets nothing and
+    content captured, the record within its limit. Sets what chat_outcome would set, size and
+    `private` included (tests/test_dspy.py compares the two), and returns True; for any other outcome sets nothing and
     returns False: call chat_outcome. Nothing is scanned here, as there: `record.seal` scans every
     string of a record before anyone reads it."""
     text = outputs[0] if len(outputs) == 1 else None
@@ -736,6 +737,12 @@ def text_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs
     draft["response_id"] = response_id
     draft["response_model"] = response_model
     draft["cache_hit"] = cache_hit
+    if private:
+        for name, value in private.items():
+            key = "_" + name
+            if key not in draft:
+                used += held_bytes(value)
+            draft[key] = value
     draft["duration"] = duration
     # A draft with this many keys or fewer fits the table RECORD_BASE_BYTES counts (see table_growth).
     draft["size_bytes"] += used if len(draft) <= 18 else used + table_growth(draft)

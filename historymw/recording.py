@@ -147,11 +147,14 @@ class Recording:
     def complete_chat(cls, spec: CallSpec, started: float, t0: float, model: Any, messages: Any,
                       params: dict[str, Any], outputs: list[str], finish_reason: str | None,
                       response_id: str | None, response_model: str | None, cost: float | None,
-                      cache_hit: bool | None, private: dict[str, Any], where: str = "integration") -> Recording | None:
+                      cache_hit: bool | None, private: dict[str, Any] | None,
+                      where: str = "integration") -> Recording | None:
         """`complete()` for the usual chat response a framework parsed, its fields one by one
         (see `draft.chat_outcome`: each of the type named, or None); no usage. The cheapest way
         to record a call: a cache-hit DSPy call is recorded through this (its one ASCII text
-        and labels through `draft.text_outcome`)."""
+        and labels through `draft.text_outcome`). `private`: note()'s data beyond the private
+        keys of the spec's usual draft (CallSpec.draft: "_"-named keys an integration put there,
+        which a draft made another way gets too)."""
         try:
             # decide(), inline: this is an integration's hot path. A cached decision is FULL only while
             # the configuration it was made under holds (configure() marks it stale), as in capture.recorded.
@@ -166,15 +169,15 @@ class Recording:
                 return cls(spec, eff, mode, span, started, where, t0)
             args = (model, messages)
             draft = usual_draft(spec, eff, args, params, started, span)
-            if draft is None and (draft := start(eff, spec, FULL, args, params, started, span, False)) is None:
-                return None
+            if draft is None:
+                if (draft := start(eff, spec, FULL, args, params, started, span, False)) is None:
+                    return None
+                for key, value in spec.draft.items():  # what the spec's usual drafts start with
+                    if key[0] == "_" and key != "_pairs":
+                        keep_private(draft, key[1:], value)
             duration = _perf() - t0
-            if text_outcome(draft, eff, duration, outputs, finish_reason, response_id, response_model, cost,
-                            cache_hit):  # the commonest outcome, set in the fewest steps
-                for name, value in private.items():
-                    if "_" + name not in draft:  # not in the spec's usual draft already (see CallSpec.draft)
-                        keep_private(draft, name, value)
-            else:
+            if not text_outcome(draft, eff, duration, outputs, finish_reason, response_id, response_model, cost,
+                                cache_hit, private):  # (the commonest outcome, set in the fewest steps)
                 rest = chat_outcome(draft, eff, duration, outputs, finish_reason, response_id, response_model, cost,
                                     cache_hit, private)
                 if rest:

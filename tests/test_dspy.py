@@ -153,6 +153,23 @@ def test_records_keep_their_own_copies_of_what_dspy_built_and_returned() -> None
     assert hit.size_bytes > len(REPLY) + sum(len(m["content"]) for m in hit.messages)
 
 
+def test_a_cache_hit_with_messages_copied_another_way_is_still_its_lms() -> None:
+    # A cache hit of an LM called directly is recorded from a spec of the LM's own, whose usual
+    # drafts carry the LM's id; messages the usual draft does not take (a "name" beside role and
+    # content) are copied another way, and that record must carry it too.
+    lm, other = make_lm(cache=True), make_lm(cache=True)
+    messages = [{"role": "user", "content": f"q {uuid.uuid4()}", "name": "ann"}]
+    lm(messages=messages)
+    lm(messages=messages)  # a cache hit
+    other(messages=[{"role": "user", "content": "for the other LM"}])
+    hit = records()[-2]
+    assert hit.cache_hit is True and hit.messages == messages
+    assert len(lm.history) == 2 and len(other.history) == 1
+    out = io.StringIO()
+    lm.inspect_history(5, file=out)
+    assert out.getvalue().count(messages[0]["content"]) == 2
+
+
 def test_failures_are_recorded_once() -> None:
     cot = dspy.ChainOfThought("question -> answer")
     with dspy.context(lm=make_lm("litellm.RateLimitError")), pytest.raises(dspy.LMRateLimitError) as info:
@@ -434,6 +451,7 @@ def test_a_cache_hit_draft_is_the_one_the_general_path_makes(fields: dict[str, A
 _LABELS = ("stop", "chatcmpl-1", "gpt-4o-mini")
 
 
+@pytest.mark.parametrize("private", [None, {"dspy": (1, 2)}, {"dspy": (1, 2), "dspy_max": 5, "dspy_prompt": True}])
 @pytest.mark.parametrize(("outputs", "fields", "scope", "taken"), [
     (["4"], (*_LABELS, 1.5e-05, True), {}, True),
     (["4"], (*_LABELS, None, False), {}, True),
@@ -448,7 +466,8 @@ _LABELS = ("stop", "chatcmpl-1", "gpt-4o-mini")
     (["4"], (*_LABELS, 1.5e-05, None), {}, False),
 ])
 def test_the_text_outcome_sets_what_chat_outcome_sets(outputs: list[str], fields: tuple[Any, ...],
-                                                      scope: dict[str, Any], taken: bool) -> None:
+                                                      scope: dict[str, Any], taken: bool,
+                                                      private: dict[str, Any] | None) -> None:
     # draft.text_outcome is chat_outcome in fewer steps for one ASCII text and its three labels
     # (a cache-hit DSPy call's outcome): its draft, size included, must be chat_outcome's; any
     # other outcome it leaves to chat_outcome, setting nothing.
@@ -462,9 +481,9 @@ def test_the_text_outcome_sets_what_chat_outcome_sets(outputs: list[str], fields
     draft = usual_draft(spec, eff, (), {"model": "gpt-4o-mini", "messages": msgs, "temperature": 0.0})
     assert draft is not None
     fast, general = dict(draft), dict(draft)
-    assert text_outcome(fast, eff, 0.25, list(outputs), *fields) is taken
+    assert text_outcome(fast, eff, 0.25, list(outputs), *fields, private) is taken
     if taken:
-        assert chat_outcome(general, eff, 0.25, list(outputs), *fields, {}) is None
+        assert chat_outcome(general, eff, 0.25, list(outputs), *fields, private) is None
         assert fast == general
     else:
         assert fast == draft

@@ -65,16 +65,21 @@ _settings: Any = None  # dspy.settings, bound at install()
 _overrides: Any = None
 _config: dict[str, Any] | None = None
 _in_dspy_call = IN_DSPY_CALL.get
+# DSPy keeps its settings in `dotdict`s, whose Python __getattr__ makes every method lookup on
+# them slow (`config.get` costs more than the call): dict.get is called as such instead.
+_dict_get = dict.get
+# Bound once: a classmethod looked up on its class makes a bound method at every call.
+_complete_chat = Recording.complete_chat
 
 
 # One DSPy LM call: a list [started, t0, cache_hit, done] (time.time() and time.perf_counter()
 # at the call's start, whether DSPy's cache answered, whether the call is recorded already).
-# The execute wrapper keeps it on DSPy's PreparedCall (as `_ATTR`), where finalize finds it;
+# The execute wrapper keeps it on DSPy's PreparedCall (as `_historymw_call`: an attribute
+# named in the code, which Python reads and writes faster than setattr()/getattr() do), where finalize finds it;
 # IN_DSPY_CALL holds it only where DSPy's own finalize runs for historymw's `_route` (and,
 # for a DSPy without the execution module, for the whole call). A list, not an object,
 # because every LM call makes one: a list display costs no __init__ frame.
 _STARTED, _T0, _CACHE_HIT, _DONE = range(4)
-_ATTR = "_historymw_call"
 # IN_DSPY_CALL's value while DSPy's attempts run (cache misses): LiteLLM's integration skips
 # calls under it; not a state list, so `_route` does not take it for one.
 _ATTEMPT = "dspy_attempt"
@@ -257,7 +262,7 @@ def _wrap_execute(orig: Callable[..., Any]) -> Callable[..., Any]:
             _record_call_failure(lm, call, state, exc)
             raise
         try:
-            setattr(call, _ATTR, state)  # for finalize, which gets this PreparedCall next
+            call._historymw_call = state  # for finalize, which gets this PreparedCall next
         except Exception:  # noqa: BLE001 - a PreparedCall that takes no attribute: timed at finalize
             pass
         return result
@@ -275,7 +280,7 @@ def _wrap_aexecute(orig: Callable[..., Any]) -> Callable[..., Any]:
             _record_call_failure(lm, call, state, exc)
             raise
         try:
-            setattr(call, _ATTR, state)
+            call._historymw_call = state
         except Exception:  # noqa: BLE001
             pass
         return result
@@ -321,7 +326,10 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
 
     @functools.wraps(orig)
     def finalize(lm: Any, call: Any, result: Any) -> Any:
-        state: Any = getattr(call, _ATTR, None)  # set by the execute wrapper
+        try:
+            state: Any = call._historymw_call  # set by the execute wrapper
+        except AttributeError:
+            state = None
         outside = state is None
         if outside:  # a DSPy without the execution hooks: the __call__ wrapper's state
             state = _in_dspy_call()
@@ -341,11 +349,11 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
         # config) without the AttributeError every `settings.name` raises first.
         ov = overrides()
         if not result.cache_hit:
-            tracker = ov["usage_tracker"] if "usage_tracker" in ov else config.get("usage_tracker")
+            tracker = ov["usage_tracker"] if "usage_tracker" in ov else _dict_get(config, "usage_tracker")
             if tracker:
                 tracker.add_usage(lm.model, result.usage)
         outputs = result.outputs
-        if ov["disable_history"] if "disable_history" in ov else config.get("disable_history"):
+        if ov["disable_history"] if "disable_history" in ov else _dict_get(config, "disable_history"):
             return outputs
         try:
             # The usual cache hit of an LM called directly: one str output, no usage, messages
@@ -356,17 +364,16 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
             messages = call.messages
             if (type(outputs) is list and len(outputs) == 1 and type(outputs[0]) is str and not result.usage
                     and messages and type(legacy) is dict and type(model) is str
-                    and not (ov["caller_modules"] if "caller_modules" in ov else config.get("caller_modules"))
+                    and not (ov["caller_modules"] if "caller_modules" in ov else _dict_get(config, "caller_modules"))
                     and (ov["max_history_size"] if "max_history_size" in ov
-                         else config.get("max_history_size", 10000)) == 10000
+                         else _dict_get(config, "max_history_size", 10000)) == 10000
                     and "system" not in call.kwargs and type(cost := result.cost) is not int):
-                key = (id(lm), model)
-                hit = _LM_SPECS.get(key)
-                if hit is None:
-                    hit = _lm_spec(key)
+                hit = _LM_SPECS.get(id(lm))
+                if hit is None or hit[3] is not model:
+                    hit = _lm_spec(id(lm), model)
                 params = {}  # model_params(legacy), inline: DSPy merged the LM's and the call's
-                for name in MODEL_PARAMS.intersection(legacy):
-                    if (value := legacy[name]) is not None:
+                for name, value in legacy.items():  # (a few keys: cheaper than a set intersection)
+                    if value is not None and name in MODEL_PARAMS:
                         params[name] = value
                 response = result.raw
                 if response is None:  # lm15 Responses
@@ -383,9 +390,9 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
                                   else getattr(response, "finish_reason", None))
                         rid = getattr(response, "id", None)
                 state[_DONE] = True
-                recording = Recording.complete_chat(hit[0], state[_STARTED], state[_T0], hit[1], messages, params,
-                                                    [outputs[0]], reason, rid, result.response_model, cost,
-                                                    result.cache_hit, hit[2], "dspy_integration")
+                recording = _complete_chat(hit[0], state[_STARTED], state[_T0], hit[1], messages, params,
+                                           [outputs[0]], reason, rid, result.response_model, cost, result.cache_hit,
+                                           None, "dspy_integration")  # the LM's id: in its spec's drafts
                 # Else a scope that keeps only errors, or no content: begun, its request to capture.
                 if recording is not None and recording.request(hit[1], messages, params):
                     recording.note("dspy", hit[2]["dspy"])
@@ -445,15 +452,16 @@ def _spec_of(model: Any) -> tuple[CallSpec, str | None]:
     return hit
 
 
-# Per (id(lm), model): the spec, the model's name and the private data of a record of that LM
-# (its id, for lm.history and lm.inspect_history). The ids are compared by value only, so an
-# LM made where a collected one lived gets the same entry, rightly.
-_LM_SPECS: dict[tuple[int, str], tuple[CallSpec, str | None, dict[str, Any]]] = {}
+# Per id(lm): the spec, the model's name and the private data of a record of that LM (its id,
+# for lm.history and lm.inspect_history), and the model str they were made for (an LM whose
+# model is set anew gets a new entry). The ids are compared by value only, so an LM made where
+# a collected one lived, with the same model, gets the same entry, rightly.
+_LM_SPECS: dict[int, tuple[CallSpec, str | None, dict[str, Any], str]] = {}
 
 
-def _lm_spec(key: tuple[int, str]) -> tuple[CallSpec, str | None, dict[str, Any]]:
-    provider, name = split_model(key[1])
-    ids = (key[0],)
+def _lm_spec(lm_id: int, model: str) -> tuple[CallSpec, str | None, dict[str, Any], str]:
+    provider, name = split_model(model)
+    ids = (lm_id,)
     # A spec of this LM's own: its usual drafts start with the LM's id in them, counted in the
     # spec's base size as note() counts it, so a record of it costs no per-call step for it.
     # The private dict goes along too (a draft made another way gets it there); the tuple is
@@ -461,10 +469,10 @@ def _lm_spec(key: tuple[int, str]) -> tuple[CallSpec, str | None, dict[str, Any]
     spec = CallSpec(_lm_call, provider, "chat", "dspy", None)
     spec.draft["_dspy"] = ids
     spec.base_bytes += held_bytes(ids)
-    hit = (spec, name, {"dspy": ids})
+    hit = (spec, name, {"dspy": ids}, model)
     if len(_LM_SPECS) >= 1024:  # LMs copied per call (optimizers): start over rather than grow
         _LM_SPECS.clear()
-    _LM_SPECS[key] = hit
+    _LM_SPECS[lm_id] = hit
     return hit
 
 
@@ -548,8 +556,8 @@ def _record_result(lm: Any, call: Any, result: Any, state: list[Any], ov: Any) -
         legacy = call.legacy
         if type(legacy) is dict:
             params = {}  # model_params(legacy), inline
-            for key in MODEL_PARAMS.intersection(legacy):
-                if (value := legacy[key]) is not None:
+            for key, value in legacy.items():
+                if value is not None and key in MODEL_PARAMS:
                     params[key] = value
             if not messages:  # lm("..."): DSPy rendered the prompt as one user message
                 messages = legacy.get("messages")
@@ -564,9 +572,9 @@ def _record_result(lm: Any, call: Any, result: Any, state: list[Any], ov: Any) -
         config: Any = _config  # not None: finalize reads DSPy's settings this way only when bound
         # The DSPy modules the call came through, and DSPy's bound at this call: for
         # lm.inspect_history, module.inspect_history and DSPy's history views, never in a record.
-        mods = ov["caller_modules"] if "caller_modules" in ov else config.get("caller_modules")
+        mods = ov["caller_modules"] if "caller_modules" in ov else _dict_get(config, "caller_modules")
         private: dict[str, Any] = {"dspy": (id(lm), *map(id, mods)) if mods else (id(lm),)}
-        limit = ov["max_history_size"] if "max_history_size" in ov else config.get("max_history_size", 10000)
+        limit = ov["max_history_size"] if "max_history_size" in ov else _dict_get(config, "max_history_size", 10000)
         if limit != 10000:
             private["dspy_max"] = limit
         if not call.messages and type(call.prompt) is str:
