@@ -348,12 +348,18 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
         # DSPy's settings, read as Settings.__getattr__ reads them (its overrides, then its
         # config) without the AttributeError every `settings.name` raises first.
         ov = overrides()
+        if ov:  # a dspy.context(...) in force (as for every call from a module)
+            history_off, mods, limit = _in_context(ov, config)
+        else:  # DSPy's config alone (on its dotdicts, `in` costs as much as the read: not asked)
+            history_off = _dict_get(config, "disable_history")
+            mods = _dict_get(config, "caller_modules")
+            limit = _dict_get(config, "max_history_size", 10000)
         if not result.cache_hit:
             tracker = ov["usage_tracker"] if "usage_tracker" in ov else _dict_get(config, "usage_tracker")
             if tracker:
                 tracker.add_usage(lm.model, result.usage)
         outputs = result.outputs
-        if ov["disable_history"] if "disable_history" in ov else _dict_get(config, "disable_history"):
+        if history_off:
             return outputs
         try:
             # The usual cache hit of an LM called directly: one str output, no usage, messages
@@ -363,10 +369,7 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
             legacy = call.legacy
             messages = call.messages
             if (type(outputs) is list and len(outputs) == 1 and type(outputs[0]) is str and not result.usage
-                    and messages and type(legacy) is dict and type(model) is str
-                    and not (ov["caller_modules"] if "caller_modules" in ov else _dict_get(config, "caller_modules"))
-                    and (ov["max_history_size"] if "max_history_size" in ov
-                         else _dict_get(config, "max_history_size", 10000)) == 10000
+                    and messages and type(legacy) is dict and type(model) is str and not mods and limit == 10000
                     and "system" not in call.kwargs and type(cost := result.cost) is not int):
                 hit = _LM_SPECS.get(id(lm))
                 if hit is None or hit[3] is not model:
@@ -405,9 +408,17 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
         except Exception as exc:  # noqa: BLE001 - fail open
             counters.COUNTERS.error("dspy_integration", exc)
             return outputs
-        _record_result(lm, call, result, state, ov)
+        _record_result(lm, call, result, state, mods, limit)
         return outputs
     return finalize
+
+
+def _in_context(ov: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any, Any]:
+    """DSPy's disable_history, caller_modules and max_history_size under dspy.context(...)
+    overrides `ov`: each from them when set there, else from DSPy's config."""
+    return (ov["disable_history"] if "disable_history" in ov else _dict_get(config, "disable_history"),
+            ov["caller_modules"] if "caller_modules" in ov else _dict_get(config, "caller_modules"),
+            ov["max_history_size"] if "max_history_size" in ov else _dict_get(config, "max_history_size", 10000))
 
 
 def _wrap_parallel(orig: Callable[..., Any]) -> Callable[..., Any]:
@@ -545,11 +556,11 @@ def _route(lm: Any, entry: Any) -> None:
         counters.COUNTERS.error("dspy_integration", exc)
 
 
-def _record_result(lm: Any, call: Any, result: Any, state: list[Any], ov: Any) -> None:
+def _record_result(lm: Any, call: Any, result: Any, state: list[Any], mods: Any, limit: Any) -> None:
     """The record of a DSPy call that went through `finalize`, read from what DSPy built for it:
     the request it sent (`call.legacy`: the LM's and the call's parameters merged, the messages
-    rendered) and the outputs, usage and cost it parsed (`result`). `ov`: DSPy's settings
-    overrides in force (see `finalize`)."""
+    rendered) and the outputs, usage and cost it parsed (`result`). `mods`, `limit`: DSPy's
+    caller_modules and max_history_size at this call (see `finalize`)."""
     try:
         state[_DONE] = True
         messages = call.messages
@@ -569,12 +580,9 @@ def _record_result(lm: Any, call: Any, result: Any, state: list[Any], ov: Any) -
         model = lm.model
         hit = _MODELS.get(model) if type(model) is str else None
         spec, name = hit if hit is not None else _spec_of(model)
-        config: Any = _config  # not None: finalize reads DSPy's settings this way only when bound
         # The DSPy modules the call came through, and DSPy's bound at this call: for
         # lm.inspect_history, module.inspect_history and DSPy's history views, never in a record.
-        mods = ov["caller_modules"] if "caller_modules" in ov else _dict_get(config, "caller_modules")
         private: dict[str, Any] = {"dspy": (id(lm), *map(id, mods)) if mods else (id(lm),)}
-        limit = ov["max_history_size"] if "max_history_size" in ov else _dict_get(config, "max_history_size", 10000)
         if limit != 10000:
             private["dspy_max"] = limit
         if not call.messages and type(call.prompt) is str:
