@@ -707,9 +707,9 @@ def text_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs
     str within its bound (the text 1024 chars, past which `clip` may change it; finish_reason 64;
     the others LABEL_CHARS) and ASCII (a byte a char), `cost` a float or None, `cache_hit` a bool,
     content captured, the record within its limit. Sets what chat_outcome would set, size and
-    `private` included (tests/test_dspy.py compares the two), and returns True; for any other outcome sets nothing and
-    returns False: call chat_outcome. Nothing is scanned here, as there: `record.seal` scans every
-    string of a record before anyone reads it."""
+    `private` included (tests/test_dspy.py compares the two), and returns True; for any other
+    outcome sets nothing and returns False: call chat_outcome. Nothing is scanned here, as there:
+    `record.seal` scans every string of a record before anyone reads it."""
     text = outputs[0] if len(outputs) == 1 else None
     if (type(text) is not str or type(finish_reason) is not str or type(response_id) is not str
             or type(response_model) is not str or type(cache_hit) is not bool or not eff.content):

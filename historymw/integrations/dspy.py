@@ -74,8 +74,8 @@ _complete_chat = Recording.complete_chat
 
 # One DSPy LM call: a list [started, t0, cache_hit, done] (time.time() and time.perf_counter()
 # at the call's start, whether DSPy's cache answered, whether the call is recorded already).
-# The execute wrapper keeps it on DSPy's PreparedCall (as `_historymw_call`: an attribute
-# named in the code, which Python reads and writes faster than setattr()/getattr() do), where finalize finds it;
+# The execute wrapper keeps it on DSPy's PreparedCall as `_historymw_call` (named in the code:
+# faster than setattr()/getattr() with the name in a variable), where finalize finds it;
 # IN_DSPY_CALL holds it only where DSPy's own finalize runs for historymw's `_route` (and,
 # for a DSPy without the execution module, for the whole call). A list, not an object,
 # because every LM call makes one: a list display costs no __init__ frame.
@@ -475,7 +475,8 @@ def _lm_spec(lm_id: int, model: str) -> tuple[CallSpec, str | None, dict[str, An
     ids = (lm_id,)
     # A spec of this LM's own: its usual drafts start with the LM's id in them, counted in the
     # spec's base size as note() counts it, so a record of it costs no per-call step for it.
-    # The private dict goes along too (a draft made another way gets it there); the tuple is
+    # Recording.complete_chat gives a draft made another way the same key; the private dict
+    # goes along for a recording begun otherwise (errors-only, no content). The tuple is
     # immutable and the dict only read, so every record of this LM holds the same ones.
     spec = CallSpec(_lm_call, provider, "chat", "dspy", None)
     spec.draft["_dspy"] = ids
