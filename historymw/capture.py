@@ -239,7 +239,7 @@ def recorded(fn: F | None = None, *, provider: str | None = None, operation: str
             # head()'s first case, inline (Sampler.take): a sampled-out call takes one of the skips.
             # No call between the read and the write: under the GIL, no other thread runs between them.
             # (No local names either: each would cost every call of the wrapper, recorded or not.)
-            if mode == SAMPLE and "opentelemetry.trace" not in _modules and eff.sampler.skip:
+            if mode == SAMPLE and "opentelemetry.trace" not in _modules and eff.sampler.skip > 0:
                 eff.sampler.skip -= 1
                 return fn(*args, **kwargs)
             eff, mode = decide()

@@ -121,10 +121,11 @@ class Sampler:
     chosen without looking at them, hence Bernoulli trials too.
     """
 
-    __slots__ = ("rate", "counted", "skip", "more", "drawn", "_log_miss")
+    __slots__ = ("rate", "counted", "skip", "more", "drawn", "_log_miss", "_lock")
 
     def __init__(self, rate: float, counted: bool = True) -> None:
         self.rate = rate
+        self._lock = threading.Lock()
         self.counted = counted  # its skips count as sampled out (errors+sample: they are tail decisions)
         self._log_miss = math.log1p(-rate) if 0.0 < rate < 1.0 else 0.0
         self.skip, self.more = self.gap()
@@ -139,24 +140,26 @@ class Sampler:
             return MAX_SKIP, True
         # P(gap >= k) = P(u <= (1 - rate)**k) = (1 - rate)**k, u uniform on (0, 1].
         g = math.log(1.0 - _random()) / self._log_miss
-        return (int(g), False) if g <= MAX_SKIP else (MAX_SKIP, True)
+        return (int(g), False) if g < MAX_SKIP + 1 else (MAX_SKIP, True)  # int(g) == MAX_SKIP is a whole draw
 
     def take(self) -> bool:
         """One call's head decision: True when it is sampled in."""
-        skip = self.skip
-        if skip:
-            self.skip = skip - 1
+        # `self.skip -= 1` is one line: a trace function (a debugger, coverage) lets threads switch
+        # between lines, never inside one, so no decrement is lost; two calls that both saw the
+        # last skip take the countdown below zero, and `drawn - skip` still counts both.
+        if self.skip > 0:
+            self.skip -= 1
             return False
-        gap, more = self.gap()  # calls: another thread may run here, and take what it drew meanwhile
-        skip = self.skip
-        if skip:  # another call drew first: this one comes after it, the first of its skips
-            self.skip = skip - 1
-            return False
-        # No call from here to the return: these reads and writes are one step for other threads.
-        sampled_in = not self.more  # the end of a whole draw; else of a run of a longer one
-        self.skip, self.more = gap, more
-        self.drawn += gap if sampled_in else gap + 1  # this call too, when it is sampled out
-        return sampled_in
+        with self._lock:  # one draw at a time
+            if self.skip > 0:  # another call drew first: this one comes after it, the first of its skips
+                self.skip -= 1
+                return False
+            gap, more = self.gap()
+            sampled_in = not self.more  # the end of a whole draw; else of a run of a longer one
+            self.more = more
+            self.skip += gap  # += : a countdown that a race took past zero (skip < 0) keeps its calls
+            self.drawn += gap if sampled_in else gap + 1  # this call too, when it is sampled out
+            return sampled_in
 
     @property
     def sampled_out(self) -> int:
@@ -204,6 +207,11 @@ class SampledOut(counters.Counter):
 
     def after_fork_in_child(self) -> None:
         self._lock = threading.Lock()  # another thread of the parent may have held it at the fork
+        for s in self._samplers.values():  # the parent's countdown would repeat its trials in every child
+            s._lock = threading.Lock()
+            old = s.skip
+            s.skip, s.more = s.gap()
+            s.drawn += s.skip - old
 
     def sampler(self, rate: float, counted: bool) -> Sampler:
         """The sampler of the scopes that sample at `rate` (`counted`: not errors+sample)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 import random
 import sys
 from collections.abc import Iterator
@@ -135,21 +136,46 @@ def test_scopes_at_other_rates_sample_at_their_own(seeded: None) -> None:
     assert hm.stats().sampled_out == 5000 - half
 
 
-def test_a_thread_switch_while_drawing_takes_the_other_calls_draw() -> None:
-    """Two calls at the end of a run: the one whose draw ends second comes after the other's draw."""
+def test_a_draw_of_exactly_max_skip_is_a_whole_draw(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A geometric draw g with MAX_SKIP <= g < MAX_SKIP + 1 is MAX_SKIP skips then a sampled-in call:
+    were it taken as a longer draw, no run of MAX_SKIP skips would ever happen (the rate would be low
+    by up to 1/257 for small rates)."""
+    rate = 0.001
+    for g, expected in ((MAX_SKIP - 0.5, (MAX_SKIP - 1, False)), (MAX_SKIP + 0.5, (MAX_SKIP, False)),
+                        (MAX_SKIP + 1.5, (MAX_SKIP, True))):
+        u = 1.0 - math.exp(g * math.log1p(-rate))  # the uniform draw that gives g
+        monkeypatch.setattr("historymw.policy._random", lambda u=u: u)
+        assert Sampler(rate).gap() == expected, g
 
-    class Interrupted(Sampler):
-        # While this call draws, another thread's call draws (3 skips) and is sampled in.
-        def gap(self) -> tuple[int, bool]:
-            self.draws = getattr(self, "draws", 0) + 1
-            if self.draws == 2:
-                assert self.take() is True
-                return 7, False
-            return (3, False) if self.draws == 3 else (0, False)
 
-    s = Interrupted(0.5)
-    assert s.take() is False  # taken from the other call's skips, its own draw unused
-    assert (s.skip, s.drawn, s.sampled_out) == (2, 3, 1)
+def test_counts_stay_exact_and_sampling_goes_on_under_a_tracer_with_threads() -> None:
+    """A Python-level trace function (a debugger, coverage's PyTracer) lets threads switch between
+    any two lines of the wrapper: sampled-out calls must still be counted exactly, and the sampler
+    must not get stuck (a countdown past zero once stopped all sampling until configure())."""
+    hm.configure(policy="sample", sample_rate=0.05, maxlen=100_000)
+    n, threads = 4_000, 8
+
+    def tracer(frame: Any, event: str, arg: Any) -> Any:
+        return tracer
+
+    def work(_: int) -> None:
+        sys.settrace(tracer)
+        try:
+            for _ in range(n):
+                ask("m", MSGS)
+        finally:
+            sys.settrace(None)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)
+    try:
+        run_in_threads(work, threads)
+    finally:
+        sys.setswitchinterval(interval)
+    s = hm.stats()
+    total = n * threads
+    assert s.recorded + s.sampled_out == total
+    assert abs(s.recorded - total * 0.05) < 6 * math.sqrt(total * 0.05 * 0.95), s.recorded
 
 
 def test_scopes_at_many_rates_keep_a_bounded_number_of_samplers(seeded: None) -> None:
@@ -164,3 +190,27 @@ def test_scopes_at_many_rates_keep_a_bounded_number_of_samplers(seeded: None) ->
     assert s.sampled_out == n - s.recorded and s.recorded == len(hm.ring())
     assert abs(s.recorded - sum(rates) * 100) < 5 * math.sqrt(n * 0.25)
     assert len(counters.COUNTERS.sampled_out._samplers) == MAX_SAMPLERS  # type: ignore[attr-defined]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="needs os.fork")
+def test_forked_workers_draw_their_own_samples() -> None:
+    """Workers forked from one parent (gunicorn, multiprocessing) must not sample the same calls:
+    each child draws its sampler's countdown afresh, as its random generator is reseeded."""
+    hm.configure(policy="sample", sample_rate=0.01, maxlen=10_000)
+    ask("m", MSGS)  # the parent's sampler exists and holds a countdown
+    firsts = []
+    for _ in range(4):
+        read, write = os.pipe()
+        pid = os.fork()
+        if pid == 0:  # the child: the number of its first sampled-in call
+            try:
+                seeds = sampled_seeds(2_000)
+                os.write(write, str(seeds[0] if seeds else -1).encode())
+            finally:
+                os._exit(0)
+        os.close(write)
+        with os.fdopen(read) as f:
+            firsts.append(int(f.read() or -2))
+        os.waitpid(pid, 0)
+    assert -2 not in firsts
+    assert len(set(firsts)) > 1, firsts  # the same first call in 4 children: the parent's draw, repeated

@@ -21,7 +21,7 @@ from collections.abc import Callable, Hashable, Iterable
 from typing import Any
 
 from .. import counters
-from ..draft import CallSpec
+from ..draft import LABEL_CHARS, CallSpec
 from ..extract import usage_fields
 from ..recording import Recording as Recording  # the one object every integration records through
 from ..streams import AsyncStream as AsyncStream  # the integrations' stream stand-ins are the core's
@@ -81,8 +81,13 @@ def specs(provider: str | None, source: str, *operations: str) -> dict[str, Call
     return {op: spec_for(provider, source, op) for op in operations}
 
 
-@functools.lru_cache(maxsize=256)
 def spec_for(provider: str | None, source: str, operation: str) -> CallSpec:
+    # The cache keeps its keys: a provider name is clipped (as CallSpec would) before it is one.
+    return _spec_for(str.__str__(provider)[:LABEL_CHARS] if isinstance(provider, str) else None, source, operation)
+
+
+@functools.lru_cache(maxsize=256)
+def _spec_for(provider: str | None, source: str, operation: str) -> CallSpec:
     """The spec of a framework's calls to one provider (LangChain and LlamaIndex learn it per call),
     so that the record is begun with its provider instead of having it written in afterwards."""
     return CallSpec(call_shape, provider, operation, source, None)
@@ -102,10 +107,11 @@ def scope_labels(rec: Recording) -> dict[str, Any]:
 
 
 class Patches:
-    """The methods an integration replaced on a library's classes, and their originals to put back.
+    """The methods an integration replaced on a library's classes, and what they replaced, to put back.
 
-    Each wrapper carries its original as `__historymw_original__`, so that a wrapper is never wrapped
-    twice by another copy of this module and the library's method can always be found."""
+    Each wrapper carries the library's own method as `__historymw_original__`; a method that is
+    already a historymw wrapper (another copy of the integration module, after a reload) is
+    replaced by a wrapper of the library's method, not wrapped a second time."""
 
     def __init__(self) -> None:
         self._lock = threading.Lock()
@@ -124,8 +130,9 @@ class Patches:
                 orig = cls.__dict__.get(name) if cls is not None else None
                 if cls is None or orig is None:
                     continue
-                wrapper = wrap(orig)
-                wrapper.__historymw_original__ = orig
+                own = getattr(orig, "__historymw_original__", orig)  # the library's method under any wrapper
+                wrapper = wrap(own)
+                wrapper.__historymw_original__ = own
                 setattr(cls, name, wrapper)
                 self._done.append((cls, name, orig))
 

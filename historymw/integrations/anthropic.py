@@ -46,7 +46,7 @@ __all__ = ["install", "installed", "uninstall"]
 
 _MODULES = ("anthropic.resources.messages.messages", "anthropic.resources.beta.messages.messages")
 _SPECS = specs("anthropic", "anthropic", "chat")
-_patches = Patches()
+_patches: Patches = globals().get("_patches") or Patches()  # the same one after importlib.reload
 
 
 def _sdk() -> Any:

@@ -51,7 +51,7 @@ _TARGETS = (  # (module, class, method, kind)
     ("openai.resources.responses.responses", "AsyncResponses", "create", "responses"),
 )
 _SPECS = specs("openai", "openai", "chat")
-_patches = Patches()
+_patches: Patches = globals().get("_patches") or Patches()  # the same one after importlib.reload
 
 
 def _sdk() -> Any:

@@ -272,3 +272,29 @@ def test_errors_only_keeps_a_failed_run_with_its_provider(server: Any) -> None:
     assert (r.status, r.provider, r.source) == ("error", "openai", "langchain")
     assert r.messages == [{"role": "user", "content": "this one fails"}]
     no_secrets([r])
+
+
+def test_provider_names_of_any_length_keep_memory_bounded() -> None:
+    """The provider comes from a run's metadata (ls_provider): runs naming ever new, huge providers
+    keep at most the clipped names in the specs' cache, not the names they were given."""
+    import tracemalloc
+    import uuid
+
+    from langchain_core.messages import AIMessage
+    from langchain_core.outputs import ChatGeneration, LLMResult
+
+    hm.configure(maxlen=10)
+    handler = hm_langchain.callback_handler()
+    result = LLMResult(generations=[[ChatGeneration(message=AIMessage("done"))]])
+    tracemalloc.start()
+    try:
+        for i in range(300):
+            run_id = uuid.uuid4()
+            meta = {"ls_provider": f"{i:04d}" + "p" * 100_000, "ls_model_name": "m"}
+            handler.on_chat_model_start({}, [[HumanMessage("hi")]], run_id=run_id, metadata=meta)
+            handler.on_llm_end(result, run_id=run_id)
+        held, _ = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert held < 4 * 2**20, held  # 300 names of 100 KB would be 29 MiB
+    assert len(records()) == 10 and all(len(r.provider or "") <= 256 for r in records())

@@ -232,3 +232,22 @@ def test_async_in_many_tasks_each_its_own_scope(server: Any) -> None:
     asyncio.run(main())
     assert sorted((r.session, r.output_text) for r in records()) == [
         (f"s{i}", f"You said: task {i}") for i in range(4)]
+
+
+def test_a_reloaded_integration_module_records_once_and_uninstalls(server: Any) -> None:
+    """A hot reloader or a test re-imports the module (importlib.reload) and installs again: one
+    record per call, and uninstall() still puts the SDK's own method back."""
+    import importlib
+
+    from openai.resources.chat.completions.completions import Completions
+
+    hm_openai.uninstall()
+    own = Completions.create
+    hm_openai.install()
+    module = importlib.reload(hm_openai)
+    module.install()
+    client(server).chat.completions.create(model="gpt-4o-mini", messages=user("reloaded"))
+    assert len(records()) == 1
+    assert Completions.create.__historymw_original__ is own
+    module.uninstall()
+    assert Completions.create is own and not module.installed()
