@@ -155,13 +155,17 @@ def dspy_historymw() -> tuple[Callable[[], Any], None]:
 # -- scenarios: litellm.completion(mock_response=...) --------------------------------------------
 
 
-def _litellm_idle(timeout: float = 120.0) -> None:
-    """Wait until LiteLLM's logging threads have run everything the calls handed them."""
+def _litellm_idle() -> None:
+    """Wait until LiteLLM's logging threads have run everything the calls handed them.
+
+    Blocks on the executor's pending-task slots (each queued or running task holds one and
+    releases it when it ends), woken by each release: no timer. A poll on a timer would be
+    counted, as often as the threads took timer periods to finish, and that moves between runs."""
     from litellm.litellm_core_utils.thread_pool_executor import executor
 
-    deadline = time.monotonic() + timeout
-    while executor._pending_slots._value < executor._max_pending_tasks and time.monotonic() < deadline:
-        time.sleep(0.002)
+    slots = executor._pending_slots  # a threading.Semaphore: release() notifies its condition
+    with slots._cond:
+        slots._cond.wait_for(lambda: slots._value >= executor._max_pending_tasks)
 
 
 def _litellm(callbacks: list[Any] | None = None) -> tuple[Callable[[], Any], Callable[[], Any]]:
