@@ -17,6 +17,11 @@ the interpreter exits. Every thread is counted while instrumentation is on.
 
     instructions per call = (count with N calls - count with 0 calls) / N
 
+LiteLLM scenarios start all of LiteLLM's logging threads before counting and wait
+(blocking, no timer) for its logging threads after each call, so that every run
+does the same work in the same order (see `_litellm`): two runs agree within ~1k
+instructions per call.
+
 The subtraction removes everything the two runs share (switching, draining, the
 wait for callgrind_control). A scenario's "added" is its per-call figure minus
 its baseline scenario's (the same call without the instrumentation under test).
@@ -38,6 +43,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -168,14 +174,36 @@ def _litellm_idle() -> None:
         slots._cond.wait_for(lambda: slots._value >= executor._max_pending_tasks)
 
 
+def _litellm_threads() -> None:
+    """Start every one of LiteLLM's logging threads now, before counting. The pool starts a thread
+    when a task finds none idle (up to its maximum): one started while counting is counted (about
+    a million instructions), and how many start depends on timing."""
+    from litellm.litellm_core_utils.thread_pool_executor import executor
+
+    n = executor._max_workers
+    barrier = threading.Barrier(n + 1, timeout=600)  # each task holds its thread until all have one
+    for _ in range(n):
+        executor.submit(barrier.wait)
+    barrier.wait()
+    _litellm_idle()
+
+
 def _litellm(callbacks: list[Any] | None = None) -> tuple[Callable[[], Any], Callable[[], Any]]:
     import litellm
 
     if callbacks:
         litellm.callbacks = callbacks
+    _litellm_threads()
 
     def call() -> Any:
-        return litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="Paris.", temperature=0.2)
+        """One call, and the logging threads' work for it done before the next: the same work in the
+        same order in every run. With a backlog, how much LiteLLM's threads and queues do (a worker
+        waking or finding the next task, a collection of the cyclic GC walking the payloads held in
+        the queue) depends on their timing: counts moved by 10-30k instructions per call."""
+        response = litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="Paris.",
+                                      temperature=0.2)
+        _litellm_idle()
+        return response
     return call, _litellm_idle
 
 
