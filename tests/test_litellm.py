@@ -91,6 +91,54 @@ def test_sync_completion_becomes_one_record_with_litellm_fields() -> None:
     assert 0 <= r.duration_s < 30
 
 
+def _comparable(r: hm.LMCall) -> dict[str, Any]:
+    """A record without what differs from call to call (ids, times)."""
+    return r.model_dump(exclude={"id", "started_at", "ended_at", "duration_s", "response_id", "metadata",
+                                 "trace_id", "span_id"})
+
+
+@pytest.mark.parametrize("shape", ["usual", "non_ascii", "scope_labels", "unknown_cost", "usage_details"])
+def test_a_plain_completion_built_in_one_step_is_the_record_the_general_way_builds(
+        shape: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A plain completion's draft is built in one dict (`_chat_draft`); the general way builds it
+    # in two steps (`usual_draft`, `chat_outcome`). Both must keep the same fields and account
+    # for the same bytes, whatever the shape `_chat_draft` takes.
+    from historymw.localllm import LocalLLM
+
+    messages = [{"role": "system", "content": "Be brief."}, {"role": "user", "content": "word " * 800}]
+    call: dict[str, Any] = {"model": "gpt-4o-mini", "messages": messages, "mock_response": "Paris.",
+                            "temperature": 0.2, "max_tokens": 30}
+    if shape == "non_ascii":
+        call.update(messages=[{"role": "user", "content": "héllo wörld ✓"}], mock_response="réponse ✓")
+    elif shape == "unknown_cost":
+        call.update(model="openai/a-model-litellm-has-no-price-for")
+    scope = hm.history(session="s-1", tags={"feature": "search"}) if shape == "scope_labels" else hm.history()
+    server = LocalLLM() if shape == "usage_details" else None  # a real server's usage has details
+    if server is not None:
+        server.__enter__()
+        call = {"model": "openai/gpt-4o-mini", "messages": MSGS, "api_base": server.openai_url,
+                "api_key": "unused", "num_retries": 0}
+    built = []
+    one_step = hm_litellm._chat_draft
+    monkeypatch.setattr(hm_litellm, "_chat_draft", lambda *a: built.append(one_step(*a)) or built[-1])
+    try:
+        with scope:
+            completion(**call)
+            settle()
+            monkeypatch.setattr(hm_litellm, "_chat_draft", lambda *a: None)  # the general way
+            completion(**call)
+            settle()
+    finally:
+        if server is not None:
+            server.__exit__(None, None, None)
+    assert len(built) == 1 and built[0] is not None  # the first went the one-step way
+    first, second = sorted(records(), key=lambda r: r.started_at)
+    assert _comparable(first) == _comparable(second)
+    assert first.metadata.keys() == second.metadata.keys() == {"litellm_call_id"}
+    if shape == "usage_details":
+        assert first.server_address == "127.0.0.1" and first.cache_read_input_tokens == 0
+
+
 def test_a_chat_loop_extending_its_messages_records_each_request_as_sent() -> None:
     # The request is copied when LiteLLM reports the outcome, on its logging thread,
     # possibly after the caller has already appended the reply to its list.

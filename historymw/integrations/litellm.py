@@ -26,17 +26,36 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from .. import counters, runtime
 from ..capture import finish, head, start
-from ..draft import CallSpec, chat_outcome, usual_draft
+from ..draft import (
+    CHOICE_BYTES,
+    COMMON_PARAMS,
+    LABEL_CHARS,
+    MESSAGE_BYTES,
+    META_LABEL_CHARS,
+    PARAM_BYTES,
+    SCALARS,
+    STR_HEADER,
+    USAGE_BYTES,
+    CallSpec,
+    chat_outcome,
+    table_growth,
+    usual_draft,
+)
 from ..errors import require
+from ..extract import usage_fields
+from ..plain import DICT_OVERHEAD, DICT_PER_ITEM, LIST_OVERHEAD, SCALAR_SIZE
 from ..policy import FULL, SKIP, active_span_ids
 from ..recording import Recording
 from ..scope import CURRENT
-from ._common import IN_DSPY_CALL, model_params
+from ._common import IN_DSPY_CALL, MODEL_PARAMS, model_params
+
+if TYPE_CHECKING:
+    from ..scope import Effective
 
 __all__ = ["aflush", "flush", "install", "installed", "pending", "uninstall"]
 
@@ -62,6 +81,7 @@ _lock = threading.Lock()
 _logger: Any = None
 _monotonic = time.monotonic
 _modules = sys.modules
+_sizeof = sys.getsizeof
 _STATE = runtime.STATE
 
 
@@ -202,6 +222,10 @@ _MISSING = object()  # nothing parked: no pre-call hook ran (embeddings, a failu
 _REPEAT = object()  # the outcome of this call was reported already
 
 _PENDING = _Pending()
+# Its parts every plain completion() touches, looked up once (the objects never change).
+_NOTED = _PENDING._noted
+_TAKEN = _PENDING._taken
+_BUILDING = _PENDING._building
 
 
 def _litellm() -> Any:
@@ -238,7 +262,7 @@ class _Orphans:
             for key, _ in closed:
                 del self._items[key]
         for _, (_, details, result) in closed:
-            _on_end(details, result, False)
+            _on_end(details, result)
 
 
 _ORPHANS = _Orphans()
@@ -424,7 +448,21 @@ _SPECS = {op: CallSpec(_lm_call, None, op, "litellm", None) for op in set(_OPERA
 _PROVIDER_SPECS: dict[tuple[str, str], CallSpec] = {}  # (operation, provider): the provider is the spec's
 
 
-_CHAT_SPECS: dict[Any, CallSpec] = {}  # provider -> spec, for `_record_chat` (one lookup, no key to build)
+# provider -> (its chat spec, the draft `_chat_draft` copies: every key of LiteLLM's usual chat
+# draft, in order, the constant ones filled in), for `_record_chat`: one lookup, no key to build.
+_CHATS: dict[Any, tuple[CallSpec, dict[str, Any]]] = {}
+_CHAT_KEYS = ("started", "duration", "provider", "model", "operation", "source", "_pairs", "params", "size_bytes",
+              "output_text", "stream", "outputs", "finish_reason", "response_id", "response_model", "cost",
+              "cache_hit", "metadata", "input_tokens", "output_tokens", "total_tokens")
+
+
+def _chat(provider: Any) -> tuple[CallSpec, dict[str, Any]]:
+    spec = _spec("chat", provider if type(provider) is str else None)
+    template = dict.fromkeys(_CHAT_KEYS)
+    template.update(provider=spec.provider, operation="chat", source="litellm", stream=False)
+    if len(_CHATS) < 1024:
+        _CHATS[provider] = (spec, template)
+    return spec, template
 
 
 def _spec(operation: str, provider: str | None) -> CallSpec:
@@ -435,8 +473,6 @@ def _spec(operation: str, provider: str | None) -> CallSpec:
         spec = CallSpec(_lm_call, provider, operation, "litellm", None)
         if len(_PROVIDER_SPECS) < 1024:
             _PROVIDER_SPECS[(operation, provider)] = spec
-            if operation == "chat":
-                _CHAT_SPECS[provider] = spec
     return spec
 
 
@@ -486,7 +522,8 @@ def _capture_request(recording: Recording, operation: str, model: Any, messages:
 
 
 def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
-    """LiteLLM's pre-call hook: on the caller's thread, or in a copy of its context.
+    """LiteLLM's pre-call hook (the logger's `log_pre_api_call` itself): on the caller's thread, or
+    in a copy of its context.
 
     A sync call that is not a stream is only noted here (so that `flush()` waits for it): LiteLLM
     reports its outcome in the caller's context (its success handler runs in a copy of it, its
@@ -500,7 +537,7 @@ def _on_start(model: Any, messages: Any, kwargs: Mapping[str, Any]) -> None:
         if type(key) is not str:
             return
         if call_type == "completion" and kwargs.get("stream") is not True:
-            noted = _PENDING._noted  # _PENDING.note(key), inline: every plain completion() runs this
+            noted = _NOTED  # _PENDING.note(key), inline: every plain completion() runs this
             noted[key] = True
             if len(noted) > _PENDING.max_items:
                 _PENDING.note(key)
@@ -532,28 +569,34 @@ def _error_of(kwargs: Mapping[str, Any], slo: Mapping[str, Any]) -> BaseExceptio
     return error
 
 
-def _on_end(kwargs: Mapping[str, Any], response: Any, failed: bool) -> None:
-    """LiteLLM's success or failure event, on whatever thread LiteLLM reports it."""
+def _on_end(kwargs: Mapping[str, Any], response_obj: Any, start_time: Any = None, end_time: Any = None,
+            failed: bool = False) -> None:
+    """LiteLLM's success or failure event, on whatever thread LiteLLM reports it. It is the logger's
+    `log_success_event` itself (LiteLLM's arguments, by keyword: no call in between)."""
     key = kwargs.get("litellm_call_id")
     if _ORPHANS._items:  # the usual case: none, and no call to make
         _ORPHANS.discard(key)
     if type(key) is not str:
-        _record_here(kwargs, response, failed, key)
+        _record_here(kwargs, response_obj, failed, key)
         return
-    building = _PENDING._building
+    building = _BUILDING
     building.append(None)  # waiting (for flush) from before the call leaves the started ones
     try:
-        if _PENDING.claim(key):  # a sync call that is not a stream, noted by the pre-call hook
+        if _NOTED.pop(key, False):  # a sync call that is not a stream, noted by the pre-call hook
+            taken = _TAKEN  # `_PENDING.claim(key)`, inline: every plain completion() runs this
+            taken[key] = None
+            if len(taken) > _PENDING.max_items:
+                _PENDING._trim(taken, None)
             if failed or not _record_chat(kwargs, key):
-                _record_here(kwargs, response, failed, key)
+                _record_here(kwargs, response_obj, failed, key)
             return
         value = _PENDING.take(key)
         if value is None or value is _REPEAT:  # not recorded, or recorded already
             return
         if isinstance(value, _Parked):
-            _record_parked(kwargs, response, failed, key, value)
+            _record_parked(kwargs, response_obj, failed, key, value)
         else:
-            _record_here(kwargs, response, failed, key)
+            _record_here(kwargs, response_obj, failed, key)
     except Exception as exc:  # noqa: BLE001 - fail open
         counters.COUNTERS.error("litellm_integration", exc)
     finally:
@@ -601,10 +644,10 @@ _NO_PRIVATE: dict[str, Any] = {}
 def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
     """Record a sync chat completion's success in one step, from the plain dicts of LiteLLM's
     standard logging payload, in a copy of the caller's context (where LiteLLM reports it): the
-    scope's decision, the request (`usual_draft` takes it as LiteLLM holds it) and the usual
-    response (one text choice, usage, ids, cost), as `Recording.request()` and `succeed()`
-    would record it. False, before anything is decided, for any other shape (tool calls, several
-    choices, no payload): the general way takes it. Every line here runs for every call."""
+    scope's decision, then the whole draft of the usual call (`_chat_draft`), else the draft's two
+    steps (`_chat_steps`), as `Recording.request()` and `succeed()` would record it. False, before
+    anything is decided, for any other shape (tool calls, several choices, no payload): the general
+    way takes it. Every line here runs for every call."""
     try:  # the usual payload read by subscripts; any other shape raises
         slo = kwargs["standard_logging_object"]
         payload = slo["response"]
@@ -624,7 +667,7 @@ def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
     if IN_DSPY_CALL.get() is not None:
         return True
     provider = kwargs.get("custom_llm_provider")
-    spec = _CHAT_SPECS.get(provider) or _spec("chat", provider if type(provider) is str else None)
+    spec, template = _CHATS.get(provider) or _chat(provider)
     frame = CURRENT.get()  # capture.decide(), inline: the one decision for this call
     eff = frame.eff
     if eff.gen != _STATE.gen:
@@ -638,6 +681,145 @@ def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
         if _capture_request(recording, "chat", kwargs.get("model"), kwargs.get("messages"), kwargs):
             _finish(recording, kwargs, slo, None, False, key)
         return True
+    draft = _chat_draft(spec, template, eff, kwargs, slo, payload, text, role, reason, started, ended, span, key)
+    if draft is not None:
+        eff.commit(draft)
+    else:
+        _chat_steps(spec, eff, kwargs, slo, payload, text, role, reason, started, ended, span, key)
+    return True
+
+
+# What `usual_draft` and `chat_outcome` count for the usual LiteLLM chat completion beside its
+# strings' chars, its params and its messages: the draft itself (`spec.base_bytes`, where the
+# provider is counted), the outputs list and its slot, the one choice and the headers of its role,
+# content and finish reason, finish_reason, response_id and response_model (a slot and a header
+# each; the model's header is in the base), cache_hit, metadata {"litellm_call_id": id} (its slot,
+# dict, item and header), and the usage's three token counts (a slot and an int each).
+_TOKEN_BYTES = DICT_PER_ITEM + SCALAR_SIZE
+_CHAT_BYTES = (LIST_OVERHEAD + DICT_PER_ITEM + CHOICE_BYTES + 3 * STR_HEADER
+               + 3 * (DICT_PER_ITEM + STR_HEADER) + DICT_PER_ITEM
+               + 2 * DICT_PER_ITEM + DICT_OVERHEAD + STR_HEADER + 3 * _TOKEN_BYTES)
+_USAGE_SLACK = USAGE_BYTES - 3 * _TOKEN_BYTES  # what `chat_outcome` keeps free for a usage's other counts
+
+
+def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs: Mapping[str, Any],
+                slo: Mapping[str, Any],
+                payload: Mapping[str, Any], text: str, role: str, reason: str | None, started: float,
+                ended: float, span: Any, key: str) -> dict[str, Any] | None:
+    """The whole draft of LiteLLM's usual chat completion in one dict: the draft `usual_draft` and
+    `chat_outcome` build together (the same fields, the same size), without their general steps.
+
+    None for any other call. The usual one: `model` a str and `messages` a list of {"role": str,
+    "content": str} each within the field limit; model parameters all scalars named in
+    COMMON_PARAMS; a response whose id, model, role and finish reason are short ASCII str and
+    whose text is at most 1024 chars (`chat_outcome` clips longer ones); three token counts; the
+    record within its limit. No string is scanned here: `record.seal` scans every string of a
+    record before anyone reads or exports it."""
+    try:
+        model = kwargs["model"]
+        messages = kwargs["messages"]
+        optional = kwargs["optional_params"]
+        response_id = payload["id"]
+        response_model = payload["model"]
+        usage = payload["usage"]
+        cost = slo["response_cost"]
+        cache_hit = slo["cache_hit"] is True  # LiteLLM reports None for a miss
+        api_base = slo["api_base"]
+        if (type(model) is not str or type(messages) is not list or type(optional) is not dict
+                or type(response_id) is not str or type(response_model) is not str or type(reason) is not str
+                or type(usage) is not dict or len(text) > 1024):
+            return None
+        # The three token counts, read here when they are all the usage holds (maybe beside both
+        # details as None: `extract.usage_fields`' shortcut), else by `usage_fields` below.
+        input_tokens = usage["prompt_tokens"]
+        output_tokens = usage["completion_tokens"]
+        total_tokens = usage["total_tokens"]
+        counts_only = (type(input_tokens) is int and type(output_tokens) is int and type(total_tokens) is int
+                       and (len(usage) == 3 or (len(usage) == 5 and usage.get("prompt_tokens_details", 0) is None
+                                                and usage.get("completion_tokens_details", 0) is None)))
+        # Each label within what `usual_draft` and `chat_outcome` keep (role and finish reason: 64
+        # chars, the call id: 128, the others: 256), all ASCII: a byte a char and a header each.
+        labels = model + role + reason + response_id + response_model + key
+        if len(role) + len(reason) > 64 or len(key) > META_LABEL_CHARS or len(labels) > LABEL_CHARS:
+            return None
+        if not labels.isascii():
+            return None
+        # The request: the allow-listed model parameters (`model_params`), each a usual one.
+        params = {}
+        for k, v in optional.items():
+            if v is not None and k in MODEL_PARAMS:
+                if k not in COMMON_PARAMS or type(v) not in SCALARS:
+                    return None
+                params[k] = v
+        size = (spec.base_bytes + _CHAT_BYTES + len(labels) + len(reason) + len(params) * PARAM_BYTES
+                + len(messages) * MESSAGE_BYTES + (len(text) if text.isascii() else _sizeof(text) - STR_HEADER))
+        pairs: list[str] = []
+        for m in messages:
+            if type(m) is not dict or len(m) != 2:
+                return None
+            m_role = m["role"]  # a KeyError: another key than these two
+            content = m["content"]
+            if type(m_role) is not str or type(content) is not str:
+                return None
+            pairs.append(m_role)
+            pairs.append(content)
+            size += len(m_role) + content.__sizeof__()  # as `usual_draft` counts it (see draft.SIZEOF_SHIFT)
+    except KeyError:
+        return None
+    # A content the field limit truncates (`usual_draft`'s check: the size bounds each content's length).
+    max_chars = eff.max_chars
+    if size > max_chars and max(map(len, pairs[1::2]), default=0) > max_chars:
+        return None
+    draft = template.copy()  # a copy of a dict is cheaper than a dict display of the same keys
+    draft["started"] = started
+    draft["duration"] = ended - started
+    draft["model"] = model
+    draft["_pairs"] = tuple(pairs)
+    draft["params"] = params
+    draft["output_text"] = text
+    draft["outputs"] = [{"index": 0, "role": role, "content": text, "finish_reason": reason}]
+    draft["finish_reason"] = reason
+    draft["response_id"] = response_id
+    draft["response_model"] = response_model
+    draft["cache_hit"] = cache_hit
+    draft["metadata"] = {"litellm_call_id": key}
+    if counts_only:
+        draft["input_tokens"] = input_tokens
+        draft["output_tokens"] = output_tokens
+        draft["total_tokens"] = total_tokens
+    else:  # details (cached, reasoning tokens): the draft's fields past the three counted above
+        n = len(draft)
+        usage_fields(usage, draft)
+        size += (len(draft) - n) * _TOKEN_BYTES
+    if type(cost) is float or type(cost) is int:
+        draft["cost"] = float(cost)
+        size += DICT_PER_ITEM + SCALAR_SIZE
+    else:  # no cost known: no field, as `chat_outcome` leaves it
+        del draft["cost"]
+    if api_base and type(api_base) is str:
+        address, port = _server(api_base)
+        if address:  # as `apply_fields` keeps and counts them
+            if not address.isascii() or len(address) > max_chars:
+                return None
+            draft["server_address"] = address
+            draft["server_port"] = port
+            size += 2 * DICT_PER_ITEM + len(address) + STR_HEADER + SCALAR_SIZE
+    if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
+        draft.update(eff.labels)
+        size += eff.labels_bytes
+    if span is not None:
+        draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
+    if size + _USAGE_SLACK > eff.record_limit:  # near the limit: `chat_outcome` truncates what does not fit
+        return None
+    draft["size_bytes"] = size + table_growth(draft)
+    return draft
+
+
+def _chat_steps(spec: CallSpec, eff: Effective, kwargs: Mapping[str, Any], slo: Mapping[str, Any],
+                payload: Mapping[str, Any], text: str, role: str, reason: str | None, started: float,
+                ended: float, span: Any, key: str) -> None:
+    """A chat completion `_chat_draft` does not take, recorded in the draft's two steps, which
+    handle every shape: `usual_draft` (or `start`) for the request, `chat_outcome` for the outcome."""
     model = kwargs.get("model")
     if type(model) is not str and not isinstance(model, str):  # as `_capture_request` hands it over
         model = None
@@ -645,7 +827,7 @@ def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
     params = model_params(kwargs.get("optional_params"))  # a dict made here: the record keeps it
     draft = usual_draft(spec, eff, args, params, started, span)
     if draft is None and (draft := start(eff, spec, FULL, args, params, started, span, False)) is None:
-        return True
+        return
     cost = slo.get("response_cost")
     api_base = slo.get("api_base")
     server = None
@@ -663,7 +845,6 @@ def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
         finish(draft, spec, eff, None, None, ended, rest)
     else:
         eff.commit(draft)
-    return True
 
 
 def _finish(recording: Recording, kwargs: Mapping[str, Any], slo: Mapping[str, Any], response: Any, failed: bool,
@@ -719,21 +900,20 @@ def _make_logger_class(litellm: Any) -> type:
             # LiteLLM de-duplicates loggers by class name and public attributes.
             self.historymw_instance = uuid.uuid4().hex
 
-        def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
-            _on_start(model, messages, kwargs)
-
-        def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-            _on_end(kwargs, response_obj, False)
+        # The hooks every plain completion() runs are the module's functions themselves, which
+        # take LiteLLM's arguments by the same names: no method call in between.
+        log_pre_api_call = staticmethod(_on_start)
+        log_success_event = staticmethod(_on_end)
 
         def log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
-            _on_end(kwargs, None, True)
+            _on_end(kwargs, None, failed=True)
 
         async def async_log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                                           end_time: Any) -> None:
-            _on_end(kwargs, response_obj, False)
+            _on_end(kwargs, response_obj)
 
         async def async_log_failure_event(self, kwargs: Any, response_obj: Any, start_time: Any,
                                           end_time: Any) -> None:
-            _on_end(kwargs, None, True)
+            _on_end(kwargs, None, failed=True)
 
     return HistorymwLogger
