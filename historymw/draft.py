@@ -76,6 +76,9 @@ COMMON_PARAMS = frozenset({
     "frequency_penalty", "presence_penalty", "stop", "timeout", "num_retries", "logprobs",
     "top_logprobs", "user", "parallel_tool_calls", "reasoning_effort", "cache", "rollout_id",
 })
+# What `usual_draft`'s loop over the params lets through at once: "stream" is read where it is met
+# (a rare param: no `"stream" in params` test for every other call).
+_NOT_STREAM = COMMON_PARAMS - {"stream"}
 
 # LMCall fields that extract=, call.output() and call.set() may set.
 SETTABLE_FIELDS = frozenset({
@@ -207,6 +210,9 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     """
     if not eff.content:
         return None
+    # A copy of a dict is cheaper than a dict display of the same keys. Made first, so that a
+    # "stream" param is set where the loop below meets it (a call that turns out unusual drops it).
+    draft = spec.draft.copy()
     try:
         if not args:  # both by name: the params are the other arguments (a KeyError: one is missing)
             params = kwargs.copy()
@@ -225,12 +231,16 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         if type(model) is not str or type(messages) is not list or (model_chars := len(model)) > LABEL_CHARS:
             return None
         for k in params:  # a loop: cheaper than set operations for the few params a call has
-            if k not in COMMON_PARAMS or type(params[k]) not in SCALARS:
+            if k not in _NOT_STREAM or type(params[k]) not in SCALARS:
+                if k == "stream" and type(params[k]) in SCALARS:
+                    draft["stream"] = params[k] is True
+                    continue
                 # By position beside model or messages by name (or twice): the params are the rest.
                 rest = _params_beside(kwargs) if args else None
                 if rest is None:
                     return None
                 params = rest
+                draft["stream"] = "stream" in rest and rest["stream"] is True
                 break
         pairs: list[str] = []
         # Each message counts its pair, its role's chars and its content's str; the model is an
@@ -256,14 +266,11 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
             return None
         if size > eff.record_limit:
             return None
-    draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
     draft["started"] = _now() if started is None else started
     draft["model"] = model
     draft["_pairs"] = tuple(pairs)
     draft["params"] = params
     draft["size_bytes"] = size
-    if "stream" in params and params["stream"] is True:
-        draft["stream"] = True
     if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
         draft.update(eff.labels)
         draft["size_bytes"] = size + eff.labels_bytes
