@@ -89,9 +89,17 @@ class RingBuffer(Sequence["LMCall"]):  # the model is defined when a record is f
                 counters.COUNTERS.drop("larger_than_ring")
                 return
             items.append(draft)
-            held = self._bytes + size
             if "session" in draft and self._sessions is not None:
-                held += self._sessions.add(draft, self.appended - self._dropped)
+                held = self._bytes + size + self._sessions.add(draft, self.appended - self._dropped)
+            elif len(items) > self.maxlen and not self._live:
+                # The steady state: one in, one out. Two sizes' difference is a small int as a rule
+                # (no int object made for it), and the byte bound seldom needs more evictions.
+                held = self._bytes + (size - items.popleft()["size_bytes"])
+                if held <= self.max_bytes:
+                    self._bytes = held
+                    return
+            else:
+                held = self._bytes + size
             if len(items) > self.maxlen or held > self.max_bytes:
                 if self._live:
                     held = self._evict(held)
