@@ -514,3 +514,14 @@ def test_a_call_litellm_reports_twice_is_still_one_record() -> None:
     hm_litellm._logger.log_success_event(*reports[0])  # the same call, reported again
     assert hm_litellm.flush(5.0)
     assert [(r.session, r.output_text) for r in records()] == [("once", "one")]
+
+
+def test_provider_caches_keep_no_long_provider_name() -> None:
+    """The per-provider caches are keyed by the provider LiteLLM reports (a custom provider can be any
+    string): a long name is not kept as a key, and the record's provider is clipped."""
+    long = "p" * 100_000
+    spec, _ = hm_litellm._chat(long)
+    assert spec.provider == long[:256]
+    assert long not in hm_litellm._CHATS
+    assert all(len(key[1]) <= 256 for key in hm_litellm._PROVIDER_SPECS if key[1] is not None)
+    assert hm_litellm._chat("openai")[0] is hm_litellm._CHATS["openai"][0]  # a usual name is cached

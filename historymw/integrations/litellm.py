@@ -460,7 +460,7 @@ def _chat(provider: Any) -> tuple[CallSpec, dict[str, Any]]:
     spec = _spec("chat", provider if type(provider) is str else None)
     template = dict.fromkeys(_CHAT_KEYS)
     template.update(provider=spec.provider, operation="chat", source="litellm", stream=False)
-    if len(_CHATS) < 1024:
+    if len(_CHATS) < 1024 and _cacheable(provider):
         _CHATS[provider] = (spec, template)
     return spec, template
 
@@ -471,9 +471,15 @@ def _spec(operation: str, provider: str | None) -> CallSpec:
     spec = _PROVIDER_SPECS.get((operation, provider))
     if spec is None:
         spec = CallSpec(_lm_call, provider, operation, "litellm", None)
-        if len(_PROVIDER_SPECS) < 1024:
+        if len(_PROVIDER_SPECS) < 1024 and _cacheable(provider):
             _PROVIDER_SPECS[(operation, provider)] = spec
     return spec
+
+
+def _cacheable(provider: Any) -> bool:
+    """A provider name the caches may keep as a key: 1,024 of them hold at most 256 KB. A longer
+    one (a custom provider string) gets its spec made for each call, as the record clips it."""
+    return provider is None or (type(provider) is str and len(provider) <= LABEL_CHARS)
 
 
 class _Parked:
