@@ -276,3 +276,26 @@ def test_uninstall_restores_plain_lists_with_what_the_views_showed() -> None:
     with dspy.context(lm=lm):
         prog(question="plain DSPy again")
     assert len(lm.history) == 2 and lm.history[-1]["response"] is not None
+
+
+def test_cache_hits_of_a_bare_prompt_show_as_dspy_shows_them() -> None:
+    """lm("...") answered from DSPy's cache takes the integration's quickest path: its entries in every
+    view, and inspect_history, are still DSPy's own (the prompt, no messages)."""
+    prompt = f"What is 2+2? A bare prompt, {id(object())}."  # DSPy's cache is shared by the two runs
+    lm = dspy.LM("openai/gpt-4o-mini", mock_response="four", cache=True, num_retries=0)
+    with hm.history(disable=True), dspy.context(disable_history=True):
+        lm(prompt)  # the miss that fills the cache: what follows is cache hits in both runs
+        lm(messages=[{"role": "user", "content": prompt}])
+
+    def run() -> Any:
+        for _ in range(2):
+            lm(prompt)
+            lm(messages=[{"role": "user", "content": prompt}])
+        # (the last 4 of lm.history: the LM is shared by both runs, DSPy's own list keeps the first run's)
+        return [comparable(list(v)[-4:]) for v in (base_lm.GLOBAL_HISTORY, lm.history)], printed(lm.inspect_history, 4)
+
+    plain, installed_ = plain_and_installed(run)
+    assert installed_ == plain
+    assert [e["prompt"] for e in installed_[0][1]] == [prompt, None] * 2
+    assert [e["usage"] for e in installed_[0][1]] == [{}] * 4  # cache hits
+    assert [(r.messages, r.cache_hit) for r in hm.recent(4)] == [([{"role": "user", "content": prompt}], True)] * 4

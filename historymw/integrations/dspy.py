@@ -313,6 +313,10 @@ def _wrap_aattempt(orig: Callable[..., Any]) -> Callable[..., Any]:
     return aattempt
 
 
+# The private data of a call made as lm("..."): DSPy's history entry has the prompt, no messages.
+_PROMPT_CALL = {"dspy_prompt": True}
+
+
 def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> Callable[..., Any]:
     # DSPy's finalize builds a history entry (uuid4, an isoformat timestamp, a kwargs copy,
     # a display copy of the messages) only to hand it to update_history, which is
@@ -368,6 +372,10 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
             model = lm.model
             legacy = call.legacy
             messages = call.messages
+            private = None
+            if not messages and type(legacy) is dict and type(call.prompt) is str:
+                messages = legacy.get("messages")  # lm("..."): DSPy rendered the prompt as one user message
+                private = _PROMPT_CALL
             if (type(outputs) is list and len(outputs) == 1 and type(outputs[0]) is str and not result.usage
                     and messages and type(legacy) is dict and type(model) is str and not mods and limit == 10000
                     and "system" not in call.kwargs and type(cost := result.cost) is not int):
@@ -395,10 +403,12 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
                 state[_DONE] = True
                 recording = _complete_chat(hit[0], state[_STARTED], state[_T0], hit[1], messages, params,
                                            [outputs[0]], reason, rid, result.response_model, cost, result.cache_hit,
-                                           None, "dspy_integration")  # the LM's id: in its spec's drafts
+                                           private, "dspy_integration")  # the LM's id: in its spec's drafts
                 # Else a scope that keeps only errors, or no content: begun, its request to capture.
                 if recording is not None and recording.request(hit[1], messages, params):
                     recording.note("dspy", hit[2]["dspy"])
+                    if private:
+                        recording.note("dspy_prompt", True)
                     if recording.keeps_success:
                         _succeed(recording, outputs, None, cost, response, result.response_model, result.cache_hit,
                                  None)
