@@ -17,8 +17,8 @@ import sys
 import time
 from typing import Any
 
-from . import counters, runtime
-from .capture import decide, finish, head, start
+from . import counters
+from .capture import decide, finish, start
 from .draft import CallSpec, chat_outcome, keep_private, parsed_outcome, text_outcome, usual_draft
 from .extract import usage_fields
 from .policy import FULL, SKIP, active_span_ids
@@ -27,7 +27,6 @@ from .scope import CURRENT
 _perf = time.perf_counter
 _now = time.time
 _modules = sys.modules
-_STATE = runtime.STATE
 
 
 class Recording:
@@ -119,12 +118,8 @@ class Recording:
         no content, gets a begun Recording back instead: go on with `request()` and `succeed()`.
         """
         try:
-            frame = CURRENT.get()  # decide(), inline: this is an integration's hot path
-            eff = frame.eff
-            if eff.gen != _STATE.gen:
-                eff = frame.refresh()
-            mode = eff.mode
-            if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+            eff, mode = decide()
+            if mode == SKIP:
                 return None
             span = active_span_ids() if "opentelemetry.trace" in _modules else None
             if mode != FULL or not eff.content:

@@ -29,8 +29,8 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from .. import counters, runtime
-from ..capture import finish, head, start
+from .. import counters
+from ..capture import decide, finish, start
 from ..draft import (
     CHOICE_BYTES,
     COMMON_PARAMS,
@@ -51,7 +51,6 @@ from ..extract import usage_fields
 from ..plain import DICT_OVERHEAD, DICT_PER_ITEM, LIST_OVERHEAD, SCALAR_SIZE
 from ..policy import FULL, SKIP, active_span_ids
 from ..recording import Recording
-from ..scope import CURRENT
 from ._common import IN_DSPY_CALL, MODEL_PARAMS, model_params
 
 if TYPE_CHECKING:
@@ -82,7 +81,6 @@ _logger: Any = None
 _monotonic = time.monotonic
 _modules = sys.modules
 _sizeof = sys.getsizeof
-_STATE = runtime.STATE
 
 
 class _Pending:
@@ -674,12 +672,8 @@ def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
         return True
     provider = kwargs.get("custom_llm_provider")
     spec, template = _CHATS.get(provider) or _chat(provider)
-    frame = CURRENT.get()  # capture.decide(), inline: the one decision for this call
-    eff = frame.eff
-    if eff.gen != _STATE.gen:
-        eff = frame.refresh()
-    mode = eff.mode
-    if mode != FULL and (mode == SKIP or (mode := head(eff)) == SKIP):
+    eff, mode = decide()  # the one decision for this call
+    if mode == SKIP:
         return True
     span = active_span_ids() if "opentelemetry.trace" in _modules else None
     if mode != FULL or not eff.content:  # errors only, or no content: the general way, decided
