@@ -506,6 +506,18 @@ def apply_fields(draft: dict[str, Any], fields: dict[str, Any], budget: Budget, 
             budget.take(scanned.used)
 
 
+def _put_private(draft: dict[str, Any], into: dict[str, Any], private: dict[str, Any]) -> int:
+    """Put each of `private` into `into` (the draft, or what will update it) under "_" + name, never
+    part of the record; the bytes of those the draft does not hold yet (each is counted once)."""
+    used = 0
+    for name, value in private.items():
+        key = "_" + name
+        if key not in draft:
+            used += held_bytes(value)
+        into[key] = value
+    return used
+
+
 def keep_private(draft: dict[str, Any], name: str, value: Any) -> None:
     """Keep `value` with the draft for historymw's own readers under "_" + name (never part of
     the record), counted in its size once."""
@@ -563,11 +575,7 @@ def parsed_outcome(draft: dict[str, Any], eff: Effective, duration: float, outpu
         taken.clear()
         used = 0
     if private:
-        for name, value in private.items():
-            key = "_" + name
-            if key not in draft:
-                used += held_bytes(value)
-            taken[key] = value
+        used += _put_private(draft, taken, private)
     taken["duration"] = duration
     draft.update(taken)
     draft["size_bytes"] += used + (table_growth(draft) if not rest else 0)  # else finish() adds it
@@ -704,11 +712,7 @@ def chat_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs
     if unusual or fields:
         rest = {**(unusual or {}), **(fields or {}), **(rest or {})}
     if private:
-        for name, value in private.items():
-            key = "_" + name
-            if key not in draft:
-                used += held_bytes(value)
-            draft[key] = value
+        used += _put_private(draft, draft, private)
     draft["duration"] = duration
     draft["size_bytes"] += used + (table_growth(draft) if rest is None else 0)  # else finish() adds it
     return rest
@@ -761,11 +765,7 @@ def text_outcome(draft: dict[str, Any], eff: Effective, duration: float, outputs
     draft["response_model"] = response_model
     draft["cache_hit"] = cache_hit
     if private:
-        for name, value in private.items():
-            key = "_" + name
-            if key not in draft:
-                used += held_bytes(value)
-            draft[key] = value
+        used += _put_private(draft, draft, private)
     draft["duration"] = duration
     # A draft with this many keys or fewer fits the table RECORD_BASE_BYTES counts (see table_growth).
     draft["size_bytes"] += used if len(draft) <= 18 else used + table_growth(draft)
