@@ -245,36 +245,14 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         # Each message counts its pair, its role's chars and its content's str; the model is an
         # ASCII name, as a rule. (The small terms first: a sum under 257 is a cached int, each
         # larger one a new int.)
-        size = model_chars + len(params) * PARAM_BYTES + (n := len(messages)) * MESSAGE_BYTES + spec.base_bytes
-        if n == 2:
-            # The commonest request (a system prompt and a user message): the loop below, unrolled,
-            # without its iterator, list, appends and tuple() (~540 instructions a call). The same checks.
-            m0, m1 = messages  # (a ValueError: another thread changed the list meanwhile)
-            if type(m0) is not dict or len(m0) != 2 or type(m1) is not dict or len(m1) != 2:
-                return None
-            r0 = m0["role"]
-            c0 = m0["content"]
-            r1 = m1["role"]
-            c1 = m1["content"]
-            if type(r0) is not str or type(c0) is not str or type(r1) is not str or type(c1) is not str:
-                return None
-            size += len(r0) + c0.__sizeof__() + len(r1) + c1.__sizeof__()
-            pairs: tuple[str, ...] | list[str] = (r0, c0, r1, c1)
-        else:
-            pairs = []
-            for m in messages:
-                if type(m) is not dict or len(m) != 2:
-                    return None
-                role = m["role"]  # a KeyError: another key than these two
-                content = m["content"]
-                if type(role) is not str or type(content) is not str:
-                    return None
-                pairs.append(role)  # two appends: cheaper than `pairs += role, content` (no tuple, no extend)
-                pairs.append(content)
-                size += len(role) + content.__sizeof__()  # (str_bytes(content) in one call: see SIZEOF_SHIFT)
-            pairs = tuple(pairs)
-    except (KeyError, ValueError):
+        size = model_chars + len(params) * PARAM_BYTES + len(messages) * MESSAGE_BYTES + spec.base_bytes
+    except KeyError:
         return None
+    read = message_pairs(messages)
+    if read is None:
+        return None
+    pairs, chars = read
+    size += chars
     if size > eff.draft_limit:  # (the smaller of the two limits below: one test for the usual call)
         # A content the slow path truncates: the size bounds each content's length (no generator
         # here: it would make `eff` a cell, made on every call).
@@ -296,6 +274,29 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     elif span is not None:
         draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
     return draft
+
+
+def message_pairs(messages: list[Any]) -> tuple[tuple[str, ...], int] | None:
+    """The usual messages, each {"role": str, "content": str}, as one flat (role, content, role,
+    content, ...) tuple, and what they add to a draft's size beside MESSAGE_BYTES each: each role's
+    chars and each content's str (`str_bytes` in one `__sizeof__()` call: see SIZEOF_SHIFT).
+    None for any other message. `usual_draft` and LiteLLM's one-step draft read messages through it."""
+    pairs: list[str] = []
+    size = 0
+    try:
+        for m in messages:
+            if type(m) is not dict or len(m) != 2:
+                return None
+            role = m["role"]  # a KeyError: another key than these two
+            content = m["content"]
+            if type(role) is not str or type(content) is not str:
+                return None
+            pairs.append(role)  # two appends: cheaper than `pairs += role, content` (no tuple, no extend)
+            pairs.append(content)
+            size += len(role) + content.__sizeof__()
+    except KeyError:
+        return None
+    return tuple(pairs), size
 
 
 def _params_beside(kwargs: dict[str, Any]) -> dict[str, Any] | None:

@@ -43,6 +43,7 @@ from ..draft import (
     USAGE_BYTES,
     CallSpec,
     chat_outcome,
+    message_pairs,
     table_growth,
     usual_draft,
 )
@@ -753,19 +754,13 @@ def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs
                 params[k] = v
         size = (spec.base_bytes + _CHAT_BYTES + len(labels) + len(reason) + len(params) * PARAM_BYTES
                 + len(messages) * MESSAGE_BYTES + (len(text) if text.isascii() else _sizeof(text) - STR_HEADER))
-        pairs: list[str] = []
-        for m in messages:
-            if type(m) is not dict or len(m) != 2:
-                return None
-            m_role = m["role"]  # a KeyError: another key than these two
-            content = m["content"]
-            if type(m_role) is not str or type(content) is not str:
-                return None
-            pairs.append(m_role)
-            pairs.append(content)
-            size += len(m_role) + content.__sizeof__()  # as `usual_draft` counts it (see draft.SIZEOF_SHIFT)
     except KeyError:
         return None
+    read = message_pairs(messages)  # as `usual_draft` reads and counts them
+    if read is None:
+        return None
+    pairs, chars = read
+    size += chars
     # A content the field limit truncates (`usual_draft`'s check: the size bounds each content's length).
     max_chars = eff.max_chars
     if size > max_chars and max(map(len, pairs[1::2]), default=0) > max_chars:
@@ -774,7 +769,7 @@ def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs
     draft["started"] = started
     draft["duration"] = ended - started
     draft["model"] = model
-    draft["_pairs"] = tuple(pairs)
+    draft["_pairs"] = pairs
     draft["params"] = params
     draft["output_text"] = text
     draft["outputs"] = [{"index": 0, "role": role, "content": text, "finish_reason": reason}]
