@@ -313,10 +313,6 @@ def _wrap_aattempt(orig: Callable[..., Any]) -> Callable[..., Any]:
     return aattempt
 
 
-# The private data of a call made as lm("..."): DSPy's history entry has the prompt, no messages.
-_PROMPT_CALL = {"dspy_prompt": True}
-
-
 def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> Callable[..., Any]:
     # DSPy's finalize builds a history entry (uuid4, an isoformat timestamp, a kwargs copy,
     # a display copy of the messages) only to hand it to update_history, which is
@@ -372,10 +368,9 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
             model = lm.model
             legacy = call.legacy
             messages = call.messages
-            private = None
-            if not messages and type(legacy) is dict and type(call.prompt) is str:
-                messages = legacy.get("messages")  # lm("..."): DSPy rendered the prompt as one user message
-                private = _PROMPT_CALL
+            prompt = not messages and type(legacy) is dict and type(call.prompt) is str
+            if prompt:  # lm("..."): DSPy rendered the prompt as one user message
+                messages = legacy.get("messages")
             if (type(outputs) is list and len(outputs) == 1 and type(outputs[0]) is str and not result.usage
                     and messages and type(legacy) is dict and type(model) is str and not mods and limit == 10000
                     and "system" not in call.kwargs and type(cost := result.cost) is not int):
@@ -401,13 +396,14 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
                                   else getattr(response, "finish_reason", None))
                         rid = getattr(response, "id", None)
                 state[_DONE] = True
-                recording = _complete_chat(hit[0], state[_STARTED], state[_T0], hit[1], messages, params,
-                                           [outputs[0]], reason, rid, result.response_model, cost, result.cache_hit,
-                                           private, "dspy_integration")  # the LM's id: in its spec's drafts
+                # The LM's id (and the mark of a prompt call): in its spec's drafts already.
+                recording = _complete_chat(hit[4] if prompt else hit[0], state[_STARTED], state[_T0], hit[1],
+                                           messages, params, [outputs[0]], reason, rid, result.response_model, cost,
+                                           result.cache_hit, None, "dspy_integration")
                 # Else a scope that keeps only errors, or no content: begun, its request to capture.
                 if recording is not None and recording.request(hit[1], messages, params):
-                    recording.note("dspy", hit[2]["dspy"])
-                    if private:
+                    recording.note("dspy", hit[2])
+                    if prompt:
                         recording.note("dspy_prompt", True)
                     if recording.keeps_success:
                         _succeed(recording, outputs, None, cost, response, result.response_model, result.cache_hit,
@@ -474,28 +470,35 @@ def _spec_of(model: Any) -> tuple[CallSpec, str | None]:
 
 
 # Per id(lm): the spec, the model's name and the private data of a record of that LM (its id,
-# for lm.history and lm.inspect_history), and the model str they were made for (an LM whose
-# model is set anew gets a new entry). The ids are compared by value only, so an LM made where
-# a collected one lived, with the same model, gets the same entry, rightly.
-_LM_SPECS: dict[int, tuple[CallSpec, str | None, dict[str, Any], str]] = {}
+# for lm.history and lm.inspect_history), the model str they were made for (an LM whose model
+# is set anew gets a new entry), and the spec of that LM's calls made as lm("..."). The ids are
+# compared by value only, so an LM made where a collected one lived, with the same model, gets
+# the same entry, rightly.
+_LM_SPECS: dict[int, tuple[CallSpec, str | None, tuple[int], str, CallSpec]] = {}
 
 
-def _lm_spec(lm_id: int, model: str) -> tuple[CallSpec, str | None, dict[str, Any], str]:
+def _lm_spec(lm_id: int, model: str) -> tuple[CallSpec, str | None, tuple[int], str, CallSpec]:
     provider, name = split_model(model)
     ids = (lm_id,)
-    # A spec of this LM's own: its usual drafts start with the LM's id in them, counted in the
-    # spec's base size as note() counts it, so a record of it costs no per-call step for it.
-    # Recording.complete_chat gives a draft made another way the same key; the private dict
-    # goes along for a recording begun otherwise (errors-only, no content). The tuple is
-    # immutable and the dict only read, so every record of this LM holds the same ones.
-    spec = CallSpec(_lm_call, provider, "chat", "dspy", None)
-    spec.draft["_dspy"] = ids
-    spec.base_bytes += held_bytes(ids)
-    hit = (spec, name, {"dspy": ids}, model)
+    hit = (_private_spec(provider, dspy=ids), name, ids, model,
+           _private_spec(provider, dspy=ids, dspy_prompt=True))
     if len(_LM_SPECS) >= 1024:  # LMs copied per call (optimizers): start over rather than grow
         _LM_SPECS.clear()
     _LM_SPECS[lm_id] = hit
     return hit
+
+
+def _private_spec(provider: str | None, **private: Any) -> CallSpec:
+    """A spec of one LM's own: its usual drafts start with `private` in them (the LM's id, and
+    for its calls made as lm("...") the mark that DSPy's entry has the prompt, no messages),
+    counted in the spec's base size as note() counts them, so a record costs no per-call step
+    for them. Recording.complete_chat gives a draft made another way the same keys. The values
+    are immutable, so every record of this LM holds the same ones."""
+    spec = CallSpec(_lm_call, provider, "chat", "dspy", None)
+    for key, value in private.items():
+        spec.draft["_" + key] = value
+        spec.base_bytes += held_bytes(value)
+    return spec
 
 
 def _begin(lm: Any, model: Any, messages: Any, params: dict[str, Any], system: Any,
