@@ -507,6 +507,50 @@ def test_the_text_outcome_leaves_a_record_over_its_limit_to_chat_outcome() -> No
     assert draft == before
 
 
+_MSGS = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 2+2?"}]
+
+
+@pytest.mark.parametrize("prompt", [False, True])
+@pytest.mark.parametrize(("messages", "outcome", "scope", "taken"), [
+    (_MSGS, ("4", *_LABELS, 1.5e-05, True), {}, True),
+    (_MSGS[1:], ("4", *_LABELS, None, False), {}, True),
+    (_MSGS, ("4", *_LABELS, 1.5e-05, True), {"session": "s-1", "tags": {"feature": "qa"}}, True),
+    ([{"role": "user", "content": "x" * 5000}], ("4", *_LABELS, 1.5e-05, True), {}, True),
+    ([{"role": "user", "content": "x" * 100_000}], ("4", *_LABELS, 1.5e-05, True), {}, False),  # cut
+    (_MSGS, ("é", *_LABELS, 1.5e-05, True), {}, False),  # not ASCII: its size is asked
+    (_MSGS, ("4" * 1025, *_LABELS, 1.5e-05, True), {}, False),  # clip() may change it
+    (_MSGS, ("4", "stop", None, "gpt-4o-mini", 1.5e-05, True), {}, False),  # a label missing
+    (_MSGS, ("4", "stop", "chatcmpl-1", "m" * 300, 1.5e-05, True), {}, False),  # a label cut
+    (_MSGS, ("4", *_LABELS, 1, True), {}, False),  # an int cost
+    ([{"role": "user", "content": ["a part"]}], ("4", *_LABELS, 1.5e-05, True), {}, False),
+])
+def test_the_one_step_cache_hit_draft_is_the_two_steps_draft(messages: list[Any], outcome: tuple[Any, ...],
+                                                             scope: dict[str, Any], taken: bool,
+                                                             prompt: bool) -> None:
+    # DSPy's usual cache hit is drafted in one dict (`_text_draft`); the general way drafts it in
+    # two steps, `usual_draft` then `text_outcome`: the same fields, the same size. Any other call
+    # it leaves to `Recording.complete_chat`.
+    from historymw.capture import effective_now
+    from historymw.draft import text_outcome, usual_draft
+
+    with hm.history(**scope):
+        eff = effective_now()
+    hit = hm_dspy._lm_spec(12345, "openai/gpt-4o-mini")
+    spec = hit[4] if prompt else hit[0]
+    params = {"temperature": 0.0, "max_tokens": 4000}
+    state = [1.7e9, time.perf_counter(), None, False]
+    text, *fields = outcome
+    one_step = hm_dspy._text_draft(spec, eff, "gpt-4o-mini", messages, dict(params), state, text, *fields)
+    assert (one_step is not None) is taken
+    if one_step is None:
+        return
+    two_steps = usual_draft(spec, eff, ("gpt-4o-mini", messages), dict(params), state[0], None)
+    assert two_steps is not None
+    assert text_outcome(two_steps, eff, one_step["duration"], [text], *fields)
+    assert one_step == two_steps
+    assert one_step["_dspy_prompt"] is True if prompt else "_dspy_prompt" not in one_step
+
+
 def test_dspys_deprecation_warnings_still_point_at_the_callers_line() -> None:
     # DSPy attributes its warnings to the first frame outside its own modules; were that
     # historymw's wrapper, Python's default filters would hide them from a user's script.

@@ -35,9 +35,22 @@ from collections.abc import Callable
 from typing import Any, TextIO
 
 from .. import counters
-from ..draft import CallSpec, held_bytes
+from ..draft import (
+    COMMON_PARAMS,
+    COST_BYTES,
+    LABEL_CHARS,
+    MESSAGE_BYTES,
+    PARAM_BYTES,
+    SCALARS,
+    TEXT_BYTES,
+    CallSpec,
+    held_bytes,
+    message_pairs,
+    table_growth,
+)
 from ..errors import require
 from ..extract import usage_fields
+from ..policy import FULL, active_span_ids
 from ..record import LMCall
 from ..recording import Recording
 from ..scope import CURRENT
@@ -55,6 +68,7 @@ def _lm_call(model: Any, messages: Any, **params: Any) -> None:
 _MISSING = object()
 _perf = time.perf_counter
 _now = time.time
+_imported = sys.modules
 
 _lock = threading.Lock()
 # (owner, attribute, what owner.__dict__ held before) for every patch in place.
@@ -378,9 +392,12 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
                 if hit is None or hit[3] is not model:
                     hit = _lm_spec(id(lm), model)
                 params = {}  # model_params(legacy), inline: DSPy merged the LM's and the call's
+                usual = True  # each a scalar `usual_draft` takes as it is
                 for name, value in legacy.items():  # (a few keys: cheaper than a set intersection)
                     if value is not None and name in MODEL_PARAMS:
                         params[name] = value
+                        if name not in _USUAL_PARAMS or type(value) not in SCALARS:
+                            usual = False
                 response = result.raw
                 if response is None:  # lm15 Responses
                     response = result.responses
@@ -397,9 +414,16 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
                         rid = getattr(response, "id", None)
                 state[_DONE] = True
                 # The LM's id (and the mark of a prompt call): in its spec's drafts already.
-                recording = _complete_chat(hit[4] if prompt else hit[0], state[_STARTED], state[_T0], hit[1],
-                                           messages, params, [outputs[0]], reason, rid, result.response_model, cost,
-                                           result.cache_hit, None, "dspy_integration")
+                spec = hit[4] if prompt else hit[0]
+                if usual and (eff := _current().eff).mode == FULL:  # the scope's decision, made and in force
+                    draft = _text_draft(spec, eff, hit[1], messages, params, state, outputs[0], reason, rid,
+                                        result.response_model, cost, result.cache_hit)
+                    if draft is not None:
+                        eff.commit(draft)
+                        return outputs
+                recording = _complete_chat(spec, state[_STARTED], state[_T0], hit[1], messages, params,
+                                           [outputs[0]], reason, rid, result.response_model, cost, result.cache_hit,
+                                           None, "dspy_integration")
                 # Else a scope that keeps only errors, or no content: begun, its request to capture.
                 if recording is not None and recording.request(hit[1], messages, params):
                     recording.note("dspy", hit[2])
@@ -417,6 +441,73 @@ def _wrap_finalize(orig: Callable[..., Any], kinds: tuple[Any, Any] | None) -> C
         _record_result(lm, call, result, state, mods, limit)
         return outputs
     return finalize
+
+
+_USUAL_PARAMS = COMMON_PARAMS - {"stream"}  # a "stream" param goes the general way (usual_draft reads it)
+_current = CURRENT.get
+
+
+def _text_draft(spec: CallSpec, eff: Any, model: Any, messages: Any, params: dict[str, Any], state: list[Any],
+                text: Any, reason: Any, rid: Any, response_model: Any, cost: Any,
+                cache_hit: Any) -> dict[str, Any] | None:
+    """The whole draft of DSPy's usual cache hit in one dict: the draft `usual_draft` and
+    `text_outcome` build together (the same fields, the same size: tests/test_dspy.py compares
+    them), without their general steps; None for any other call, which `Recording.complete_chat`
+    takes. `params`: scalars named in COMMON_PARAMS but "stream" (the caller checked); `eff`: a
+    scope whose decision is FULL. The usual call: `model` a str within LABEL_CHARS, the usual
+    messages (`message_pairs`) within the field limit, one output text of at most 1024 chars and
+    all three labels (finish_reason within 64 chars, the others LABEL_CHARS), all ASCII, `cost` a
+    float or None, `cache_hit` a bool, content captured, the record within its limit. No string
+    is scanned here: `record.seal` scans every string of a record before anyone reads it."""
+    if (not eff.content or type(model) is not str or type(text) is not str or type(reason) is not str
+            or type(rid) is not str or type(response_model) is not str or type(cache_hit) is not bool):
+        return None
+    chars = len(text)
+    model_chars = len(model)
+    reason_chars = len(reason)
+    id_chars = len(rid)
+    label_chars = len(response_model)
+    if (chars > 1024 or reason_chars > 64 or model_chars > LABEL_CHARS or id_chars > LABEL_CHARS
+            or label_chars > LABEL_CHARS or not (text.isascii() and reason.isascii() and rid.isascii()
+                                                 and response_model.isascii())):
+        return None
+    read = message_pairs(messages)
+    if read is None:
+        return None
+    pairs, size = read
+    size += model_chars + len(params) * PARAM_BYTES + len(messages) * MESSAGE_BYTES + spec.base_bytes
+    if size > eff.draft_limit:  # `usual_draft`'s check: a content the field limit truncates, a record too big
+        if size > eff.max_chars and max(map(len, pairs[1::2]), default=0) > eff.max_chars:
+            return None
+        if size > eff.record_limit:
+            return None
+    size += TEXT_BYTES + chars + reason_chars + id_chars + label_chars  # what `text_outcome` counts
+    draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
+    if cost is not None:
+        if type(cost) is not float:
+            return None
+        size += COST_BYTES
+        draft["cost"] = cost
+    if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
+        draft.update(eff.labels)
+        size += eff.labels_bytes
+    if size > eff.record_limit:  # `text_outcome` leaves it to chat_outcome, which cuts
+        return None
+    if "opentelemetry.trace" in _imported and (span := active_span_ids()) is not None:
+        draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
+    draft["started"] = state[_STARTED]
+    draft["model"] = model
+    draft["_pairs"] = pairs
+    draft["params"] = params
+    draft["outputs"] = [text]
+    draft["output_text"] = text
+    draft["finish_reason"] = reason
+    draft["response_id"] = rid
+    draft["response_model"] = response_model
+    draft["cache_hit"] = cache_hit
+    draft["duration"] = _perf() - state[_T0]
+    draft["size_bytes"] = size if len(draft) <= 18 else size + table_growth(draft)
+    return draft
 
 
 def _in_context(ov: dict[str, Any], config: dict[str, Any]) -> tuple[Any, Any, Any]:
