@@ -52,7 +52,7 @@ from typing import Any
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import _common
-from hot_path import MESSAGES, dspy_history
+from hot_path import MESSAGES, PROMPT, dspy_history
 from hot_path import bare as _bare
 
 Setup = Callable[[], tuple[Callable[[], Any], Callable[[], Any] | None]]
@@ -126,7 +126,10 @@ def dspy_history_path() -> tuple[Callable[[], Any], None]:
 # -- scenarios: a cache-hit dspy.LM call ---------------------------------------------------------
 
 
-def _dspy_lm(history: bool, install: bool) -> tuple[Callable[[], Any], None]:
+def _dspy_lm(history: bool, install: bool, prompt: bool = False) -> tuple[Callable[[], Any], None]:
+    """Two short messages, `lm(messages=[system, user])`; with `prompt`, benchmarks/peers.py's call:
+    `lm(PROMPT)`, one ~4 KB prompt string (hot_path's PROMPT, which peers.py makes the same way),
+    which DSPy renders as one user message."""
     os.environ["DSPY_CACHEDIR"] = tempfile.mkdtemp(prefix="historymw-instructions-")
     import dspy
     from dspy.clients import base_lm
@@ -136,14 +139,15 @@ def _dspy_lm(history: bool, install: bool) -> tuple[Callable[[], Any], None]:
 
         hm_dspy.install()
     dspy.configure(disable_history=not history)
-    lm = dspy.LM("openai/gpt-4o-mini", mock_response="4", cache=True, num_retries=0)
+    lm = dspy.LM("openai/gpt-4o-mini", mock_response="Paris." if prompt else "4", cache=True, num_retries=0)
     messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "What is 2+2?"}]
-    lm(messages=messages)  # the miss that fills the cache: every counted call is a hit
+    call = (lambda: lm(PROMPT)) if prompt else (lambda: lm(messages=messages))
+    call()  # the miss that fills the cache: every counted call is a hit
     if history and not install:  # DSPy as shipped in a long-running program: its lists are full
         filler = lm.history[-1]
         base_lm.GLOBAL_HISTORY[:] = [filler] * base_lm.MAX_HISTORY_SIZE
         lm.history[:] = [filler] * base_lm.MAX_HISTORY_SIZE
-    return (lambda: lm(messages=messages)), None
+    return call, None
 
 
 def dspy_off() -> tuple[Callable[[], Any], None]:
@@ -156,6 +160,18 @@ def dspy_shipped() -> tuple[Callable[[], Any], None]:
 
 def dspy_historymw() -> tuple[Callable[[], Any], None]:
     return _dspy_lm(history=True, install=True)
+
+
+def dspy_prompt_off() -> tuple[Callable[[], Any], None]:
+    return _dspy_lm(history=False, install=False, prompt=True)
+
+
+def dspy_prompt_shipped() -> tuple[Callable[[], Any], None]:
+    return _dspy_lm(history=True, install=False, prompt=True)
+
+
+def dspy_prompt_historymw() -> tuple[Callable[[], Any], None]:
+    return _dspy_lm(history=True, install=True, prompt=True)
 
 
 # -- scenarios: litellm.completion(mock_response=...) --------------------------------------------
@@ -262,6 +278,9 @@ SCENARIOS: list[tuple[str, str, str | None, str]] = [
     ("dspy_off", "dspy", None, "cache-hit dspy.LM call, disable_history=True"),
     ("dspy_shipped", "dspy", "dspy_off", "cache-hit dspy.LM call, DSPy's history (lists full)"),
     ("dspy_historymw", "dspy", "dspy_off", "cache-hit dspy.LM call, historymw dspy.install()"),
+    ("dspy_prompt_off", "dspy", None, "cache-hit lm(4 KB prompt), disable_history=True"),
+    ("dspy_prompt_shipped", "dspy", "dspy_prompt_off", "cache-hit lm(4 KB prompt), DSPy's history (lists full)"),
+    ("dspy_prompt_historymw", "dspy", "dspy_prompt_off", "cache-hit lm(4 KB prompt), historymw dspy.install()"),
     ("litellm_bare", "litellm", None, "litellm.completion(mock_response=...), no callback"),
     ("litellm_custom_logger", "litellm", "litellm_bare", "+ an empty LiteLLM CustomLogger"),
     ("litellm_historymw", "litellm", "litellm_bare", "+ historymw litellm.install() (ring)"),
