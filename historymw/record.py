@@ -167,6 +167,9 @@ def seal(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True)
 def seal_held(draft: dict[str, Any], redactor: Any = None, scan_content: bool = True) -> dict[str, Any]:
     """`seal` for a caller that holds `sealing()`."""
     if not draft.get("_sealed"):
+        fill = draft.pop("_fill", None)  # fields a hot path left to set here: (function, its data)
+        if fill is not None:
+            fill[0](draft, fill[1])
         if "id" not in draft:
             draft["id"] = new_id(draft.get("started", 0.0))
         pairs = draft.pop("_pairs", None)  # capture.start's flat (role, content, ...) tuple

@@ -520,7 +520,7 @@ def test_provider_caches_keep_no_long_provider_name() -> None:
     """The per-provider caches are keyed by the provider LiteLLM reports (a custom provider can be any
     string): a long name is not kept as a key, and the record's provider is clipped."""
     long = "p" * 100_000
-    spec, _ = hm_litellm._chat(long)
+    spec = hm_litellm._chat(long)[0]
     assert spec.provider == long[:256]
     assert long not in hm_litellm._CHATS
     assert all(len(key[1]) <= 256 for key in hm_litellm._PROVIDER_SPECS if key[1] is not None)

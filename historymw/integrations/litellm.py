@@ -448,20 +448,26 @@ _PROVIDER_SPECS: dict[tuple[str, str], CallSpec] = {}  # (operation, provider): 
 
 
 # provider -> (its chat spec, the draft `_chat_draft` copies: every key of LiteLLM's usual chat
-# draft, in order, the constant ones filled in), for `_record_chat`: one lookup, no key to build.
-_CHATS: dict[Any, tuple[CallSpec, dict[str, Any]]] = {}
+# draft, in order, the constant ones filled in, and the bytes every such draft counts: see `_chat`),
+# for `_record_chat`: one lookup, no key to build.
+_CHATS: dict[Any, tuple[CallSpec, dict[str, Any], int]] = {}
 _CHAT_KEYS = ("started", "duration", "provider", "model", "operation", "source", "_pairs", "params", "size_bytes",
               "output_text", "stream", "outputs", "finish_reason", "response_id", "response_model", "cost",
               "cache_hit", "metadata", "input_tokens", "output_tokens", "total_tokens")
 
 
-def _chat(provider: Any) -> tuple[CallSpec, dict[str, Any]]:
+def _chat(provider: Any) -> tuple[CallSpec, dict[str, Any], int]:
     spec = _spec("chat", provider if type(provider) is str else None)
     template = dict.fromkeys(_CHAT_KEYS)
     template.update(provider=spec.provider, operation="chat", source="litellm", stream=False)
+    # What every usual chat draft counts beside its strings, params and messages: the draft's base
+    # (its provider), `_CHAT_BYTES`, and its table's growth past RECORD_BASE_BYTES' 21 keys
+    # (`table_growth`), the same for all: the template's 21 keys and at most ten more (server 2,
+    # labels 2, span 3, usage details 3), or one fewer (no cost).
+    chat = (spec, template, spec.base_bytes + _CHAT_BYTES + table_growth(template))
     if len(_CHATS) < 1024 and _cacheable(provider):
-        _CHATS[provider] = (spec, template)
-    return spec, template
+        _CHATS[provider] = chat
+    return chat
 
 
 def _spec(operation: str, provider: str | None) -> CallSpec:
@@ -672,7 +678,7 @@ def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
     if IN_DSPY_CALL.get() is not None:
         return True
     provider = kwargs.get("custom_llm_provider")
-    spec, template = _CHATS.get(provider) or _chat(provider)
+    spec, template, base = _CHATS.get(provider) or _chat(provider)
     eff, mode = decide()  # the one decision for this call
     if mode == SKIP:
         return True
@@ -682,7 +688,7 @@ def _record_chat(kwargs: Mapping[str, Any], key: str) -> bool:
         if _capture_request(recording, "chat", kwargs.get("model"), kwargs.get("messages"), kwargs):
             _finish(recording, kwargs, slo, None, False, key)
         return True
-    draft = _chat_draft(spec, template, eff, kwargs, slo, payload, text, role, reason, started, ended, span, key)
+    draft = _chat_draft(base, template, eff, kwargs, slo, payload, text, role, reason, started, ended, span, key)
     if draft is not None:
         eff.commit(draft)
     else:
@@ -703,7 +709,7 @@ _CHAT_BYTES = (LIST_OVERHEAD + DICT_PER_ITEM + CHOICE_BYTES + 3 * STR_HEADER
 _USAGE_SLACK = USAGE_BYTES - 3 * _TOKEN_BYTES  # what `chat_outcome` keeps free for a usage's other counts
 
 
-def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs: Mapping[str, Any],
+def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Mapping[str, Any],
                 slo: Mapping[str, Any],
                 payload: Mapping[str, Any], text: str, role: str, reason: str | None, started: float,
                 ended: float, span: Any, key: str) -> dict[str, Any] | None:
@@ -735,9 +741,10 @@ def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs
         input_tokens = usage["prompt_tokens"]
         output_tokens = usage["completion_tokens"]
         total_tokens = usage["total_tokens"]
+        n = len(usage)
         counts_only = (type(input_tokens) is int and type(output_tokens) is int and type(total_tokens) is int
-                       and (len(usage) == 3 or (len(usage) == 5 and usage.get("prompt_tokens_details", 0) is None
-                                                and usage.get("completion_tokens_details", 0) is None)))
+                       and (n == 3 or (n == 5 and usage["prompt_tokens_details"] is None
+                                       and usage["completion_tokens_details"] is None)))
         # Each label within what `usual_draft` and `chat_outcome` keep (role and finish reason: 64
         # chars, the call id: 128, the others: 256), all ASCII: a byte a char and a header each.
         labels = model + role + reason + response_id + response_model + key
@@ -752,7 +759,7 @@ def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs
                 if k not in COMMON_PARAMS or type(v) not in SCALARS:
                     return None
                 params[k] = v
-        size = (spec.base_bytes + _CHAT_BYTES + len(labels) + len(reason) + len(params) * PARAM_BYTES
+        size = (base + len(labels) + len(reason) + len(params) * PARAM_BYTES
                 + len(messages) * MESSAGE_BYTES + (len(text) if text.isascii() else _sizeof(text) - STR_HEADER))
     except KeyError:
         return None
@@ -771,26 +778,26 @@ def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs
     draft["model"] = model
     draft["_pairs"] = pairs
     draft["params"] = params
-    draft["output_text"] = text
-    draft["outputs"] = [{"index": 0, "role": role, "content": text, "finish_reason": reason}]
-    draft["finish_reason"] = reason
-    draft["response_id"] = response_id
-    draft["response_model"] = response_model
-    draft["cache_hit"] = cache_hit
-    draft["metadata"] = {"litellm_call_id": key}
-    if counts_only:
-        draft["input_tokens"] = input_tokens
-        draft["output_tokens"] = output_tokens
-        draft["total_tokens"] = total_tokens
-    else:  # details (cached, reasoning tokens): the draft's fields past the three counted above
-        n = len(draft)
-        usage_fields(usage, draft)
-        size += (len(draft) - n) * _TOKEN_BYTES
     if type(cost) is float or type(cost) is int:
-        draft["cost"] = float(cost)
+        cost = float(cost)
         size += DICT_PER_ITEM + SCALAR_SIZE
     else:  # no cost known: no field, as `chat_outcome` leaves it
+        cost = None
         del draft["cost"]
+    outcome = (text, role, reason, response_id, response_model, cache_hit, key, input_tokens, output_tokens,
+               total_tokens, cost)
+    scope_labels = eff.labels  # session and tags of the enclosing history(...) scopes
+    rt = eff.runtime
+    if counts_only and scope_labels is None and rt is not None and rt._ring_only:
+        # Only the ring holds the draft: the outcome's fields are set when the record is sealed (when
+        # first read), in the keys the template holds for them: `record.seal` calls `_fill_chat`.
+        draft["_fill"] = (_fill_chat, outcome)
+    else:  # read before sealing (by export pipelines, the session table): set now
+        _fill_chat(draft, outcome)
+        if not counts_only:  # details (cached, reasoning tokens): the draft's fields past the three counted
+            n = len(draft)
+            usage_fields(usage, draft)
+            size += (len(draft) - n) * _TOKEN_BYTES
     if api_base and type(api_base) is str:
         address, port = _server(api_base)
         if address:  # as `apply_fields` keeps and counts them
@@ -799,15 +806,33 @@ def _chat_draft(spec: CallSpec, template: dict[str, Any], eff: Effective, kwargs
             draft["server_address"] = address
             draft["server_port"] = port
             size += 2 * DICT_PER_ITEM + len(address) + STR_HEADER + SCALAR_SIZE
-    if eff.labels is not None:  # session and tags of the enclosing history(...) scopes
-        draft.update(eff.labels)
+    if scope_labels is not None:
+        draft.update(scope_labels)
         size += eff.labels_bytes
     if span is not None:
         draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
     if size + _USAGE_SLACK > eff.record_limit:  # near the limit: `chat_outcome` truncates what does not fit
         return None
-    draft["size_bytes"] = size + table_growth(draft)
+    draft["size_bytes"] = size
     return draft
+
+
+def _fill_chat(draft: dict[str, Any], outcome: tuple[Any, ...]) -> None:
+    """Set the outcome fields of a `_chat_draft` draft, in the keys its template holds for them."""
+    text, role, reason, response_id, response_model, cache_hit, key, input_tokens, output_tokens, total_tokens, \
+        cost = outcome
+    draft["output_text"] = text
+    draft["outputs"] = [{"index": 0, "role": role, "content": text, "finish_reason": reason}]
+    draft["finish_reason"] = reason
+    draft["response_id"] = response_id
+    draft["response_model"] = response_model
+    draft["cache_hit"] = cache_hit
+    draft["metadata"] = {"litellm_call_id": key}
+    draft["input_tokens"] = input_tokens
+    draft["output_tokens"] = output_tokens
+    draft["total_tokens"] = total_tokens
+    if cost is not None:
+        draft["cost"] = cost
 
 
 def _chat_steps(spec: CallSpec, eff: Effective, kwargs: Mapping[str, Any], slo: Mapping[str, Any],
