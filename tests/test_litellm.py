@@ -139,6 +139,26 @@ def test_a_plain_completion_built_in_one_step_is_the_record_the_general_way_buil
         assert first.server_address == "127.0.0.1" and first.cache_read_input_tokens == 0
 
 
+def test_a_plain_completion_only_the_ring_holds_gets_its_fields_when_sealed(tmp_path: Any) -> None:
+    # Ring only: the one-step draft holds its size and the fields `record.seal` sets (`_fill_chat`).
+    # With an export pipeline they are set at once. Either way the same record, the same size.
+    call: dict[str, Any] = {"model": "gpt-4o-mini", "messages": MSGS, "mock_response": "Paris.", "temperature": 0.2}
+    completion(**call)
+    settle()
+    (draft,) = hm.ring().drafts()
+    assert draft.keys() == {"size_bytes", "_fill"} and draft["_fill"][0] is hm_litellm._fill_chat
+    (only_ring,) = records()
+    assert draft.keys() >= {"messages", "outputs", "cost", "id"} and "_fill" not in draft  # sealed when read
+    hm.configure(backends=["ring", "sql"], sql_url=f"sqlite:///{tmp_path / 'h.db'}")
+    completion(**call)
+    settle()
+    (draft,) = hm.ring().drafts()
+    assert "_fill" not in draft and draft["output_text"] == "Paris."
+    (exported,) = records()
+    assert _comparable(only_ring) == _comparable(exported)
+    assert only_ring.size_bytes == exported.size_bytes and only_ring.cost == exported.cost
+
+
 def test_a_chat_loop_extending_its_messages_records_each_request_as_sent() -> None:
     # The request is copied when LiteLLM reports the outcome, on its logging thread,
     # possibly after the caller has already appended the reply to its list.

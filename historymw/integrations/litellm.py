@@ -447,13 +447,13 @@ _SPECS = {op: CallSpec(_lm_call, None, op, "litellm", None) for op in set(_OPERA
 _PROVIDER_SPECS: dict[tuple[str, str], CallSpec] = {}  # (operation, provider): the provider is the spec's
 
 
-# provider -> (its chat spec, the draft `_chat_draft` copies: every key of LiteLLM's usual chat
-# draft, in order, the constant ones filled in, and the bytes every such draft counts: see `_chat`),
-# for `_record_chat`: one lookup, no key to build.
+# provider -> (its chat spec, the template `_fill_chat` copies into a draft: every key of LiteLLM's
+# usual chat draft but its size, in order, the constant ones filled in, and the bytes every such
+# draft counts: see `_chat`), for `_record_chat`: one lookup, no key to build.
 _CHATS: dict[Any, tuple[CallSpec, dict[str, Any], int]] = {}
-_CHAT_KEYS = ("started", "duration", "provider", "model", "operation", "source", "_pairs", "params", "size_bytes",
-              "output_text", "stream", "outputs", "finish_reason", "response_id", "response_model", "cost",
-              "cache_hit", "metadata", "input_tokens", "output_tokens", "total_tokens")
+_CHAT_KEYS = ("started", "duration", "provider", "model", "operation", "source", "_pairs", "params", "output_text",
+              "stream", "outputs", "finish_reason", "response_id", "response_model", "cost", "cache_hit", "metadata",
+              "input_tokens", "output_tokens", "total_tokens")
 
 
 def _chat(provider: Any) -> tuple[CallSpec, dict[str, Any], int]:
@@ -462,8 +462,8 @@ def _chat(provider: Any) -> tuple[CallSpec, dict[str, Any], int]:
     template.update(provider=spec.provider, operation="chat", source="litellm", stream=False)
     # What every usual chat draft counts beside its strings, params and messages: the draft's base
     # (its provider), `_CHAT_BYTES`, and its table's growth past RECORD_BASE_BYTES' 21 keys
-    # (`table_growth`), the same for all: the template's 21 keys and at most ten more (server 2,
-    # labels 2, span 3, usage details 3), or one fewer (no cost).
+    # (`table_growth`), the same for all: the template's 20 keys and size_bytes, and at most ten
+    # more (server 2, labels 2, span 3, usage details 3), or one fewer (no cost).
     chat = (spec, template, spec.base_bytes + _CHAT_BYTES + table_growth(template))
     if len(_CHATS) < 1024 and _cacheable(provider):
         _CHATS[provider] = chat
@@ -721,7 +721,8 @@ def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Map
     COMMON_PARAMS; a response whose id, model, role and finish reason are short ASCII str and
     whose text is at most 1024 chars (`chat_outcome` clips longer ones); three token counts; the
     record within its limit. No string is scanned here: `record.seal` scans every string of a
-    record before anyone reads or exports it."""
+    record before anyone reads or exports it. When only the ring holds the draft, its fields are set
+    when it is sealed (`_fill_chat`): the hot path builds a dict of two keys, not of twenty-odd."""
     try:
         model = kwargs["model"]
         messages = kwargs["messages"]
@@ -747,7 +748,7 @@ def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Map
                                        and usage["completion_tokens_details"] is None)))
         # Each label within what `usual_draft` and `chat_outcome` keep (role and finish reason: 64
         # chars, the call id: 128, the others: 256), all ASCII: a byte a char and a header each.
-        labels = model + role + reason + response_id + response_model + key
+        labels = "".join((model, role, reason, response_id, response_model, key))
         if len(role) + len(reason) > 64 or len(key) > META_LABEL_CHARS or len(labels) > LABEL_CHARS:
             return None
         if not labels.isascii():
@@ -772,55 +773,57 @@ def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Map
     max_chars = eff.max_chars
     if size > max_chars and max(map(len, pairs[1::2]), default=0) > max_chars:
         return None
-    draft = template.copy()  # a copy of a dict is cheaper than a dict display of the same keys
-    draft["started"] = started
-    draft["duration"] = ended - started
-    draft["model"] = model
-    draft["_pairs"] = pairs
-    draft["params"] = params
     if type(cost) is float or type(cost) is int:
         cost = float(cost)
         size += DICT_PER_ITEM + SCALAR_SIZE
     else:  # no cost known: no field, as `chat_outcome` leaves it
         cost = None
-        del draft["cost"]
-    outcome = (text, role, reason, response_id, response_model, cache_hit, key, input_tokens, output_tokens,
-               total_tokens, cost)
+    server = None
+    if api_base and type(api_base) is str:
+        server = _server(api_base)
+        address = server[0]
+        if not address:
+            server = None
+        else:  # as `apply_fields` keeps and counts them
+            if not address.isascii() or len(address) > max_chars:
+                return None
+            size += 2 * DICT_PER_ITEM + len(address) + STR_HEADER + SCALAR_SIZE
+    if size + _USAGE_SLACK > eff.record_limit:  # near the limit: `chat_outcome` truncates what does not fit
+        return None
+    fields = (template, started, ended - started, model, pairs, params, text, role, reason, response_id,
+              response_model, cache_hit, key, input_tokens, output_tokens, total_tokens, cost, server, span)
     scope_labels = eff.labels  # session and tags of the enclosing history(...) scopes
     rt = eff.runtime
     if counts_only and scope_labels is None and rt is not None and rt._ring_only:
-        # Only the ring holds the draft: the outcome's fields are set when the record is sealed (when
-        # first read), in the keys the template holds for them: `record.seal` calls `_fill_chat`.
-        draft["_fill"] = (_fill_chat, outcome)
-    else:  # read before sealing (by export pipelines, the session table): set now
-        _fill_chat(draft, outcome)
-        if not counts_only:  # details (cached, reasoning tokens): the draft's fields past the three counted
-            n = len(draft)
-            usage_fields(usage, draft)
-            size += (len(draft) - n) * _TOKEN_BYTES
-    if api_base and type(api_base) is str:
-        address, port = _server(api_base)
-        if address:  # as `apply_fields` keeps and counts them
-            if not address.isascii() or len(address) > max_chars:
-                return None
-            draft["server_address"] = address
-            draft["server_port"] = port
-            size += 2 * DICT_PER_ITEM + len(address) + STR_HEADER + SCALAR_SIZE
+        # Only the ring holds the draft, and reads nothing in it but its size before it is sealed
+        # (when first read): its fields are set then, by `_fill_chat` (`record.seal` calls it).
+        return {"size_bytes": size, "_fill": (_fill_chat, fields)}
+    draft = {"size_bytes": size}  # read before sealing (by export pipelines, the session table): set now
+    _fill_chat(draft, fields)
+    if not counts_only:  # details (cached, reasoning tokens): the draft's fields past the three counted
+        n = len(draft)
+        usage_fields(usage, draft)
+        size += (len(draft) - n) * _TOKEN_BYTES
+        if size + _USAGE_SLACK > eff.record_limit:
+            return None
+        draft["size_bytes"] = size
     if scope_labels is not None:
         draft.update(scope_labels)
-        size += eff.labels_bytes
-    if span is not None:
-        draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
-    if size + _USAGE_SLACK > eff.record_limit:  # near the limit: `chat_outcome` truncates what does not fit
-        return None
-    draft["size_bytes"] = size
+        draft["size_bytes"] = size + eff.labels_bytes
     return draft
 
 
-def _fill_chat(draft: dict[str, Any], outcome: tuple[Any, ...]) -> None:
-    """Set the outcome fields of a `_chat_draft` draft, in the keys its template holds for them."""
-    text, role, reason, response_id, response_model, cache_hit, key, input_tokens, output_tokens, total_tokens, \
-        cost = outcome
+def _fill_chat(draft: dict[str, Any], fields: tuple[Any, ...]) -> None:
+    """Set the fields of a `_chat_draft` draft (which holds its size): the template's (its keys in
+    order, the constant ones filled in), the request's, the outcome's, the server's and the span's."""
+    (template, started, duration, model, pairs, params, text, role, reason, response_id, response_model, cache_hit,
+     key, input_tokens, output_tokens, total_tokens, cost, server, span) = fields
+    draft.update(template)
+    draft["started"] = started
+    draft["duration"] = duration
+    draft["model"] = model
+    draft["_pairs"] = pairs
+    draft["params"] = params
     draft["output_text"] = text
     draft["outputs"] = [{"index": 0, "role": role, "content": text, "finish_reason": reason}]
     draft["finish_reason"] = reason
@@ -831,8 +834,14 @@ def _fill_chat(draft: dict[str, Any], outcome: tuple[Any, ...]) -> None:
     draft["input_tokens"] = input_tokens
     draft["output_tokens"] = output_tokens
     draft["total_tokens"] = total_tokens
-    if cost is not None:
+    if cost is None:
+        del draft["cost"]
+    else:
         draft["cost"] = cost
+    if server is not None:
+        draft["server_address"], draft["server_port"] = server
+    if span is not None:
+        draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
 
 
 def _chat_steps(spec: CallSpec, eff: Effective, kwargs: Mapping[str, Any], slo: Mapping[str, Any],
