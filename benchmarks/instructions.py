@@ -19,8 +19,10 @@ the interpreter exits. Every thread is counted while instrumentation is on.
 
 LiteLLM scenarios start all of LiteLLM's logging threads before counting and wait
 (blocking, no timer) for its logging threads after each call, so that every run
-does the same work in the same order (see `_litellm`): two runs agree within ~1k
-instructions per call.
+does the same work in the same order (see `_litellm`). On a loaded machine two runs
+of one tree still differed by up to 25k instructions per call (of ~9.3M); the
+`litellm_hooks` row (historymw's two hooks handed a captured LiteLLM report, no
+LiteLLM work) counts historymw's own share alone, the same from run to run.
 
 The subtraction removes everything the two runs share (switching, draining, the
 wait for callgrind_control). A scenario's "added" is its per-call figure minus
@@ -266,6 +268,60 @@ def litellm_openinference() -> tuple[Callable[[], Any], Callable[[], Any]]:
     return call, drain
 
 
+def _litellm_report() -> tuple[tuple[Any, Any, dict[str, Any]], dict[str, Any]]:
+    """What LiteLLM hands a logger's pre-call hook and success event for the benchmark's call, captured
+    from one real call: (model, messages, kwargs) and the success event's kwargs."""
+    import litellm
+    from litellm.integrations.custom_logger import CustomLogger
+
+    got: dict[str, Any] = {}
+
+    class Capture(CustomLogger):  # type: ignore[misc]
+        def log_pre_api_call(self, model: Any, messages: Any, kwargs: Any) -> None:
+            got["pre"] = (model, messages, dict(kwargs))
+
+        def log_success_event(self, kwargs: Any, response_obj: Any, start_time: Any, end_time: Any) -> None:
+            got["end"] = dict(kwargs)
+
+    litellm.callbacks = [Capture()]
+    litellm.completion(model="gpt-4o-mini", messages=MESSAGES, mock_response="Paris.", temperature=0.2)
+    _litellm_idle()  # the logging thread has reported it
+    return got["pre"], got["end"]
+
+
+def _hooks(pre_call: Callable[..., Any], success: Callable[..., Any]) -> Callable[[], Any]:
+    """The captured report handed to two hooks as LiteLLM hands it (by keyword), under a new call id
+    each time: the LiteLLM scenarios' logger work with none of LiteLLM's, the same from run to run."""
+    import uuid
+
+    (model, messages, pre), end = _litellm_report()
+
+    def call() -> None:
+        key = str(uuid.uuid4())
+        pre["litellm_call_id"] = key
+        pre_call(model=model, messages=messages, kwargs=pre)
+        kwargs = dict(end)  # LiteLLM hands each report its own dict
+        kwargs["litellm_call_id"] = key
+        success(kwargs=kwargs, response_obj=None, start_time=None, end_time=None)
+    return call
+
+
+def litellm_hooks_none() -> tuple[Callable[[], Any], None]:
+    def nothing(**kwargs: Any) -> None:
+        pass
+    return _hooks(nothing, nothing), None
+
+
+def litellm_hooks() -> tuple[Callable[[], Any], None]:
+    import historymw as hm
+    from historymw.integrations import litellm as hm_litellm
+
+    hm.configure()
+    hm_litellm.install()
+    logger = hm_litellm._logger
+    return _steady(_hooks(logger.log_pre_api_call, logger.log_success_event)), None
+
+
 # (name, group, baseline scenario or None, what it is)
 SCENARIOS: list[tuple[str, str, str | None, str]] = [
     ("bare", "core", None, "bare function, positional call"),
@@ -285,6 +341,8 @@ SCENARIOS: list[tuple[str, str, str | None, str]] = [
     ("litellm_custom_logger", "litellm", "litellm_bare", "+ an empty LiteLLM CustomLogger"),
     ("litellm_historymw", "litellm", "litellm_bare", "+ historymw litellm.install() (ring)"),
     ("litellm_openinference", "litellm", "litellm_bare", "+ OpenInference's LiteLLM instrumentor"),
+    ("litellm_hooks_none", "litellm", None, "a captured LiteLLM report to no-op hooks"),
+    ("litellm_hooks", "litellm", "litellm_hooks_none", "+ historymw's LiteLLM hooks alone (ring)"),
 ]
 BY_NAME = {s[0]: s for s in SCENARIOS}
 CALLS = {"core": 2000, "dspy": 300, "litellm": 100}
