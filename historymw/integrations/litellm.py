@@ -788,11 +788,13 @@ def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Map
             if not address.isascii() or len(address) > max_chars:
                 return None
             size += 2 * DICT_PER_ITEM + len(address) + STR_HEADER + SCALAR_SIZE
+    scope_labels = eff.labels  # session and tags of the enclosing history(...) scopes
+    if scope_labels is not None:
+        size += eff.labels_bytes
     if size + _USAGE_SLACK > eff.record_limit:  # near the limit: `chat_outcome` truncates what does not fit
         return None
     fields = (template, started, ended - started, model, pairs, params, text, role, reason, response_id,
               response_model, cache_hit, key, input_tokens, output_tokens, total_tokens, cost, server, span)
-    scope_labels = eff.labels  # session and tags of the enclosing history(...) scopes
     rt = eff.runtime
     if counts_only and scope_labels is None and rt is not None and rt._ring_only:
         # Only the ring holds the draft, and reads nothing in it but its size before it is sealed
@@ -809,7 +811,6 @@ def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Map
         draft["size_bytes"] = size
     if scope_labels is not None:
         draft.update(scope_labels)
-        draft["size_bytes"] = size + eff.labels_bytes
     return draft
 
 
