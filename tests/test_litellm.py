@@ -139,6 +139,39 @@ def test_a_plain_completion_built_in_one_step_is_the_record_the_general_way_buil
         assert first.server_address == "127.0.0.1" and first.cache_read_input_tokens == 0
 
 
+def test_a_labelled_completion_near_its_record_limit_counts_its_labels_before_the_limit(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    # A record that fits its limit without the scope's labels but not with them must not take the
+    # one-step draft (which keeps every field whole): it is the record the general way builds, which
+    # cuts what does not fit.
+    from historymw.capture import effective_now
+
+    hm.configure(max_bytes="256KiB")  # a record may take 16 KiB
+    call: dict[str, Any] = {"model": "gpt-4o-mini", "mock_response": "Paris.", "temperature": 0.2}
+    base = [{"role": "user", "content": "x" * 2000}] * 4  # each message within the field limit
+    sizes = []
+    for extra in (0, 1000):  # what one more message of `extra` chars adds beside its chars
+        completion(messages=[*base, {"role": "user", "content": "x" * extra}], **call)
+        settle()
+        sizes.append(records()[-1].size_bytes)
+    with hm.history(session="s-1", tags={"feature": "some tag words " * 200}):
+        eff = effective_now()
+        limit, labels = eff.record_limit, eff.labels_bytes
+        # The last message's chars that leave the unlabelled record half its labels' bytes under
+        # the limit (and under the slack kept for a usage's other counts).
+        extra = limit - sizes[1] + 1000 - hm_litellm._USAGE_SLACK - labels // 2
+        assert 0 < extra < eff.max_chars
+        labelled = {"messages": [*base, {"role": "user", "content": "x" * extra}], **call}
+        completion(**labelled)
+        settle()
+        monkeypatch.setattr(hm_litellm, "_chat_draft", lambda *a: None)  # the general way
+        completion(**labelled)
+        settle()
+    one_step, general = records()[-2:]
+    assert one_step.session == general.session == "s-1" and general.size_bytes + labels // 2 > limit
+    assert _comparable(one_step) == _comparable(general) and one_step.size_bytes == general.size_bytes
+
+
 def test_a_plain_completion_only_the_ring_holds_gets_its_fields_when_sealed(tmp_path: Any) -> None:
     # Ring only: the one-step draft holds its size and the fields `record.seal` sets (`_fill_chat`).
     # With an export pipeline they are set at once. Either way the same record, the same size.
