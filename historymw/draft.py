@@ -253,13 +253,8 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
         return None
     pairs, chars = read
     size += chars
-    if size > eff.draft_limit:  # (the smaller of the two limits below: one test for the usual call)
-        # A content the slow path truncates: the size bounds each content's length (no generator
-        # here: it would make `eff` a cell, made on every call).
-        if size > eff.max_chars and max(map(len, pairs[1::2]), default=0) > eff.max_chars:
-            return None
-        if size > eff.record_limit:
-            return None
+    if size > eff.draft_limit and over_limits(size, pairs, eff):  # (one test for the usual call)
+        return None
     draft["started"] = _now() if started is None else started
     draft["model"] = model
     draft["_pairs"] = pairs
@@ -274,6 +269,15 @@ def usual_draft(spec: CallSpec, eff: Effective, args: tuple[Any, ...], kwargs: d
     elif span is not None:
         draft["trace_id"], draft["span_id"], draft["trace_flags"] = span
     return draft
+
+
+def over_limits(size: int, pairs: tuple[str, ...], eff: Effective) -> bool:
+    """Does a usual request of `size` bytes, past `eff.draft_limit` (the smaller of the two limits),
+    go the general way: a content the field limit truncates (the size bounds each content's
+    length, so only a large request is looked at), or a record over its limit?"""
+    if size > eff.max_chars and max(map(len, pairs[1::2]), default=0) > eff.max_chars:
+        return True
+    return size > eff.record_limit
 
 
 def message_pairs(messages: list[Any]) -> tuple[tuple[str, ...], int] | None:

@@ -46,6 +46,7 @@ from ..draft import (
     CallSpec,
     held_bytes,
     message_pairs,
+    over_limits,
     table_growth,
 )
 from ..errors import require
@@ -479,11 +480,8 @@ def _text_draft(spec: CallSpec, eff: Any, model: Any, messages: Any, params: dic
         return None
     pairs, size = read
     size += model_chars + len(params) * PARAM_BYTES + len(messages) * MESSAGE_BYTES + spec.base_bytes
-    if size > eff.draft_limit:  # `usual_draft`'s check: a content the field limit truncates, a record too big
-        if size > eff.max_chars and max(map(len, pairs[1::2]), default=0) > eff.max_chars:
-            return None
-        if size > eff.record_limit:
-            return None
+    if size > eff.draft_limit and over_limits(size, pairs, eff):  # `usual_draft`'s check
+        return None
     size += TEXT_BYTES + chars + reason_chars + id_chars + label_chars  # what `text_outcome` counts
     draft = spec.draft.copy()  # a copy of a dict is cheaper than a dict display of the same keys
     if cost is not None:

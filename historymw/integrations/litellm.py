@@ -44,6 +44,7 @@ from ..draft import (
     CallSpec,
     chat_outcome,
     message_pairs,
+    over_limits,
     table_growth,
     usual_draft,
 )
@@ -770,8 +771,7 @@ def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Map
     pairs, chars = read
     size += chars
     # A content the field limit truncates (`usual_draft`'s check: the size bounds each content's length).
-    max_chars = eff.max_chars
-    if size > max_chars and max(map(len, pairs[1::2]), default=0) > max_chars:
+    if size > eff.draft_limit and over_limits(size, pairs, eff):  # as `usual_draft` checks it
         return None
     if type(cost) is float or type(cost) is int:
         cost = float(cost)
@@ -785,7 +785,7 @@ def _chat_draft(base: int, template: dict[str, Any], eff: Effective, kwargs: Map
         if not address:
             server = None
         else:  # as `apply_fields` keeps and counts them
-            if not address.isascii() or len(address) > max_chars:
+            if not address.isascii() or len(address) > eff.max_chars:
                 return None
             size += 2 * DICT_PER_ITEM + len(address) + STR_HEADER + SCALAR_SIZE
     scope_labels = eff.labels  # session and tags of the enclosing history(...) scopes
